@@ -1,0 +1,96 @@
+"""The ``medcl`` command: thin argument parsing over the library.
+
+    medcl run EXPERIMENT.yaml [--set train.lr=1e-4 ...] [--fresh] [--output-dir DIR] [--no-dashboard]
+    medcl report RUN_DIR
+    medcl list {strategies,benchmarks,models}
+
+Expected errors (a bad config, a missing file, an impossible resource request) print one clear
+message and exit with status 2; ``MEDCL_DEBUG=1`` shows the traceback too.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from medcl.errors import USER_ERRORS
+
+    try:
+        return args.handler(args)
+    except USER_ERRORS as exc:
+        if os.environ.get("MEDCL_DEBUG"):
+            raise
+        print(f"medcl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medcl", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run (or resume) a continual-learning sequence")
+    run.add_argument("experiment", type=Path)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a field by its dotted path, e.g. --set train.lr=1e-4 (repeatable)")
+    run.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
+    run.add_argument("--output-dir", default=None, help="parent of the run directory (default: the file's output_dir)")
+    run.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                     help="do not serve the Ray dashboard (default: on 127.0.0.1:8265 while a local Ray runs)")
+    run.set_defaults(handler=_run)
+    report = commands.add_parser("report", help="rebuild report.html of a run directory")
+    report.add_argument("run_dir", type=Path)
+    report.set_defaults(handler=_report)
+    listing = commands.add_parser("list", help="list registered strategies, benchmarks or models")
+    listing.add_argument("what", choices=["strategies", "benchmarks", "models"])
+    listing.set_defaults(handler=_list)
+    return parser
+
+
+def _run(args) -> int:
+    from medcl.config import load_experiment
+    from medcl.engine.runner import run_experiment
+    from medcl.report import format_matrix, format_metrics
+    from medcl.rundir import read_matrix_csv
+
+    config = load_experiment(args.experiment, args.overrides, output_dir=args.output_dir)
+    result = run_experiment(config, fresh=args.fresh, dashboard=args.dashboard)
+    labels, tasks, values = read_matrix_csv(result.run.matrix)
+    print("\nAccuracy matrix (%): rows = before training, then after each task; columns = tasks")
+    print(format_matrix(labels, tasks, values))
+    print("\nMetrics (%):")
+    print(format_metrics(result.metrics))
+    if result.metrics.get("note"):
+        print(f"note: {result.metrics['note']}")
+    print(f"\nRun directory: {result.run.path}\nReport: {result.run.report}")
+    return 0
+
+
+def _report(args) -> int:
+    from medcl.report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
+
+
+def _list(args) -> int:
+    if args.what == "strategies":
+        from medcl.strategies import STRATEGIES as registry
+    elif args.what == "benchmarks":
+        from medcl.data import BENCHMARKS as registry
+    else:
+        from medcl.models import MODELS, list_models
+
+        for name in list_models():
+            spec = MODELS.get(name) if name in MODELS else None
+            print(f"{name:32s} {getattr(spec, 'description', '') or '(open_clip)'}")
+        return 0
+    for name in registry.names():
+        print(f"{name:16s} {getattr(registry.get(name), 'description', '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Experiment files: pydantic models, YAML loading, ``--set a.b=c`` overrides, readable errors.
+
+An experiment file has the sections ``name``, ``seed``, ``benchmark``, ``model``, ``strategy``,
+``train`` and ``output_dir``. ``benchmark`` and ``strategy`` are *open* sections: besides ``name``
+(and the benchmark's ``order``) their fields belong to the registered benchmark's ``Options`` or the
+strategy's ``Params`` model, and are validated against it, so every field is checked and every
+error names its dotted path, the bad value and what is allowed::
+
+    experiments/x.yaml: invalid experiment
+      strategy.name: unknown strategy 'rehersal' (did you mean 'rehearsal'?); registered: finetune, ...
+      train.lr: Input should be greater than 0 (got -1)
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medcl.registry import UnknownNameError
+
+
+class ConfigError(ValueError):
+    """An invalid experiment: ``problems`` is a list of ``(dotted field, message)``."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source, self.problems = source, problems
+        lines = [f"{source}: invalid experiment"] + [f"  {field}: {msg}" for field, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BenchmarkSection(BaseModel):
+    """``name`` picks a registered benchmark; ``order`` lists task names (None: the benchmark's
+    own order); every other field is an option of that benchmark (validated by its ``Options``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "synthmed"
+    order: list[str] | None = None
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelSection(_Section):
+    name: str = "medcl-tiny"
+    pretrained: str | None = None
+    image_size: int | None = Field(default=None, ge=8, le=1024)
+
+
+class StrategySection(BaseModel):
+    """``name`` picks a registered strategy; every other field is one of its ``Params``."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "finetune"
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainSection(_Section):
+    """How each task is trained. ``batch_size`` is global (split over workers); exactly one of
+    ``steps_per_task`` and ``epochs_per_task`` is set."""
+
+    workers: int = Field(default=1, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    use_gpu: bool = False
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0)
+    steps_per_task: int | None = Field(default=None, ge=1)
+    epochs_per_task: float | None = Field(default=None, gt=0)
+    label_smoothing: float = Field(default=0.2, ge=0, lt=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    torch_threads: int = Field(default=1, ge=1)
+    log_every: int | None = Field(default=None, ge=1)  # None: about 5 progress lines per task
+    max_failures: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainSection":
+        if (self.steps_per_task is None) == (self.epochs_per_task is None):
+            raise ValueError("set exactly one of steps_per_task and epochs_per_task")
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ValueError("precision 'fp16' needs use_gpu: true (use 'bf16' or 'fp32' on CPU)")
+        if self.batch_size < self.workers:
+            raise ValueError(f"batch_size {self.batch_size} is smaller than workers {self.workers}")
+        return self
+
+
+class ExperimentConfig(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = 0
+    benchmark: BenchmarkSection = BenchmarkSection()
+    model: ModelSection = ModelSection()
+    strategy: StrategySection = StrategySection()
+    train: TrainSection = TrainSection(steps_per_task=100)
+    output_dir: str = "runs"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_experiment(path: str | Path, overrides: list[str] = (), output_dir: str | None = None) -> ExperimentConfig:
+    """Read a YAML experiment, apply ``a.b=c`` overrides, validate everything (see module doc)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [("<file>", "no such file")])
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
+        raise ConfigError(str(path), [(where, f"YAML syntax error: {getattr(exc, 'problem', exc)}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), [("<file>", f"expected a mapping of sections, got {type(raw).__name__}")])
+    raw.pop("provenance", None)  # written by medcl into a run's config.yaml; not an input
+    raw = apply_overrides(raw, overrides, source=str(path))
+    if output_dir is not None:
+        raw["output_dir"] = output_dir
+    return validate_experiment(raw, source=str(path))
+
+
+def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentConfig:
+    """Validate a raw mapping, including the benchmark's options and the strategy's params."""
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, _explain(exc, ExperimentConfig)) from None
+    problems = _check_plugin("benchmark", config.benchmark.name, config.benchmark.options())
+    problems += _check_plugin("strategy", config.strategy.name, config.strategy.params())
+    problems += _check_model(config.model.name)
+    if config.benchmark.order is not None and len(set(config.benchmark.order)) != len(config.benchmark.order):
+        dupes = sorted({n for n in config.benchmark.order if config.benchmark.order.count(n) > 1})
+        problems.append(("benchmark.order", f"duplicate task(s) {dupes}"))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def benchmark_options(config: ExperimentConfig):
+    """The benchmark's validated ``Options`` instance."""
+    from medcl.data import BENCHMARKS
+
+    return BENCHMARKS.get(config.benchmark.name).Options.model_validate(config.benchmark.options())
+
+
+def strategy_params(config: ExperimentConfig):
+    """The strategy's validated ``Params`` instance."""
+    from medcl.strategies import STRATEGIES
+
+    return STRATEGIES.get(config.strategy.name).Params.model_validate(config.strategy.params())
+
+
+def _check_plugin(section: str, name: str, values: dict) -> list[tuple[str, str]]:
+    if section == "benchmark":
+        from medcl.data import BENCHMARKS as registry
+    else:
+        from medcl.strategies import STRATEGIES as registry
+    try:
+        cls = registry.get(name)
+    except UnknownNameError as exc:
+        return [(f"{section}.name", str(exc))]
+    model = cls.Options if section == "benchmark" else cls.Params
+    try:
+        model.model_validate(values)
+    except ValidationError as exc:
+        return [(f"{section}.{field}", msg) for field, msg in _explain(exc, model)]
+    return []
+
+
+def _check_model(name: str) -> list[tuple[str, str]]:
+    from medcl.models import list_models
+
+    known = list_models()
+    if name in known or name.startswith("hf-hub:"):
+        return []
+    return [("model.name", str(UnknownNameError("model", name, known[:12] + ["... (medcl list models)"])))]
+
+
+def _explain(exc: ValidationError, root: type[BaseModel]) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(root, loc[:-1])
+            hint = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
+            msg = f"unknown field{f' (did you mean {hint[0]!r}?)' if hint else ''}; allowed: {', '.join(allowed)}"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
+                msg += f" (got {err['input']!r})"
+        problems.append((field, msg))
+    return problems
+
+
+def _allowed_fields(root: type[BaseModel], path: list[str]) -> list[str]:
+    model: Any = root
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+# --------------------------------------------------------------------------- overrides
+
+def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Return a copy of ``raw`` with each ``a.b.c=value`` applied; values are parsed as YAML
+    scalars/lists (``3`` -> int, ``1e-4`` -> float, ``true`` -> bool, ``[a, b]`` -> list,
+    ``null`` -> None)."""
+    import copy
+
+    result = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(source, [("--set", f"expected KEY=VALUE, got {item!r}")])
+        parts = key.strip().split(".")
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(source, [(key, f"{part!r} is a value, not a section")])
+            node = child
+        node[parts[-1]] = _parse_value(text)
+    return result
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and _looks_like_float(value):
+        return float(value)
+    return value
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def to_yaml(config: ExperimentConfig, extra: dict | None = None) -> str:
+    """The resolved experiment as YAML (what ``config.yaml`` in the run directory holds)."""
+    payload = config.model_dump(mode="json")
+    if extra:
+        payload = {**payload, **extra}
+    return yaml.safe_dump(payload, sort_keys=False)

@@ -1,0 +1,1 @@
+"""The sequence engine: driver (runner), worker loop, evaluation, checkpoints."""

@@ -1,0 +1,63 @@
+"""Joining or starting Ray, and refusing resource requests that could never be scheduled.
+
+``RAY_ADDRESS`` set (or a cluster started with ``ray start``) -> join it; otherwise start a local
+Ray on loopback with this machine's CPUs and no dashboard (tests and laptops). A request for more
+CPUs or GPUs than the cluster has is an error naming the fields, not a hang.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from medcl.config import ExperimentConfig
+
+
+class ResourceError(RuntimeError):
+    pass
+
+
+def connect(config: ExperimentConfig | None = None, *, dashboard: bool = False) -> bool:
+    """Initialise Ray if needed; return True when joined to an existing cluster.
+
+    A local Ray serves its dashboard on 127.0.0.1 only when ``dashboard`` is true (it costs about
+    1 GB of memory; without it Ray Train's placement-group cleaner logs that the state API is
+    unavailable, which is harmless).
+    """
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # else every worker print is logged twice
+    if ray.is_initialized():
+        return bool(os.environ.get("RAY_ADDRESS"))
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return True
+    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+             _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+    if dashboard:
+        print(f"medcl: Ray dashboard at http://{ray.get_runtime_context().gcs_address.split(':')[0]}:8265 "
+              "(loopback only; use ssh -L 8265:127.0.0.1:8265 from another machine)", flush=True)
+    return False
+
+
+def check_resources(config: ExperimentConfig) -> None:
+    """Raise :class:`ResourceError` when the workers cannot fit the cluster as it is now.
+
+    On an autoscaling cluster (``RAY_ADDRESS`` set) only a warning is printed, since nodes may
+    still be added.
+    """
+    import ray
+
+    have = ray.cluster_resources()
+    train = config.train
+    wanted = {"CPU": train.workers * train.cpus_per_worker, "GPU": train.workers if train.use_gpu else 0}
+    short = [f"{k}: {wanted[k]:g} wanted (train.workers={train.workers} x "
+             f"{'train.cpus_per_worker=' + format(train.cpus_per_worker, 'g') if k == 'CPU' else '1 GPU each'}), "
+             f"{have.get(k, 0):g} in the cluster" for k in wanted if wanted[k] > have.get(k, 0) + 1e-9]
+    if not short:
+        return
+    message = "not enough resources for the Train workers: " + "; ".join(short)
+    if os.environ.get("RAY_ADDRESS"):
+        print(f"medcl: warning: {message} (waiting for the autoscaler)", flush=True)
+        return
+    raise ResourceError(message + ". Lower train.workers or train.cpus_per_worker, or set use_gpu: false.")

@@ -1,0 +1,84 @@
+"""What a strategy sees while it trains: the model, the tasks, the current stage, loss helpers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from medcl.data.task import Task
+from medcl.models import clip_logits, encode_class_prompts
+from medcl.strategies.base import Stage
+
+
+@dataclass
+class Batch:
+    """A training batch: model-ready ``images`` (N, 3, S, S), ``labels`` (class index within the
+    sample's own task) and ``task_ids`` (index of that task in the sequence order)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    task_ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class TrainContext:
+    model: torch.nn.Module
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    tasks: list[Task]
+    stages: list[Stage]
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    label_smoothing: float = 0.2
+    seed: int = 0
+    stage_index: int = 0
+    step: int = 0
+    total_steps: int = 0
+    scratch: dict = field(default_factory=dict)
+
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.stage_index]
+
+    @property
+    def task_index(self) -> int:
+        """The task the current stage trains (its last one, for a multi-task stage)."""
+        return self.stage.train_tasks[-1]
+
+    @property
+    def task(self) -> Task:
+        return self.tasks[self.task_index]
+
+    @property
+    def seen_tasks(self) -> list[int]:
+        """Indices of every task trained in this or an earlier stage."""
+        return sorted({t for s in self.stages[: self.stage_index + 1] for t in s.train_tasks})
+
+    def class_embeddings(self, task_id: int, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Normalised text embeddings (C, D) of task ``task_id``'s class prompts (differentiable)."""
+        return encode_class_prompts(model or self.model, self.tokenizer, self.tasks[task_id].class_prompts, self.device)
+
+    def task_logits(self, batch: Batch, model: torch.nn.Module | None = None) -> dict[int, torch.Tensor]:
+        """Per task present in ``batch``: logits (n_k, C_k) of its samples over its own classes,
+        logit = logit_scale * cos(image, class prompt) (MTIL protocol)."""
+        model = model or self.model
+        image_features = model.encode_image(batch.images, normalize=True)
+        scale = model.logit_scale.exp()
+        out = {}
+        for task_id in batch.task_ids.unique().tolist():
+            rows = batch.task_ids == task_id
+            out[task_id] = clip_logits(image_features[rows], self.class_embeddings(task_id, model), scale)
+        return out
+
+    def task_loss(self, batch: Batch, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Mean cross-entropy with label smoothing, each sample over its own task's classes."""
+        total = batch.images.new_zeros(())
+        for task_id, logits in self.task_logits(batch, model).items():
+            labels = batch.labels[batch.task_ids == task_id]
+            total = total + F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing, reduction="sum")
+        return total / len(batch)

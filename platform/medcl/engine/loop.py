@@ -1,0 +1,150 @@
+"""The sequence loop that runs inside every Ray Train worker (one TorchTrainer per sequence).
+
+    restore the last task checkpoint (Ray's, or the run directory's) or start fresh
+    row 0: evaluate the starting model on every task; checkpoint task-0
+    for each stage s: before_task, train steps, after_task, evaluate every task,
+                      checkpoint task-<s> (model + strategy state + matrix), ray.train.report
+
+Gradients are averaged over workers by an explicit bucketed all-reduce after ``backward`` rather
+than by wrapping the model in DDP: strategies run several forward passes per step (task batch,
+replay, reference set, frozen teacher) and freeze different parameters per task (LoRA pools),
+which DDP's one-forward-per-backward reducer does not allow. The arithmetic is DDP's (mean of
+per-rank gradients); only the overlap of communication with backward is given up.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from medcl.config import ExperimentConfig
+from medcl.faults import maybe_fail
+from medcl.engine.checkpoint import SequenceState, restore_checkpoint, write_checkpoint
+from medcl.engine.context import Batch, TrainContext
+from medcl.engine.evaluate import evaluate_all
+from medcl.engine.optim import build_optimizer, optimizer_step, sync_gradients
+from medcl.engine.progress import ProgressLog
+from medcl.engine.sampling import StageSampler
+from medcl.engine.preprocess import to_model_input
+from medcl.models import create_model
+from medcl.rundir import RunDir
+from medcl.strategies import build_strategy
+
+
+def train_sequence(loop_config: dict) -> None:
+    """Ray Train entry point. ``loop_config``: ``experiment`` (dict), ``tasks`` (ObjectRef of the
+    ordered task list), ``run_dir`` (str), ``resume_dir`` (str or None)."""
+    cfg = ExperimentConfig.model_validate(loop_config["experiment"])
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per report otherwise
+    torch.set_num_threads(cfg.train.torch_threads)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    tasks = ray.get(loop_config["tasks"])
+    torch.manual_seed(cfg.seed)
+    bundle = create_model(cfg.model.name, pretrained=cfg.model.pretrained, image_size=cfg.model.image_size)
+    model = bundle.model.to(device)
+    _broadcast_parameters(model, world)
+    strategy = build_strategy(cfg.strategy.name, cfg.strategy.params())
+    stages = strategy.stages(tasks)
+    ctx = TrainContext(model=model, tokenizer=bundle.tokenizer, tasks=tasks, stages=stages, device=device,
+                       rank=rank, world_size=world, label_smoothing=cfg.train.label_smoothing, seed=cfg.seed)
+    strategy.setup(ctx)
+    state = _restore(ctx, strategy, loop_config.get("resume_dir"))
+    if state is None:
+        state = SequenceState(task_names=[t.name for t in tasks], stage_names=[s.name for s in stages])
+    log = ProgressLog(RunDir(Path(loop_config["run_dir"])), enabled=rank == 0, log_every=cfg.train.log_every)
+    evaluate = lambda: evaluate_all(ctx, strategy, image_size=bundle.image_size, mean=bundle.mean,  # noqa: E731
+                                    std=bundle.std, batch_size=cfg.train.eval_batch_size)
+    if state.zero_shot is None:
+        state.zero_shot = evaluate()
+        log.row("zero_shot", state)
+        _checkpoint_and_report(ctx, strategy, state, with_model=False)
+    for stage_index in range(state.stages_done, len(stages)):
+        ctx.stage_index = stage_index
+        started = time.perf_counter()
+        steps, n_params = _train_stage(ctx, strategy, cfg, bundle, log)
+        state.rows.append(evaluate())
+        state.wall_time_s.append(time.perf_counter() - started)
+        state.steps.append(steps)
+        state.trainable_parameters.append(n_params)
+        log.row(stages[stage_index].name, state)
+        _checkpoint_and_report(ctx, strategy, state, with_model=True)
+        maybe_fail("after_stage", stage=state.stages_done, rank=rank)
+
+
+def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log: ProgressLog) -> tuple[int, int]:
+    stage = ctx.stage
+    sampler = StageSampler(ctx.tasks, stage.train_tasks, batch_size=cfg.train.batch_size, seed=cfg.seed,
+                           stage_index=ctx.stage_index, rank=ctx.rank, world_size=ctx.world_size)
+    total = sampler.steps_for(cfg.train.steps_per_task, cfg.train.epochs_per_task)
+    torch.manual_seed(cfg.seed * 1_000_003 + ctx.stage_index * 1_009 + ctx.rank)
+    ctx.step, ctx.total_steps = 0, total
+    strategy.before_task(ctx)
+    params = list(strategy.trainable_parameters(ctx))
+    optimizer, scheduler = build_optimizer(params, cfg.train, total)
+    scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+    ctx.model.train()
+    log.start_stage(stage.name, ctx.stage_index, len(ctx.stages), total)
+    for images, labels, task_ids in sampler.batches(total):
+        batch = Batch(images=to_model_input(images, bundle.image_size, bundle.mean, bundle.std, ctx.device),
+                      labels=torch.as_tensor(labels, device=ctx.device),
+                      task_ids=torch.as_tensor(task_ids, device=ctx.device))
+        with torch.autocast(ctx.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            terms = strategy.loss(ctx, batch)
+        optimizer.zero_grad(set_to_none=True)
+        (scaler.scale(terms["loss"]) if scaler else terms["loss"]).backward()
+        sync_gradients(params, ctx.world_size)
+        optimizer_step(optimizer, scheduler, params, cfg.train.grad_clip, scaler)
+        ctx.step += 1
+        maybe_fail("step", step=ctx.step, stage=ctx.stage_index + 1, rank=ctx.rank)
+        strategy.after_step(ctx)
+        log.step(ctx.step, terms, len(batch) * ctx.world_size)
+    strategy.after_task(ctx)
+    return total, sum(p.numel() for p in params)
+
+
+def _restore(ctx: TrainContext, strategy, resume_dir: str | None) -> SequenceState | None:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            return _load(ctx, strategy, Path(directory))
+    if resume_dir:
+        return _load(ctx, strategy, Path(resume_dir))
+    return None
+
+
+def _load(ctx: TrainContext, strategy, directory: Path) -> SequenceState:
+    state, strategy_state = restore_checkpoint(directory, rank=ctx.rank, model=ctx.model)
+    if state.stages_done:
+        ctx.stage_index = state.stages_done - 1
+    strategy.load_state_dict(strategy_state)
+    return state
+
+
+def _checkpoint_and_report(ctx: TrainContext, strategy, state: SequenceState, *, with_model: bool) -> None:
+    done = state.stages_done
+    with tempfile.TemporaryDirectory(prefix="medcl-ckpt-") as tmp:
+        write_checkpoint(Path(tmp), rank=ctx.rank, state=state, model=ctx.model if with_model else None,
+                         strategy_state=strategy.state_dict())
+        row = state.rows[-1] if state.rows else state.zero_shot
+        metrics = {"stage": done, "stages": len(ctx.stages), "row": row,
+                   "mean_seen": _mean(row[: done] if done else row), "done": done == len(ctx.stages)}
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"task-{done}")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _broadcast_parameters(model: torch.nn.Module, world: int) -> None:
+    if world > 1:
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            torch.distributed.broadcast(tensor.data, src=0)

@@ -1,0 +1,42 @@
+"""Turn a finished (or partial) sequence state into matrix.csv and metrics.json."""
+from __future__ import annotations
+
+import numpy as np
+
+from medcl.engine.checkpoint import SequenceState
+from medcl.metrics import per_task, summarize
+from medcl.rundir import ZERO_SHOT_ROW, RunDir, write_json, write_matrix_csv
+
+
+def write_outputs(run: RunDir, state: SequenceState, *, strategy: str, model: str, benchmark: str) -> dict:
+    """Write ``matrix.csv`` and ``metrics.json``; return the metrics.
+
+    With one training stage per task (continual methods) and every stage done, the summary metrics
+    of :func:`medcl.metrics.summarize` are computed over the T x T matrix; otherwise (a partial run,
+    or a method with another stage plan such as joint training) only ``last`` is given and
+    ``note`` says why.
+    """
+    labels = [ZERO_SHOT_ROW] + state.stage_names[: state.stages_done]
+    values = np.array([state.zero_shot] + state.rows, dtype=float)
+    write_matrix_csv(run.matrix, labels, state.task_names, values)
+    complete = state.stages_done == len(state.stage_names)
+    metrics: dict = {"complete": complete, "strategy": strategy, "model": model, "benchmark": benchmark,
+                     "tasks": state.task_names, "stages": state.stage_names[: state.stages_done]}
+    square = state.stages_done == len(state.task_names) == len(state.stage_names)
+    if square:
+        matrix = np.array(state.rows, dtype=float)
+        metrics.update(summarize(matrix, zero_shot=state.zero_shot))
+        metrics["per_task"] = per_task(matrix, state.zero_shot, state.task_names)
+    else:
+        metrics.update(dict.fromkeys(("transfer", "avg", "bwt", "forgetting", "fwt")))
+        metrics["last"] = float(np.mean(state.rows[-1])) if state.rows else None
+        metrics["note"] = ("the run is not finished" if not complete else
+                           f"{len(state.stage_names)} training stage(s) for {len(state.task_names)} tasks: "
+                           "the continual metrics need one stage per task; 'last' is after the final stage")
+    metrics["zero_shot"] = state.zero_shot
+    metrics["wall_time_s_per_task"] = state.wall_time_s
+    metrics["steps_per_task"] = state.steps
+    metrics["trainable_parameters"] = max(state.trainable_parameters, default=0)
+    metrics["trainable_parameters_per_task"] = state.trainable_parameters
+    write_json(run.metrics, metrics)
+    return metrics

@@ -1,0 +1,138 @@
+"""Driver side of a sequence run: run directory, tasks, Ray, one TorchTrainer, final outputs.
+
+    medcl run experiments/quickstart.yaml          # runs, or resumes after the last finished task
+    medcl run experiments/quickstart.yaml --fresh  # starts over
+
+Resume: the run directory keeps one checkpoint per finished task (``checkpoints/task-<t>``); Ray
+Train V2 is given ``RunConfig(name="checkpoints", storage_path=<run dir>)``, so a worker restarted
+after a failure, or the same command run again, gets the last one from ``ray.train.get_checkpoint``;
+the newest ``task-<t>`` found on disk is passed as a fallback. Resuming with a changed experiment
+is refused (the fields that differ are named), since its matrix would mix two experiments.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from medcl.config import ExperimentConfig, benchmark_options, to_yaml
+from medcl.data import BENCHMARKS, Task, order_tasks
+from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state
+from medcl.engine.outputs import write_outputs
+from medcl.engine.provenance import provenance
+from medcl.faults import forwarded_environment
+from medcl.rundir import RunDir
+from medcl.strategies import build_strategy
+
+# Fields that may change between a run and its resumption without changing its results.
+RESUMABLE_CHANGES = {"output_dir", "train.log_every", "train.max_failures", "train.cpus_per_worker",
+                     "train.eval_batch_size", "train.torch_threads"}
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or finish; the message says what to do."""
+
+
+@dataclass
+class RunResult:
+    run: RunDir
+    state: SequenceState
+    metrics: dict
+    resumed_after: int | None
+
+
+def build_tasks(config: ExperimentConfig) -> list[Task]:
+    """The benchmark's tasks in the configured order (errors name ``benchmark.order``)."""
+    benchmark = BENCHMARKS.get(config.benchmark.name)()
+    tasks = benchmark.build(benchmark_options(config), config.seed)
+    try:
+        return order_tasks(tasks, config.benchmark.order)
+    except ValueError as exc:
+        raise RunError(f"benchmark.order: {exc}") from None
+
+
+def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: bool = False) -> RunResult:
+    run = prepare_run_dir(config, fresh=fresh)
+    tasks = build_tasks(config)
+    stages = build_strategy(config.strategy.name, config.strategy.params()).stages(tasks)
+    resume = latest_checkpoint(run.checkpoints)
+    resumed_after = read_state(resume).stages_done if resume else None
+    if resumed_after is not None:
+        print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name})", flush=True)
+    if resumed_after != len(stages):
+        _fit(config, run, tasks, resume, dashboard)
+    final = latest_checkpoint(run.checkpoints)
+    if final is None:
+        raise RunError(f"{run.path}: the run wrote no checkpoint; see the errors above")
+    state = read_state(final)
+    metrics = write_outputs(run, state, strategy=config.strategy.name, model=config.model.name,
+                            benchmark=config.benchmark.name)
+    from medcl.report import write_report
+
+    write_report(run.path)
+    return RunResult(run=run, state=state, metrics=metrics, resumed_after=resumed_after)
+
+
+def prepare_run_dir(config: ExperimentConfig, *, fresh: bool) -> RunDir:
+    run = RunDir(config.run_dir.resolve())
+    if fresh and run.path.exists():
+        shutil.rmtree(run.path)
+    if run.config.exists():
+        _check_same_experiment(run, config)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.config.write_text(to_yaml(config, extra={"provenance": provenance()}))
+    return run
+
+
+def _check_same_experiment(run: RunDir, config: ExperimentConfig) -> None:
+    previous = yaml.safe_load(run.config.read_text()) or {}
+    previous.pop("provenance", None)
+    changed = sorted(k for k in _diff(previous, config.model_dump(mode="json")) if k not in RESUMABLE_CHANGES)
+    if changed:
+        raise RunError(f"{run.path} holds a run of a different experiment (changed: {', '.join(changed)}); "
+                       "re-run with --fresh to start over, or give the experiment another name")
+
+
+def _diff(old, new, prefix: str = "") -> set[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = set(old) | set(new)
+        return set().union(*(_diff(old.get(k), new.get(k), f"{prefix}{k}.") for k in keys)) if keys else set()
+    return set() if old == new else {prefix.rstrip(".")}
+
+
+def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], resume: Path | None, dashboard: bool) -> None:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from medcl.engine.cluster import check_resources, connect
+    from medcl.engine.loop import train_sequence
+
+    connect(config, dashboard=dashboard)
+    check_resources(config)
+    trainer = TorchTrainer(
+        train_sequence,
+        train_loop_config={"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks),
+                           "run_dir": str(run.path), "resume_dir": str(resume) if resume else None},
+        scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=config.train.use_gpu,
+                                     resources_per_worker={"CPU": config.train.cpus_per_worker}),
+        run_config=RunConfig(name="checkpoints", storage_path=str(run.path),
+                             worker_runtime_env={"env_vars": forwarded_environment()} if forwarded_environment() else None,
+                             checkpoint_config=CheckpointConfig(num_to_keep=None),
+                             logging_config=LoggingConfig(log_level="WARNING"),
+                             failure_config=FailureConfig(max_failures=config.train.max_failures,
+                                                          controller_failure_limit=3)),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; show the root cause, keep the checkpoints
+        raise RunError(f"training failed: {_root_cause(exc)}\nFinished tasks are checkpointed in "
+                       f"{run.checkpoints}; run the same command again to resume.") from exc
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}"

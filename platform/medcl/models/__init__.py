@@ -1,0 +1,32 @@
+"""CLIP models for medcl: a registry of named open_clip models, weights I/O, zero-shot heads.
+
+Importing this package registers the ``medcl-*`` JSON configs with open_clip.
+"""
+from medcl.models.factory import (
+    MODELS,
+    ModelBundle,
+    ModelSpec,
+    UnknownModelError,
+    create_model,
+    list_models,
+    register_spec,
+)
+from medcl.models.weights import ModelLoadError, load_weights, save_weights, state_fingerprint
+from medcl.models.zeroshot import ZeroShotClassifier, clip_logits, encode_class_prompts
+
+__all__ = [
+    "MODELS",
+    "ModelBundle",
+    "ModelLoadError",
+    "ModelSpec",
+    "UnknownModelError",
+    "ZeroShotClassifier",
+    "clip_logits",
+    "create_model",
+    "encode_class_prompts",
+    "list_models",
+    "load_weights",
+    "register_spec",
+    "save_weights",
+    "state_fingerprint",
+]

@@ -1,0 +1,346 @@
+"""Text tables, plots and the self-contained HTML report of a run directory.
+
+``write_report(run_dir)`` reads ``matrix.csv``, ``metrics.json``, ``config.yaml`` and
+``events.jsonl`` (see :mod:`medcl.rundir`) and writes ``report.html`` with every image embedded as a
+base64 PNG data URI, so the file can be mailed or archived on its own. ``compare_runs`` and
+``plot_task_curves`` put several runs side by side (``medcl compare``).
+
+Plots use matplotlib's object API (``Figure`` + Agg canvas), never ``pyplot``: no global state, no
+display needed, safe inside Ray workers.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from medcl.metrics import METRIC_KEYS, per_task, summarize
+from medcl.rundir import ZERO_SHOT_ROW, RunDir, read_events, read_matrix_csv
+
+METRIC_LEGEND = {
+    "transfer": "accuracy on tasks not trained yet (kept zero-shot ability)",
+    "avg": "every task at every stage",
+    "last": "every task after the final stage",
+    "bwt": "final minus just-trained accuracy (negative = forgetting)",
+    "forgetting": "best earlier minus final accuracy",
+    "fwt": "just-before-training minus zero-shot accuracy",
+}
+_PER_TASK_COLUMNS = ("zero_shot", "just_trained", "best", "final", "forgetting")
+
+
+def _display_label(label: str) -> str:
+    return "before training" if label == ZERO_SHOT_ROW else f"after {label}"
+
+
+def _fmt(value, digits: int = 2, missing: str = "n/a") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _text_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """Fixed-width table: the first ``left`` columns left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_matrix(row_labels: list[str], task_names: list[str], values) -> str:
+    """The accuracy matrix as a fixed-width text table.
+
+    Rows are named "before training" (the ``zero_shot`` row) or "after <task>"; columns are tasks;
+    values are percentages with 1 decimal and NaN (not evaluated) is shown as "-".
+    """
+    values = np.asarray(values, dtype=float).reshape(len(row_labels), len(task_names))
+    rows = [
+        [_display_label(label), *(_fmt(float(v), 1, "-") for v in row)]
+        for label, row in zip(row_labels, values)
+    ]
+    return _text_table(["", *task_names], rows)
+
+
+def format_metrics(metrics: dict) -> str:
+    """transfer/avg/last/bwt/forgetting/fwt as a two-column table (2 decimals, None -> "n/a"),
+    followed by a one-line legend."""
+    rows = [[key, _fmt(metrics.get(key))] for key in METRIC_KEYS]
+    legend = "; ".join(f"{key}: {text}" for key, text in METRIC_LEGEND.items())
+    return _text_table(["metric", "value (%)"], rows) + "\n" + legend
+
+
+# --------------------------------------------------------------------------- loading a run
+
+
+@dataclass
+class _Run:
+    path: Path
+    row_labels: list[str]
+    task_names: list[str]
+    values: np.ndarray
+    metrics: dict
+    config_text: str | None = None
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+    def describe(self, key: str) -> str | None:
+        """strategy/model/benchmark: from metrics.json, else from config.yaml (str or {name: ...})."""
+        value = self.metrics.get(key)
+        if value is None and self.config_text:
+            config = yaml.safe_load(self.config_text)
+            value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, dict):
+            value = value.get("name")
+        return None if value is None else str(value)
+
+
+def _load_run(run_dir: Path) -> _Run:
+    paths = RunDir(Path(run_dir))
+    if not paths.matrix.exists():
+        raise FileNotFoundError(
+            f"{paths.path}: no matrix.csv; not a finished medcl run (or it has no evaluated rows yet)"
+        )
+    labels, tasks, values = read_matrix_csv(paths.matrix)
+    if not labels:
+        raise ValueError(f"{paths.matrix}: no evaluated rows yet")
+    if paths.metrics.exists():
+        metrics = json.loads(paths.metrics.read_text())
+    else:
+        metrics = _metrics_from_matrix(labels, tasks, values)
+    config_text = paths.config.read_text() if paths.config.exists() else None
+    return _Run(paths.path, labels, tasks, values, metrics, config_text, read_events(paths.events))
+
+
+def _metrics_from_matrix(labels: list[str], tasks: list[str], values: np.ndarray) -> dict:
+    """summarize() + per_task() when the trained rows form a complete T x T matrix, else all None."""
+    zero_shot = values[0] if labels[0] == ZERO_SHOT_ROW else None
+    trained = values[1:] if zero_shot is not None else values
+    if trained.shape != (len(tasks), len(tasks)) or not np.all(np.isfinite(trained)):
+        return dict.fromkeys(METRIC_KEYS)
+    if zero_shot is not None and not np.all(np.isfinite(zero_shot)):
+        zero_shot = None
+    return {**summarize(trained, zero_shot), "per_task": per_task(trained, zero_shot, tasks)}
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _save_png(fig: Figure, target) -> None:
+    """Render ``fig`` as PNG to a path or a binary file object."""
+    FigureCanvasAgg(fig)
+    fig.savefig(target, format="png", dpi=120, bbox_inches="tight")
+
+
+def _data_uri(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    _save_png(fig, buffer)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _matrix_figure(row_labels: list[str], task_names: list[str], values) -> Figure:
+    values = np.asarray(values, dtype=float).reshape(len(row_labels), len(task_names))
+    fig = Figure(figsize=(1.2 + 1.0 * len(task_names), 1.0 + 0.55 * len(row_labels)))
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for (r, c), v in np.ndenumerate(values):
+        text, colour = ("-", "black") if math.isnan(v) else (f"{v:.1f}", "white" if v < 60 else "black")
+        ax.text(c, r, text, ha="center", va="center", color=colour, fontsize=9)
+    ax.set_xticks(range(len(task_names)), task_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(row_labels)), [_display_label(label) for label in row_labels])
+    ax.set_xlabel("evaluated on task")
+    fig.colorbar(image, ax=ax, label="accuracy (%)")
+    return fig
+
+
+def plot_matrix(row_labels: list[str], task_names: list[str], values, path: Path) -> Path:
+    """Write the accuracy matrix as an annotated heat map PNG (rows "before training",
+    "after <task>"; NaN cells blank with "-"; colour scale 0-100 %). Returns ``path``."""
+    _save_png(_matrix_figure(row_labels, task_names, values), path)
+    return Path(path)
+
+
+def _task_curves_figure(runs: list[_Run]) -> Figure:
+    fig = Figure(figsize=(5.0 * len(runs), 3.6))
+    axes = fig.subplots(1, len(runs), sharey=True, squeeze=False)[0]
+    for ax, run in zip(axes, runs):
+        stages = range(len(run.row_labels))
+        for j, task in enumerate(run.task_names):
+            ax.plot(stages, run.values[:, j], marker="o", label=task)
+        ticks = ["before" if lb == ZERO_SHOT_ROW else lb for lb in run.row_labels]
+        ax.set_xticks(stages, ticks, rotation=30, ha="right")
+        ax.set_title(run.name)
+        ax.set_xlabel("after training stage")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[-1].legend(fontsize=8, loc="best")
+    return fig
+
+
+def plot_task_curves(run_dirs: list[Path], path: Path) -> Path:
+    """Write per-task accuracy over training stages as a PNG: one subplot per run, one line per
+    task (x = stage, "before" = zero-shot row). Returns ``path``.
+
+    Raises:
+        ValueError: no run directories; FileNotFoundError: a directory has no matrix.csv.
+    """
+    if not run_dirs:
+        raise ValueError("plot_task_curves needs at least one run directory")
+    _save_png(_task_curves_figure([_load_run(d) for d in run_dirs]), path)
+    return Path(path)
+
+
+_NOT_LOSS_TERMS = {"kind", "stage", "task", "step", "samples_per_s", "time"}
+
+
+def _loss_figure(events: list[dict]) -> Figure | None:
+    """One subplot per training stage: every numeric loss term of the step events against step."""
+    series: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for event in events:
+        if event.get("kind") != "step" or "step" not in event:
+            continue
+        curves = series[(event.get("stage"), event.get("task"))]
+        for key, value in event.items():
+            if key not in _NOT_LOSS_TERMS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                curves[key].append((event["step"], value))
+    if not series:
+        return None
+    cols = min(3, len(series))
+    rows = math.ceil(len(series) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, ((stage, task), curves) in zip(axes, series.items()):
+        for key, points in sorted(curves.items()):
+            ax.plot(*zip(*points), label=key, marker="o" if len(points) == 1 else None)
+        ax.set_title(f"stage {stage}: {task}" if stage is not None else str(task))
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(series):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- HTML report
+
+_CSS = (
+    "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:1em;overflow:auto}"
+)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _per_task_rows(run: _Run) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: metrics.json's per_task numbers, wall time per task, mean throughput."""
+    wall = run.metrics.get("wall_time_s_per_task")
+    speed = defaultdict(list)
+    for event in run.events:
+        rate = event.get("samples_per_s")
+        if event.get("kind") == "step" and isinstance(rate, (int, float)) and math.isfinite(rate):
+            speed[event.get("task")].append(event["samples_per_s"])
+    header = ["task", *_PER_TASK_COLUMNS, "wall time (s)", "samples/s"]
+    rows = []
+    for i, entry in enumerate(run.metrics.get("per_task") or []):
+        task = entry.get("task", "")
+        if isinstance(wall, dict):
+            seconds = wall.get(task)
+        else:
+            seconds = wall[i] if isinstance(wall, list) and i < len(wall) else None
+        mean_speed = float(np.mean(speed[task])) if speed.get(task) else None
+        rows.append([str(task), *(_fmt(entry.get(c)) for c in _PER_TASK_COLUMNS),
+                     _fmt(seconds, 1), _fmt(mean_speed, 1)])
+    return header, rows
+
+
+def _report_body(run: _Run) -> list[str]:
+    esc = html.escape
+    facts = [(k, run.describe(k)) for k in ("strategy", "model", "benchmark")]
+    facts.append(("trainable parameters", run.metrics.get("trainable_parameters")))
+    facts_text = "; ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in facts if v is not None)
+    metric_rows = [[k, _fmt(run.metrics.get(k)), METRIC_LEGEND[k]] for k in METRIC_KEYS]
+    parts = [
+        f"<h1>medcl run: {esc(run.name)}</h1>",
+        f"<p>{esc(facts_text)}</p>" if facts_text else "",
+        f"<p><strong>Note:</strong> {esc(str(run.metrics['note']))}</p>" if run.metrics.get("note") else "",
+        "<h2>Accuracy matrix (%)</h2>",
+        f'<img alt="accuracy matrix" src="{_data_uri(_matrix_figure(run.row_labels, run.task_names, run.values))}">',
+        f"<pre>{esc(format_matrix(run.row_labels, run.task_names, run.values))}</pre>",
+        "<h2>Metrics (%)</h2>",
+        _html_table(["metric", "value", "meaning"], metric_rows),
+    ]
+    header, rows = _per_task_rows(run)
+    if rows:
+        parts += ["<h2>Per task (%)</h2>", _html_table(header, rows)]
+    parts += ["<h2>Accuracy over training</h2>",
+              f'<img alt="per-task accuracy" src="{_data_uri(_task_curves_figure([run]))}">']
+    loss = _loss_figure(run.events)
+    if loss is not None:
+        parts += ["<h2>Training loss</h2>", f'<img alt="training loss" src="{_data_uri(loss)}">']
+    if run.config_text is not None:
+        parts += ["<h2>Resolved config</h2>", f"<pre>{esc(run.config_text)}</pre>"]
+    return [p for p in parts if p]
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``<run_dir>/report.html`` and return its path.
+
+    Self-contained: images are base64 PNG data URIs, CSS is inline, all text is HTML-escaped.
+    Contents: run name, accuracy heat map and text matrix, metrics table, per-task table (when
+    metrics.json has ``per_task``), accuracy-over-stages plot, loss curves per stage (when
+    events.jsonl has step events), and config.yaml (when present). Without metrics.json the
+    metrics are computed from a complete matrix (else shown as "n/a").
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no matrix.csv (not a finished run, or nothing evaluated).
+    """
+    run = _load_run(Path(run_dir))
+    title = html.escape(f"medcl report: {run.name}")
+    document = "\n".join([
+        "<!DOCTYPE html>",
+        f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{_CSS}</style></head>',
+        "<body>", *_report_body(run), "</body></html>",
+    ])
+    target = RunDir(run.path).report
+    target.write_text(document + "\n", encoding="utf-8")
+    return target
+
+
+def compare_runs(run_dirs: list[Path]) -> tuple[str, list[dict]]:
+    """One row per run: name, strategy, model and the summarize() metrics.
+
+    Returns ``(text_table, rows)``; each row is ``{"name", "strategy", "model", "benchmark",
+    "transfer", "avg", "last", "bwt", "forgetting", "fwt"}`` (missing values None; "n/a" in text).
+
+    Raises:
+        FileNotFoundError: a directory has no matrix.csv.
+    """
+    rows = []
+    for run in (_load_run(Path(d)) for d in run_dirs):
+        row = {"name": run.name, **{k: run.describe(k) for k in ("strategy", "model", "benchmark")}}
+        row.update({k: run.metrics.get(k) for k in METRIC_KEYS})
+        rows.append(row)
+    header = ["run", "strategy", "model", *METRIC_KEYS]
+    cells = [[r["name"], r["strategy"] or "n/a", r["model"] or "n/a", *(_fmt(r[k]) for k in METRIC_KEYS)]
+             for r in rows]
+    return _text_table(header, cells, left=3), rows

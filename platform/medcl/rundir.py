@@ -1,0 +1,105 @@
+"""The run directory: where one sequence run keeps everything a user inspects, compares, resumes.
+
+Layout (``runs/<name>/``)::
+
+    config.yaml            resolved experiment, package versions, git revision
+    matrix.csv             accuracy (percent); first row "zero_shot" (before training), then one
+                           row per training stage, named after the task it trained; columns: tasks
+    metrics.json           summarize() keys, per-task numbers, wall time per task, parameter counts
+    events.jsonl           one JSON object per line: step logs and task ends
+    checkpoints/task-<t>/  model.safetensors + strategy.pt + state.json + manifest.json
+    report.html            heat map and tables (``medcl report RUN_DIR`` rebuilds it)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ZERO_SHOT_ROW = "zero_shot"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def matrix(self) -> Path:
+        return self.path / "matrix.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def events(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    def checkpoint(self, stage: int) -> Path:
+        return self.checkpoints / f"task-{stage}"
+
+
+def write_matrix_csv(path: Path, row_labels: list[str], task_names: list[str], values: np.ndarray) -> None:
+    """Write ``values[r, j]`` (percent; NaN = not evaluated) with row labels and task columns."""
+    values = np.asarray(values, dtype=float)
+    if values.shape != (len(row_labels), len(task_names)):
+        raise ValueError(f"matrix shape {values.shape} != ({len(row_labels)}, {len(task_names)})")
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["after", *task_names])
+        for label, row in zip(row_labels, values):
+            writer.writerow([label, *("" if math.isnan(v) else f"{v:.4f}" for v in row)])
+
+
+def read_matrix_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Inverse of :func:`write_matrix_csv`: ``(row_labels, task_names, values)``."""
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or rows[0][:1] != ["after"]:
+        raise ValueError(f"{path}: not a medcl matrix.csv (first cell must be 'after')")
+    task_names = rows[0][1:]
+    labels = [r[0] for r in rows[1:]]
+    values = np.array([[float(v) if v else math.nan for v in r[1:]] for r in rows[1:]], dtype=float)
+    return labels, task_names, values.reshape(len(labels), len(task_names))
+
+
+def append_event(path: Path, event: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(event, default=_json_default) + "\n")
+
+
+def read_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
