@@ -89,6 +89,10 @@ def _list(args) -> int:
         return 0
     for name in registry.names():
         print(f"{name:16s} {getattr(registry.get(name), 'description', '')}")
+    if args.what == "benchmarks":
+        from medcl.data.catalog import format_catalog
+
+        print(format_catalog())
     return 0
 
 

@@ -16,11 +16,11 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def _config(tmp_path, name: str, workers: int = 2, **train):
     return validate_experiment({
         "name": name, "seed": 0, "output_dir": str(tmp_path),
-        "benchmark": {"name": "synthmed", "num_tasks": 2, "train_per_class": 40, "val_per_class": 4,
-                      "test_per_class": 20},
+        "benchmark": {"name": "synthmed", "num_tasks": 2, "train_per_class": 100, "val_per_class": 4,
+                      "test_per_class": 30},
         "model": {"name": "medcl-tiny"}, "strategy": {"name": "finetune"},
-        "train": {"workers": workers, "cpus_per_worker": 1, "batch_size": 32, "lr": 3e-3,
-                  "steps_per_task": 60, **train},
+        "train": {"workers": workers, "cpus_per_worker": 1, "batch_size": 64, "lr": 3e-3,
+                  "steps_per_task": 80, **train},
     })
 
 
@@ -57,7 +57,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(ray_session, tmp_path, 
     np.testing.assert_allclose(got, expected, atol=1e-6)
     trained = [json.loads(line) for line in (killed_dir / "events.jsonl").read_text().splitlines()
                if '"kind": "step"' in line and '"xray"' in line]
-    assert trained and max(e["step"] for e in trained) == 60 and len(trained) == len(
+    assert trained and max(e["step"] for e in trained) == 80 and len(trained) == len(
         [1 for line in (tmp_path / "uninterrupted" / "events.jsonl").read_text().splitlines()
          if '"kind": "step"' in line and '"xray"' in line]), "task 1 must not be trained again"
 

@@ -142,3 +142,25 @@ def test_cli_prints_one_clear_error(tmp_path, capsys):
     assert main(["run", str(path), "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "strategy.name" in err and "Traceback" not in err
+
+
+def test_missing_pretrained_file_fails_before_ray_starts(tmp_path, capsys):
+    from medcl.cli import main
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: x\nmodel: {{name: medcl-tiny, pretrained: {tmp_path}/absent.safetensors}}\n"
+                    "train: {steps_per_task: 1}\n")
+    assert main(["run", str(path), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.pretrained" in err and "absent.safetensors" in err
+    assert not (tmp_path / "x").exists(), "nothing may be created for a run that cannot start"
+
+
+def test_unknown_task_in_order_names_the_field(tmp_path, capsys):
+    from medcl.cli import main
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\nbenchmark: {name: synthmed, order: [xray, mri]}\ntrain: {steps_per_task: 1}\n")
+    assert main(["run", str(path), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "benchmark.order" in err and "'mri'" in err and "xray" in err

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +38,17 @@ class TrainContext:
     world_size: int = 1
     label_smoothing: float = 0.2
     seed: int = 0
+    preprocess: Callable[[np.ndarray], torch.Tensor] | None = None  # uint8 NHWC -> model input on device
+    train_config: Any = None  # the experiment's TrainSection (batch_size, lr, steps...)
     stage_index: int = 0
     step: int = 0
     total_steps: int = 0
     scratch: dict = field(default_factory=dict)
+
+    def make_batch(self, images: np.ndarray, labels: np.ndarray, task_ids: np.ndarray) -> Batch:
+        """A :class:`Batch` on this worker's device from uint8 images and numpy labels/task ids."""
+        return Batch(images=self.preprocess(images), labels=torch.as_tensor(labels, device=self.device),
+                     task_ids=torch.as_tensor(task_ids, device=self.device))
 
     @property
     def stage(self) -> Stage:

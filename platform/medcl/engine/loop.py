@@ -25,8 +25,8 @@ import torch
 
 from medcl.config import ExperimentConfig
 from medcl.faults import maybe_fail
-from medcl.engine.checkpoint import SequenceState, restore_checkpoint, write_checkpoint
-from medcl.engine.context import Batch, TrainContext
+from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, restore_checkpoint, write_checkpoint
+from medcl.engine.context import TrainContext
 from medcl.engine.evaluate import evaluate_all
 from medcl.engine.optim import build_optimizer, optimizer_step, sync_gradients
 from medcl.engine.progress import ProgressLog
@@ -39,7 +39,7 @@ from medcl.strategies import build_strategy
 
 def train_sequence(loop_config: dict) -> None:
     """Ray Train entry point. ``loop_config``: ``experiment`` (dict), ``tasks`` (ObjectRef of the
-    ordered task list), ``run_dir`` (str), ``resume_dir`` (str or None)."""
+    ordered task list), ``run_dir`` (str)."""
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per report otherwise
     torch.set_num_threads(cfg.train.torch_threads)
@@ -54,12 +54,15 @@ def train_sequence(loop_config: dict) -> None:
     strategy = build_strategy(cfg.strategy.name, cfg.strategy.params())
     stages = strategy.stages(tasks)
     ctx = TrainContext(model=model, tokenizer=bundle.tokenizer, tasks=tasks, stages=stages, device=device,
-                       rank=rank, world_size=world, label_smoothing=cfg.train.label_smoothing, seed=cfg.seed)
+                       rank=rank, world_size=world, label_smoothing=cfg.train.label_smoothing, seed=cfg.seed,
+                       preprocess=lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std, device),
+                       train_config=cfg.train)
     strategy.setup(ctx)
-    state = _restore(ctx, strategy, loop_config.get("resume_dir"))
+    run = RunDir(Path(loop_config["run_dir"]))
+    state = _restore(ctx, strategy, run.checkpoints)
     if state is None:
         state = SequenceState(task_names=[t.name for t in tasks], stage_names=[s.name for s in stages])
-    log = ProgressLog(RunDir(Path(loop_config["run_dir"])), enabled=rank == 0, log_every=cfg.train.log_every)
+    log = ProgressLog(run, enabled=rank == 0, log_every=cfg.train.log_every)
     evaluate = lambda: evaluate_all(ctx, strategy, image_size=bundle.image_size, mean=bundle.mean,  # noqa: E731
                                     std=bundle.std, batch_size=cfg.train.eval_batch_size)
     if state.zero_shot is None:
@@ -94,9 +97,7 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log
     ctx.model.train()
     log.start_stage(stage.name, ctx.stage_index, len(ctx.stages), total)
     for images, labels, task_ids in sampler.batches(total):
-        batch = Batch(images=to_model_input(images, bundle.image_size, bundle.mean, bundle.std, ctx.device),
-                      labels=torch.as_tensor(labels, device=ctx.device),
-                      task_ids=torch.as_tensor(task_ids, device=ctx.device))
+        batch = ctx.make_batch(images, labels, task_ids)
         with torch.autocast(ctx.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             terms = strategy.loss(ctx, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -111,14 +112,18 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log
     return total, sum(p.numel() for p in params)
 
 
-def _restore(ctx: TrainContext, strategy, resume_dir: str | None) -> SequenceState | None:
+def _restore(ctx: TrainContext, strategy, checkpoints_dir: Path) -> SequenceState | None:
+    """Restore the newest of Ray's checkpoint (set after a worker restart or on a re-run) and the
+    run directory's newest ``task-<t>``: a process killed right after a report can leave Ray's
+    record one task behind the files."""
+    on_disk = latest_checkpoint(checkpoints_dir)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            return _load(ctx, strategy, Path(directory))
-    if resume_dir:
-        return _load(ctx, strategy, Path(resume_dir))
-    return None
+            ray_done = read_state(Path(directory)).stages_done
+            if on_disk is None or ray_done >= read_state(on_disk).stages_done:
+                return _load(ctx, strategy, Path(directory))
+    return _load(ctx, strategy, on_disk) if on_disk is not None else None
 
 
 def _load(ctx: TrainContext, strategy, directory: Path) -> SequenceState:

@@ -6,7 +6,7 @@
 Resume: the run directory keeps one checkpoint per finished task (``checkpoints/task-<t>``); Ray
 Train V2 is given ``RunConfig(name="checkpoints", storage_path=<run dir>)``, so a worker restarted
 after a failure, or the same command run again, gets the last one from ``ray.train.get_checkpoint``;
-the newest ``task-<t>`` found on disk is passed as a fallback. Resuming with a changed experiment
+workers also look at the newest ``task-<t>`` on disk and take whichever is newer. Resuming with a changed experiment
 is refused (the fields that differ are named), since its matrix would mix two experiments.
 """
 from __future__ import annotations
@@ -17,12 +17,14 @@ from pathlib import Path
 
 import yaml
 
-from medcl.config import ExperimentConfig, benchmark_options, to_yaml
+from medcl.config import ConfigError, ExperimentConfig, benchmark_options, to_yaml
 from medcl.data import BENCHMARKS, Task, order_tasks
 from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state
 from medcl.engine.outputs import write_outputs
 from medcl.engine.provenance import provenance
 from medcl.faults import forwarded_environment
+from medcl.models import ModelLoadError, check_model_source
+from medcl.registry import UnknownNameError
 from medcl.rundir import RunDir
 from medcl.strategies import build_strategy
 
@@ -50,19 +52,24 @@ def build_tasks(config: ExperimentConfig) -> list[Task]:
     try:
         return order_tasks(tasks, config.benchmark.order)
     except ValueError as exc:
-        raise RunError(f"benchmark.order: {exc}") from None
+        raise ConfigError(config.name, [("benchmark.order", str(exc))]) from None
 
 
 def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: bool = False) -> RunResult:
-    run = prepare_run_dir(config, fresh=fresh)
+    try:
+        check_model_source(config.model.name, config.model.pretrained)
+    except (ModelLoadError, UnknownNameError) as exc:
+        raise ConfigError(config.name, [("model.pretrained" if isinstance(exc, ModelLoadError) else "model.name",
+                                         str(exc))]) from None
     tasks = build_tasks(config)
+    run = prepare_run_dir(config, fresh=fresh)
     stages = build_strategy(config.strategy.name, config.strategy.params()).stages(tasks)
     resume = latest_checkpoint(run.checkpoints)
     resumed_after = read_state(resume).stages_done if resume else None
     if resumed_after is not None:
         print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name})", flush=True)
     if resumed_after != len(stages):
-        _fit(config, run, tasks, resume, dashboard)
+        _fit(config, run, tasks, dashboard)
     final = latest_checkpoint(run.checkpoints)
     if final is None:
         raise RunError(f"{run.path}: the run wrote no checkpoint; see the errors above")
@@ -102,20 +109,22 @@ def _diff(old, new, prefix: str = "") -> set[str]:
     return set() if old == new else {prefix.rstrip(".")}
 
 
-def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], resume: Path | None, dashboard: bool) -> None:
+def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], dashboard: bool) -> None:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from medcl.engine.cluster import check_resources, connect
     from medcl.engine.loop import train_sequence
+    from medcl.engine.loopback import local_torch_config
 
-    connect(config, dashboard=dashboard)
+    joined = connect(config, dashboard=dashboard)
     check_resources(config)
+    torch_config = None if joined else local_torch_config(config.train.use_gpu)
     trainer = TorchTrainer(
         train_sequence,
         train_loop_config={"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks),
-                           "run_dir": str(run.path), "resume_dir": str(resume) if resume else None},
+                           "run_dir": str(run.path)},
         scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=config.train.use_gpu,
                                      resources_per_worker={"CPU": config.train.cpus_per_worker}),
         run_config=RunConfig(name="checkpoints", storage_path=str(run.path),
@@ -124,6 +133,7 @@ def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], resume: Path 
                              logging_config=LoggingConfig(log_level="WARNING"),
                              failure_config=FailureConfig(max_failures=config.train.max_failures,
                                                           controller_failure_limit=3)),
+        **({"torch_config": torch_config} if torch_config is not None else {}),
     )
     try:
         trainer.fit()

@@ -149,6 +149,17 @@ def create_model(name: str, *, pretrained: str | None = None, image_size: int | 
     return _bundle(spec, model, tokenizer, weights, image_size)
 
 
+def check_model_source(name: str, pretrained: str | None = None) -> None:
+    """Raise what :func:`create_model` would raise about the name and the weights' source (unknown
+    name, missing file, unknown tag, weights not cached while offline) without building anything,
+    so a run fails before Ray starts rather than inside every worker."""
+    spec = resolve_spec(name)
+    weights = _resolve_weights(spec, pretrained)
+    if hub_offline():
+        cache_dir = hf_cache_dir()
+        _raise_if_not_cached(spec, _hub_requirements(spec.open_clip_name, weights, cache_dir), cache_dir)
+
+
 def _resolve_weights(spec: ModelSpec, pretrained: str | None) -> _Weights:
     if pretrained == DEFAULT:
         pretrained = spec.default_pretrained
