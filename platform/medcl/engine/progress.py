@@ -1,9 +1,9 @@
 """Progress a person can follow: a few lines per task on the terminal, every step in events.jsonl.
 
-Rank 0 prints ``[task 2/4 ultrasound] step 40/200 loss 1.234 ce 1.234 | 812 samples/s`` every
-``log_every``-th of a stage's steps (about 5 lines per task whatever its length), appends every
-logged step and every evaluated row to ``events.jsonl``, and rewrites ``matrix.csv`` after each
-row so a running sequence can be inspected.
+Rank 0 prints ``[task 2/4 ultrasound] step 40/200 loss 1.234 ce 1.234 | 812 samples/s`` about
+5 times per task whatever its length, appends a step event to ``events.jsonl`` about 50 times per
+task (both every ``train.log_every`` steps when that is set), appends every evaluated row, and
+rewrites ``matrix.csv`` after each row so a running sequence can be inspected.
 """
 from __future__ import annotations
 
@@ -15,17 +15,19 @@ import torch
 from medcl.rundir import ZERO_SHOT_ROW, RunDir, append_event, write_matrix_csv
 
 LINES_PER_STAGE = 5
+EVENTS_PER_STAGE = 50
 
 
 class ProgressLog:
     def __init__(self, run: RunDir, *, enabled: bool, log_every: int | None = None):
         self.run, self.enabled, self.log_every = run, enabled, log_every
-        self.stage_name, self.stage_label, self.total, self.every = "", "", 0, 1
+        self.stage_name, self.stage_label, self.total, self.every, self.event_every = "", "", 0, 1, 1
         self.window_start, self.window_samples = time.perf_counter(), 0
 
     def start_stage(self, name: str, index: int, count: int, total_steps: int) -> None:
         self.stage_name, self.stage_label, self.total = name, f"task {index + 1}/{count} {name}", total_steps
         self.every = self.log_every or max(1, total_steps // LINES_PER_STAGE)
+        self.event_every = self.log_every or max(1, total_steps // EVENTS_PER_STAGE)
         self.window_start, self.window_samples = time.perf_counter(), 0
         if self.enabled:
             append_event(self.run.events, {"kind": "stage_start", "task": name, "stage": index + 1,
@@ -33,15 +35,17 @@ class ProgressLog:
 
     def step(self, step: int, terms: dict[str, torch.Tensor], samples: int) -> None:
         self.window_samples += samples
-        if not self.enabled or (step % self.every and step != self.total):
+        last = step == self.total
+        if not self.enabled or (step % self.event_every and not last):
             return
         elapsed = time.perf_counter() - self.window_start
         rate = self.window_samples / elapsed if elapsed > 0 else float("nan")
         values = {k: float(v.detach()) for k, v in terms.items()}
-        shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
-        print(f"[{self.stage_label}] step {step}/{self.total} {shown} | {rate:.0f} samples/s", flush=True)
         append_event(self.run.events, {"kind": "step", "task": self.stage_name, "step": step,
                                        "samples_per_s": rate, "time": time.time(), **values})
+        if step % self.every == 0 or last:
+            shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+            print(f"[{self.stage_label}] step {step}/{self.total} {shown} | {rate:.0f} samples/s", flush=True)
         self.window_start, self.window_samples = time.perf_counter(), 0
 
     def row(self, label: str, state) -> None:
