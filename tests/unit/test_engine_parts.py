@@ -95,3 +95,31 @@ def test_fault_spec_parsing():
     assert parse_fault("step=5,stage=2,rank=1") == {"step": 5, "stage": 2, "rank": 1}
     with pytest.raises(ValueError, match="after_stage=N"):
         parse_fault("explode=1")
+
+
+def test_outputs_for_a_full_sequence_and_for_a_joint_style_plan(tmp_path):
+    import json
+
+    from medcl.engine.outputs import write_outputs
+    from medcl.rundir import RunDir, read_matrix_csv
+
+    run = RunDir(tmp_path)
+    full = SequenceState(task_names=["a", "b"], stage_names=["a", "b"], zero_shot=[20.0, 30.0],
+                         rows=[[90.0, 35.0], [70.0, 80.0]], wall_time_s=[1.0, 2.0], steps=[5, 5],
+                         trainable_parameters=[10, 10])
+    metrics = write_outputs(run, full, strategy="finetune", model="m", benchmark="b")
+    assert metrics["last"] == 75.0 and metrics["bwt"] == -20.0 and metrics["transfer"] == 35.0
+    labels, tasks, values = read_matrix_csv(run.matrix)
+    assert labels == ["zero_shot", "a", "b"] and values[2, 1] == 80.0
+    joint = SequenceState(task_names=["a", "b"], stage_names=["joint"], zero_shot=[20.0, 30.0], rows=[[88.0, 84.0]])
+    metrics = write_outputs(run, joint, strategy="joint", model="m", benchmark="b")
+    assert metrics["last"] == 86.0 and metrics["bwt"] is None and "one stage per task" in metrics["note"]
+    assert json.loads(run.metrics.read_text())["note"] == metrics["note"]
+
+
+def test_resume_refuses_a_changed_experiment_but_not_a_cosmetic_change():
+    from medcl.engine.runner import RESUMABLE_CHANGES, _diff
+
+    old = {"train": {"lr": 0.1, "log_every": None}, "seed": 0}
+    assert _diff(old, {"train": {"lr": 0.2, "log_every": None}, "seed": 0}) == {"train.lr"}
+    assert _diff(old, {"train": {"lr": 0.1, "log_every": 5}, "seed": 0}) <= RESUMABLE_CHANGES
