@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -207,13 +207,24 @@ def _explain(exc: ValidationError, root: type[BaseModel]) -> list[tuple[str, str
 
 
 def _allowed_fields(root: type[BaseModel], path: list[str]) -> list[str]:
-    model: Any = root
+    """Fields of the model at ``path``, through lists (``tasks.0``) and tagged unions (``tasks.0.medmnist``)."""
+    models: list = [root]
     for part in path:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        if part.isdigit():
+            continue
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        models = (_models_in(fields[0].annotation) if fields else
+                  [m for m in models if any(part in get_args(f.annotation) for f in m.model_fields.values()
+                                            if get_origin(f.annotation) is Literal)])
+        if not models:
             return []
-        model = field.annotation
-    return list(model.model_fields)
+    return list(models[0].model_fields) if len(models) == 1 else []
+
+
+def _models_in(annotation) -> list:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 # --------------------------------------------------------------------------- overrides
