@@ -2,6 +2,7 @@
 
     medcl run EXPERIMENT.yaml [--set train.lr=1e-4 ...] [--fresh] [--output-dir DIR] [--no-dashboard]
     medcl report RUN_DIR
+    medcl compare RUN_DIR [RUN_DIR ...] [--out DIR]   # comparison.md + comparison.png
     medcl list {strategies,benchmarks,models}
 
 Expected errors (a bad config, a missing file, an impossible resource request) print one clear
@@ -43,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rebuild report.html of a run directory")
     report.add_argument("run_dir", type=Path)
     report.set_defaults(handler=_report)
+    compare = commands.add_parser("compare", help="compare runs: one metrics table and per-task accuracy curves")
+    compare.add_argument("run_dirs", type=Path, nargs="+")
+    compare.add_argument("--out", type=Path, default=Path("comparison"),
+                         help="folder for comparison.md and comparison.png (default: ./comparison)")
+    compare.set_defaults(handler=_compare)
     listing = commands.add_parser("list", help="list registered strategies, benchmarks or models")
     listing.add_argument("what", choices=["strategies", "benchmarks", "models"])
     listing.set_defaults(handler=_list)
@@ -72,6 +78,19 @@ def _report(args) -> int:
     from medcl.report import write_report
 
     print(write_report(args.run_dir))
+    return 0
+
+
+def _compare(args) -> int:
+    from medcl.report import compare_runs, comparison_markdown, plot_task_curves
+
+    _, rows = compare_runs(args.run_dirs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot = plot_task_curves(args.run_dirs, args.out / "comparison.png")
+    table = comparison_markdown(args.run_dirs, rows)
+    markdown = args.out / "comparison.md"
+    markdown.write_text(f"# Comparison\n\n{table}\n\n![per-task accuracy over training]({plot.name})\n")
+    print(f"{table}\n\nWrote {markdown} and {plot}")
     return 0
 
 

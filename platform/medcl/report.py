@@ -175,8 +175,12 @@ def plot_matrix(row_labels: list[str], task_names: list[str], values, path: Path
 
 
 def _task_curves_figure(runs: list[_Run]) -> Figure:
-    fig = Figure(figsize=(5.0 * len(runs), 3.6))
-    axes = fig.subplots(1, len(runs), sharey=True, squeeze=False)[0]
+    columns = min(3, len(runs))
+    grid_rows = math.ceil(len(runs) / columns)
+    fig = Figure(figsize=(5.0 * columns, 3.8 * grid_rows), layout="constrained")
+    axes = fig.subplots(grid_rows, columns, sharey=True, squeeze=False).ravel()
+    for ax in axes[len(runs):]:
+        ax.set_visible(False)
     for ax, run in zip(axes, runs):
         stages = range(len(run.row_labels))
         for j, task in enumerate(run.task_names):
@@ -186,8 +190,9 @@ def _task_curves_figure(runs: list[_Run]) -> Figure:
         ax.set_title(run.name)
         ax.set_xlabel("after training stage")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)")
-    axes[-1].legend(fontsize=8, loc="best")
+    for ax in axes[::columns]:
+        ax.set_ylabel("accuracy (%)")
+    axes[len(runs) - 1].legend(fontsize=8, loc="best")
     return fig
 
 
@@ -344,3 +349,26 @@ def compare_runs(run_dirs: list[Path]) -> tuple[str, list[dict]]:
     cells = [[r["name"], r["strategy"] or "n/a", r["model"] or "n/a", *(_fmt(r[k]) for k in METRIC_KEYS)]
              for r in rows]
     return _text_table(header, cells, left=3), rows
+
+
+def comparison_markdown(run_dirs: list[Path], rows: list[dict]) -> str:
+    """Markdown table of ``compare_runs`` rows plus training wall time (train + evaluation, summed
+    over stages) and its ratio to the first ``finetune`` run; notes and strategy metrics below."""
+    metrics = [json.loads((Path(d) / "metrics.json").read_text()) if (Path(d) / "metrics.json").exists() else {}
+               for d in run_dirs]
+    wall = [sum(m.get("wall_time_s_per_task") or []) or None for m in metrics]
+    base = next((w for w, r in zip(wall, rows) if r["strategy"] == "finetune" and w), None)
+    header = ["run", "strategy", *METRIC_KEYS, "wall (s)", "wall / finetune"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, seconds in zip(rows, wall):
+        ratio = seconds / base if seconds and base else None
+        cells = [row["name"], row["strategy"] or "n/a", *(_num(row[k]) for k in METRIC_KEYS), _num(seconds, 1), _num(ratio)]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {row['name']}: {m['note']}" for row, m in zip(rows, metrics) if m.get("note")]
+    extras = [f"- {row['name']}: " + ", ".join(f"{k} {v}" for k, v in m["strategy_metrics_per_task"][-1].items())
+              for row, m in zip(rows, metrics) if (m.get("strategy_metrics_per_task") or [{}])[-1]]
+    return "\n".join(lines + ([""] + notes if notes else []) + ([""] + extras if extras else []))
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -36,6 +36,7 @@ class SequenceState:
     wall_time_s: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     trainable_parameters: list[int] = field(default_factory=list)
+    strategy_metrics: list[dict] = field(default_factory=list)  # Strategy.extra_metrics per stage
 
     @property
     def stages_done(self) -> int:

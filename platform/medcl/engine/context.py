@@ -72,11 +72,14 @@ class TrainContext:
         """Normalised text embeddings (C, D) of task ``task_id``'s class prompts (differentiable)."""
         return encode_class_prompts(model or self.model, self.tokenizer, self.tasks[task_id].class_prompts, self.device)
 
-    def task_logits(self, batch: Batch, model: torch.nn.Module | None = None) -> dict[int, torch.Tensor]:
+    def task_logits(self, batch: Batch, model: torch.nn.Module | None = None,
+                    image_features: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
         """Per task present in ``batch``: logits (n_k, C_k) of its samples over its own classes,
-        logit = logit_scale * cos(image, class prompt) (MTIL protocol)."""
+        logit = logit_scale * cos(image, class prompt) (MTIL protocol). ``image_features``: the
+        batch's normalised image features when the caller already has them (saves a forward)."""
         model = model or self.model
-        image_features = model.encode_image(batch.images, normalize=True)
+        if image_features is None:
+            image_features = model.encode_image(batch.images, normalize=True)
         scale = model.logit_scale.exp()
         out = {}
         for task_id in batch.task_ids.unique().tolist():
@@ -84,10 +87,11 @@ class TrainContext:
             out[task_id] = clip_logits(image_features[rows], self.class_embeddings(task_id, model), scale)
         return out
 
-    def task_loss(self, batch: Batch, model: torch.nn.Module | None = None) -> torch.Tensor:
+    def task_loss(self, batch: Batch, model: torch.nn.Module | None = None,
+                  image_features: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy with label smoothing, each sample over its own task's classes."""
         total = batch.images.new_zeros(())
-        for task_id, logits in self.task_logits(batch, model).items():
+        for task_id, logits in self.task_logits(batch, model, image_features).items():
             labels = batch.labels[batch.task_ids == task_id]
             total = total + F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing, reduction="sum")
         return total / len(batch)

@@ -77,6 +77,7 @@ def train_sequence(loop_config: dict) -> None:
         state.wall_time_s.append(time.perf_counter() - started)
         state.steps.append(steps)
         state.trainable_parameters.append(n_params)
+        state.strategy_metrics.append(strategy.extra_metrics(ctx))
         log.row(stages[stage_index].name, state)
         _checkpoint_and_report(ctx, strategy, state, with_model=True)
         maybe_fail("after_stage", stage=state.stages_done, rank=rank)
@@ -86,7 +87,8 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log
     stage = ctx.stage
     sampler = StageSampler(ctx.tasks, stage.train_tasks, batch_size=cfg.train.batch_size, seed=cfg.seed,
                            stage_index=ctx.stage_index, rank=ctx.rank, world_size=ctx.world_size)
-    total = sampler.steps_for(cfg.train.steps_per_task, cfg.train.epochs_per_task)
+    steps = cfg.train.steps_per_task and cfg.train.steps_per_task * len(stage.train_tasks)  # per task mixed in
+    total = sampler.steps_for(steps, cfg.train.epochs_per_task)
     torch.manual_seed(cfg.seed * 1_000_003 + ctx.stage_index * 1_009 + ctx.rank)
     ctx.step, ctx.total_steps = 0, total
     strategy.before_task(ctx)

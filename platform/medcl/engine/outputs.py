@@ -38,5 +38,8 @@ def write_outputs(run: RunDir, state: SequenceState, *, strategy: str, model: st
     metrics["steps_per_task"] = state.steps
     metrics["trainable_parameters"] = max(state.trainable_parameters, default=0)
     metrics["trainable_parameters_per_task"] = state.trainable_parameters
+    extra = state.strategy_metrics[-1] if state.strategy_metrics else {}
+    metrics.update({k: v for k, v in extra.items() if k not in metrics})  # e.g. buffer_bytes
+    metrics["strategy_metrics_per_task"] = state.strategy_metrics
     write_json(run.metrics, metrics)
     return metrics

@@ -1,5 +1,13 @@
 """Continual-learning strategies: the contract in :mod:`.base`, one registered file per method."""
 from medcl.strategies.base import STRATEGIES, Stage, Strategy, StrategyParams, build_strategy, register_strategy
 from medcl.strategies import finetune as _finetune  # noqa: F401
+from medcl.strategies import joint as _joint  # noqa: F401
+from medcl.strategies import specialist as _specialist  # noqa: F401
+from medcl.strategies import rehearsal as _rehearsal  # noqa: F401
+from medcl.strategies import l2 as _l2  # noqa: F401
+from medcl.strategies import ewc as _ewc  # noqa: F401
+from medcl.strategies import lwf as _lwf  # noqa: F401
+from medcl.strategies import wiseft as _wiseft  # noqa: F401
+from medcl.strategies import zscl as _zscl  # noqa: F401
 
 __all__ = ["STRATEGIES", "Stage", "Strategy", "StrategyParams", "build_strategy", "register_strategy"]

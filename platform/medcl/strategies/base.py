@@ -20,8 +20,8 @@ The engine (``medcl.engine.loop``) calls, in every Ray Train worker:
 for each stage from :meth:`stages`: ``before_task(ctx)``, then per step ``loss(ctx, batch)``
 (must return ``"loss"``; other entries are logged), an optimiser step over
 :meth:`trainable_parameters` with gradients averaged over workers, ``after_step(ctx)``;
-then ``after_task(ctx)``, then evaluation of every task ``k`` inside ``eval_model(ctx, k)``;
-then a checkpoint holding the model weights and :meth:`state_dict`.
+then ``after_task(ctx)``, then evaluation of every task ``k`` inside ``eval_model(ctx, k)``,
+then ``extra_metrics(ctx)``; then a checkpoint holding the model weights and :meth:`state_dict`.
 Every rank runs every hook; state that differs per rank (a rehearsal buffer shard) is fine, as long
 as ``state_dict`` saves this rank's part under ``ctx.rank`` or is identical across ranks.
 Frozen teachers stay plain modules in eval mode with ``requires_grad=False``.
@@ -98,6 +98,11 @@ class Strategy:
     def eval_model(self, ctx: "TrainContext", task_index: int) -> Iterator[torch.nn.Module]:
         """The model that task ``task_index`` is evaluated with (default: the model itself)."""
         yield ctx.model
+
+    def extra_metrics(self, ctx: "TrainContext") -> dict[str, float]:
+        """Numbers to record in metrics.json after each stage (e.g. ``buffer_bytes``). Called on
+        every rank after evaluation, so it may use collectives; rank 0's values are recorded."""
+        return {}
 
     def state_dict(self) -> dict:
         """Everything needed to resume after the current stage (tensors, lists, numbers, str)."""

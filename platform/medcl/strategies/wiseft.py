@@ -1,0 +1,39 @@
+"""WiSE-FT between consecutive tasks (Wortsman et al., 2022; METHODS.md section 3, "WiSE-FT").
+
+    after each task:  theta = (1 - w) * theta_prev + w * theta_new          (w = 0.5 by default)
+
+theta_prev is the model at the start of the task (for the first task: the starting model),
+theta_new the model after training on it; every floating-point tensor of the state dict is
+interpolated (parameters and batch-norm statistics). The interpolated model is the one evaluated,
+checkpointed and trained on by the next task. theta_prev is rebuilt from the restored weights in
+``before_task`` after a restart, so no state is saved.
+"""
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from medcl.strategies.base import Strategy, StrategyParams, register_strategy
+
+
+@torch.no_grad()
+def interpolate_(model: torch.nn.Module, previous: dict[str, torch.Tensor], weight: float) -> None:
+    """In place: every floating tensor t of ``model.state_dict()`` becomes (1 - w) previous + w t."""
+    for name, tensor in model.state_dict().items():
+        if name in previous and tensor.is_floating_point():
+            tensor.copy_(torch.lerp(previous[name].to(tensor), tensor, weight))
+
+
+@register_strategy("wiseft")
+class WiseFT(Strategy):
+    description = "fine-tuning, then theta = (1-w) theta_prev + w theta_new after each task"
+
+    class Params(StrategyParams):
+        weight: float = Field(0.5, ge=0, le=1, description="w: the new weights' share of the interpolation")
+
+    def before_task(self, ctx) -> None:
+        self.previous = {name: t.detach().clone() for name, t in ctx.model.state_dict().items() if t.is_floating_point()}
+
+    def after_task(self, ctx) -> None:
+        interpolate_(ctx.model, self.previous, self.params.weight)
+        self.previous = {}

@@ -1,0 +1,99 @@
+"""ZSCL: zero-shot continual learning (Zheng et al., ICCV 2023; METHODS.md section 3, "ZSCL").
+
+    L = CE_ls + w_img * D(Z_ref, Z) + w_txt * D(Z_ref^T, Z^T) + lam_l2 * sum_i (theta_i - theta_start_i)^2
+    D(A, B) = T^2 * mean over rows r of CE( softmax(A_r / T), B_r / T )             (T = 2)
+
+On a batch of R reference image-caption pairs (``reference``: a source of
+``medcl.data.reference``), Z = logit_scale * f(images) . g(captions)^T is the (R, R) image-to-text
+logit matrix of the model being trained and Z_ref the same from the *starting* model (a frozen
+copy taken in ``setup``, before any checkpoint is restored, so it is never saved); the transpose
+is the text-to-image direction. theta_start is the model at the start of the task (the L2 term).
+Unlike ZSCL's released code, which scores the current images against the reference model's text
+features, both towers of the current model are used, so the distillation also holds the text tower.
+
+Weight ensemble: after every ``ensemble_every``-th step and the last step of a task,
+theta_avg <- theta_avg + (theta - theta_avg) / (n + 1), starting from theta_avg = theta_start
+(n = 1); at the end of the task theta_avg replaces the weights (the average is what is kept).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from medcl.data.reference import ReferenceConfig
+from medcl.strategies.base import Strategy, StrategyParams, register_strategy
+from medcl.strategies.l2 import l2_penalty, snapshot
+from medcl.strategies.lwf import frozen_copy
+
+
+def distill_ce(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * CE(softmax(teacher / T), student / T), averaged over rows (soft-target cross-entropy)."""
+    t = temperature
+    return F.cross_entropy(student_logits.float() / t, F.softmax(teacher_logits.float() / t, dim=-1)) * t * t
+
+
+def pair_logits(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(R, R) logits: logit_scale * cos(image r, caption c)."""
+    image = model.encode_image(images, normalize=True)
+    text = model.encode_text(tokens, normalize=True)
+    return model.logit_scale.exp() * image @ text.t()
+
+
+@register_strategy("zscl")
+class ZSCL(Strategy):
+    description = "distillation to the starting model on reference image-text pairs + L2 + weight ensemble"
+
+    class Params(StrategyParams):
+        reference: ReferenceConfig = Field(default_factory=ReferenceConfig, description="reference pairs' source")
+        reference_batch_size: int = Field(32, ge=2, description="reference pairs per step (per worker)")
+        temperature: float = Field(2.0, gt=0)
+        image_weight: float = Field(1.0, ge=0, description="weight of the image-to-text term")
+        text_weight: float = Field(1.0, ge=0, description="weight of the text-to-image (transposed) term")
+        l2: float = Field(0.01, ge=0, description="weight of ||theta - theta_task_start||^2 (0: off)")
+        ensemble_every: int = Field(100, ge=0, description="weight-ensemble snapshot period in steps (0: off)")
+
+    def setup(self, ctx) -> None:
+        self.teacher = frozen_copy(ctx.model)
+        self.reference = self.params.reference.load()
+        self.tokens = ctx.tokenizer(list(self.reference.captions))
+
+    def before_task(self, ctx) -> None:
+        self.anchor = snapshot(ctx.model) if self.params.l2 else {}
+        self.average, self.snapshots = snapshot(ctx.model), 1
+
+    def loss(self, ctx, batch) -> dict[str, torch.Tensor]:
+        ce = ctx.task_loss(batch)
+        rng = np.random.default_rng([ctx.seed, ctx.stage_index, ctx.step, ctx.rank, 2])
+        size = min(self.params.reference_batch_size, len(self.reference))
+        rows = np.sort(rng.choice(len(self.reference), size, replace=False))
+        images, tokens = ctx.preprocess(self.reference.images[rows]), self.tokens[rows].to(ctx.device)
+        z = pair_logits(ctx.model, images, tokens)
+        with torch.no_grad():
+            z_ref = pair_logits(self.teacher, images, tokens)
+        image_term = distill_ce(z_ref, z, self.params.temperature)
+        text_term = distill_ce(z_ref.t(), z.t(), self.params.temperature)
+        loss = ce + self.params.image_weight * image_term + self.params.text_weight * text_term
+        terms = {"ce": ce, "distill_image": image_term, "distill_text": text_term}
+        if self.params.l2:
+            terms["l2"] = l2_penalty(ctx.model, self.anchor)
+            loss = loss + self.params.l2 * terms["l2"]
+        return {"loss": loss, **terms}
+
+    @torch.no_grad()
+    def after_step(self, ctx) -> None:
+        every = self.params.ensemble_every
+        if every and (ctx.step % every == 0 or ctx.step == ctx.total_steps):
+            self.snapshots += 1
+            for name, p in ctx.model.named_parameters():
+                if name in self.average:
+                    self.average[name] += (p.detach() - self.average[name]) / self.snapshots
+
+    @torch.no_grad()
+    def after_task(self, ctx) -> None:
+        if self.params.ensemble_every:
+            for name, p in ctx.model.named_parameters():
+                if name in self.average:
+                    p.copy_(self.average[name])
+        self.anchor, self.average = {}, {}
