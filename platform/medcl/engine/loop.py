@@ -41,7 +41,7 @@ def train_sequence(loop_config: dict) -> None:
     """Ray Train entry point. ``loop_config``: ``experiment`` (dict), ``tasks`` (ObjectRef of the
     ordered task list), ``run_dir`` (str)."""
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per report otherwise
+    _quiet_ray_train_reports()
     torch.set_num_threads(cfg.train.torch_threads)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -145,6 +145,17 @@ def _checkpoint_and_report(ctx: TrainContext, strategy, state: SequenceState, *,
         metrics = {"stage": done, "stages": len(ctx.stages), "row": row,
                    "mean_seen": _mean(row[: done] if done else row), "done": done == len(ctx.stages)}
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"task-{done}")
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every report (checkpoint and metrics) at INFO from a logger named by its
+    file path; the progress lines already say what happened."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # pragma: no cover - Ray moved it; the lines are only noise
+        return
+    getattr(train_context, "logger", logging.getLogger(train_context.__file__)).setLevel(logging.WARNING)
 
 
 def _mean(values: list[float]) -> float:

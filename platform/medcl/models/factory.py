@@ -142,7 +142,8 @@ def create_model(name: str, *, pretrained: str | None = None, image_size: int | 
         _raise_if_not_cached(spec, needed, cache_dir)
     with _download_errors(spec, needed):
         model = _build(spec, weights, image_size, device, precision, cache_dir)
-        tokenizer = open_clip.get_tokenizer(spec.open_clip_name, cache_dir=cache_dir)
+        with _quiet_random_init():
+            tokenizer = open_clip.get_tokenizer(spec.open_clip_name, cache_dir=cache_dir)
     if weights.kind == "file":
         _load_file(model, weights.value)
     model.eval()
