@@ -166,8 +166,7 @@ class ImageFolder(Benchmark):
 
     def build(self, options: Options | dict | None, seed: int) -> list[Task]:
         """Deterministic: splits are seeded by each task's ``split.seed``; ``seed`` is unused."""
-        if not isinstance(options, self.Options):
-            options = self.Options.model_validate(options or {})
+        options = self.coerce_options(options)
         return build_entries(options, {"imagefolder": load_task})
 
 

@@ -189,8 +189,7 @@ class MedMNIST(Benchmark):
 
     def build(self, options: Options | dict | None, seed: int) -> list[Task]:
         """Deterministic: the files' own splits; ``seed`` is unused."""
-        if not isinstance(options, self.Options):
-            options = self.Options.model_validate(options or {})
+        options = self.coerce_options(options)
         for field in ("templates", "prompts"):
             for flag in getattr(options, field) or {}:
                 if flag not in options.datasets:

@@ -274,6 +274,5 @@ class Parquet(Benchmark):
 
     def build(self, options: Options | dict | None, seed: int) -> list[Task]:
         """Deterministic: shipped splits, or splits seeded by each task's ``split.seed``."""
-        if not isinstance(options, self.Options):
-            options = self.Options.model_validate(options or {})
+        options = self.coerce_options(options)
         return build_entries(options, {"parquet": load_task})

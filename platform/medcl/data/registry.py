@@ -36,3 +36,8 @@ class Benchmark:
 
     def build(self, options: BenchmarkOptions, seed: int) -> list[Task]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def coerce_options(cls, options: BenchmarkOptions | dict | None) -> BenchmarkOptions:
+        """``options`` as this benchmark's ``Options`` (a dict or None is validated)."""
+        return options if isinstance(options, cls.Options) else cls.Options.model_validate(options or {})

@@ -57,6 +57,5 @@ class Sequence(Benchmark):
 
     def build(self, options: Options | dict | None, seed: int) -> list[Task]:
         """Deterministic: each adapter's own splits or seeded splits; ``seed`` is unused."""
-        if not isinstance(options, self.Options):
-            options = self.Options.model_validate(options or {})
+        options = self.coerce_options(options)
         return build_entries(options, LOADERS)

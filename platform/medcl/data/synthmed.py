@@ -157,8 +157,7 @@ class SynthMed(Benchmark):
 
     def build(self, options: Options | dict | None, seed: int) -> list[Task]:
         """Deterministic in ``(options, seed)``: same inputs give bit-identical arrays and captions."""
-        if not isinstance(options, self.Options):
-            options = self.Options.model_validate(options or {})
+        options = self.coerce_options(options)
         classes = tuple(options.classes or FINDINGS)
         per_split = {"train": options.train_per_class, "val": options.val_per_class, "test": options.test_per_class}
         return [build_task(d, s, options.tasks_per_domain, classes, per_split, options.image_size, seed)

@@ -102,6 +102,6 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     best, best_t = None, -1
     for path in checkpoints_dir.glob("task-*"):
         suffix = path.name.removeprefix("task-")
-        if suffix.isdigit() and int(suffix) > best_t and (path / f"manifest-rank0.json").exists():
+        if suffix.isdigit() and int(suffix) > best_t and (path / "manifest-rank0.json").exists():
             best, best_t = path, int(suffix)
     return best
