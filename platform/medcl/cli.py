@@ -5,6 +5,10 @@
     medcl compare RUN_DIR [RUN_DIR ...] [--out DIR]   # comparison.md + comparison.png
     medcl list {strategies,benchmarks,models}
 
+Further command groups (``corpus``, ``index``, ``pretrain``, ``sweep``...) live in
+``medcl/commands/<group>.py``, each exposing ``register(subparsers)`` that adds its parsers and sets
+``handler``; they are found by name, so a group is one file.
+
 Expected errors (a bad config, a missing file, an impossible resource request) print one clear
 message and exit with status 2; ``MEDCL_DEBUG=1`` shows the traceback too.
 """
@@ -52,7 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list registered strategies, benchmarks or models")
     listing.add_argument("what", choices=["strategies", "benchmarks", "models"])
     listing.set_defaults(handler=_list)
+    _register_command_groups(commands)
     return parser
+
+
+def _register_command_groups(commands) -> None:
+    import importlib
+    import pkgutil
+
+    import medcl.commands
+
+    for module in sorted(pkgutil.iter_modules(medcl.commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"medcl.commands.{module.name}").register(commands)
 
 
 def _run(args) -> int:
