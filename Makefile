@@ -1,5 +1,5 @@
 # medcl: two commands on a fresh machine.
-#   make demo   creates .venv, installs medcl, runs experiments/quickstart.yaml on CPU
+#   make demo   creates .venv, installs medcl, pretrains a tiny CLIP, runs experiments/quickstart.yaml on CPU
 #   make test   creates .venv if needed, installs with the dev extra, runs the tests
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# A short CLIP pretraining on synthmed captions (reused when already done), then the sequence.
 demo: $(STAMP)
+	$(BIN)/medcl pretrain experiments/pretrain_synthmed.yaml
 	$(BIN)/medcl run experiments/quickstart.yaml --fresh
 
 test: $(STAMP)

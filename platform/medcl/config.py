@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class BenchmarkSection(BaseModel):
@@ -97,13 +97,16 @@ class TrainSection(_Section):
 
 
 class ExperimentConfig(_Section):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    seed: int = 0
+    # letters, digits, "_", "-", "."; not only dots ("." or ".." would put the run directory on
+    # output_dir itself or its parent, which --fresh deletes)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]*[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+    seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and torch generators take it (and seed * 1e6)
     benchmark: BenchmarkSection = BenchmarkSection()
     model: ModelSection = ModelSection()
     strategy: StrategySection = StrategySection()
     train: TrainSection = TrainSection(steps_per_task=100)
-    output_dir: str = "runs"
+    output_dir: str = Field(default="runs", pattern=r"^[^\x00]*$")  # no NUL: a path the OS accepts
+    telemetry: bool = True  # Ray metrics of training and evaluation (medcl.telemetry); MEDCL_TELEMETRY=0 also turns them off
 
     @property
     def run_dir(self) -> Path:

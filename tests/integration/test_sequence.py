@@ -24,8 +24,14 @@ def _config(tmp_path, name: str, workers: int = 2, **train):
     })
 
 
-def test_two_task_sequence_with_two_workers(ray_session, tmp_path):
-    result = run_experiment(_config(tmp_path, "seq"))
+@pytest.fixture(scope="module")
+def uninterrupted(ray_session, tmp_path_factory):
+    """One full 2-worker run, shared: the checks below and the reference for the resume test."""
+    return run_experiment(_config(tmp_path_factory.mktemp("seq"), "seq"))
+
+
+def test_two_task_sequence_with_two_workers(uninterrupted):
+    result = uninterrupted
     labels, tasks, values = read_matrix_csv(result.run.matrix)
     assert labels == ["zero_shot", "xray", "ultrasound"] and tasks == ["xray", "ultrasound"]
     assert values.shape == (3, 2) and np.isfinite(values).all()
@@ -42,8 +48,8 @@ def test_two_task_sequence_with_two_workers(ray_session, tmp_path):
     assert "data:image/png;base64," in result.run.report.read_text()
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(ray_session, tmp_path, monkeypatch):
-    reference = run_experiment(_config(tmp_path, "uninterrupted", max_failures=0))
+def test_resume_after_a_kill_equals_an_uninterrupted_run(uninterrupted, tmp_path, monkeypatch):
+    reference = uninterrupted  # train.max_failures differs, which does not change results
     monkeypatch.setenv("MEDCL_FAULT", "after_stage=1")
     with pytest.raises(RunError, match="resume"):
         run_experiment(_config(tmp_path, "killed", max_failures=0))
@@ -58,14 +64,15 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(ray_session, tmp_path, 
     trained = [json.loads(line) for line in (killed_dir / "events.jsonl").read_text().splitlines()
                if '"kind": "step"' in line and '"xray"' in line]
     assert trained and max(e["step"] for e in trained) == 80 and len(trained) == len(
-        [1 for line in (tmp_path / "uninterrupted" / "events.jsonl").read_text().splitlines()
+        [1 for line in reference.run.events.read_text().splitlines()
          if '"kind": "step"' in line and '"xray"' in line]), "task 1 must not be trained again"
 
 
-def test_changed_experiment_is_not_resumed(ray_session, tmp_path):
-    run_experiment(_config(tmp_path, "changing", workers=1, steps_per_task=5))
+def test_changed_experiment_is_not_resumed(uninterrupted):
+    output_dir = uninterrupted.run.path.parent
     with pytest.raises(RunError, match="train.lr"):
-        run_experiment(_config(tmp_path, "changing", workers=1, steps_per_task=5, lr=1e-3))
+        run_experiment(_config(output_dir, "seq", lr=1e-3))
+    assert (uninterrupted.run.checkpoints / "task-2").is_dir(), "the refused run must leave the old one intact"
 
 
 def test_impossible_resources_fail_fast(ray_session, tmp_path):

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medcl.corpus.schema import CorruptArtifactError
-from medcl.engine.checkpoint import sha256_file
+from medcl.hashing import sha256_file
 
 MANIFEST = "manifest.json"
 KIND = "medcl-embeddings"

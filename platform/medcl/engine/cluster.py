@@ -1,8 +1,11 @@
 """Joining or starting Ray, and refusing resource requests that could never be scheduled.
 
-``RAY_ADDRESS`` set (or a cluster started with ``ray start``) -> join it; otherwise start a local
-Ray on loopback with this machine's CPUs and no dashboard (tests and laptops). A request for more
-CPUs or GPUs than the cluster has is an error naming the fields, not a hang.
+``RAY_ADDRESS`` set -> join that cluster: ``host:port`` of its head, ``auto`` for the cluster
+``ray start`` started on this machine, or whatever ``ray job submit`` sets for the job's entrypoint;
+the number of workers, their CPUs and GPUs then come from the experiment (``--set
+train.workers=8 --set train.use_gpu=true``). Otherwise start a local Ray on loopback with this
+machine's CPUs and no dashboard (tests and laptops): a cluster is never joined by accident. A
+request for more CPUs or GPUs than the cluster has is an error naming the fields, not a hang.
 """
 from __future__ import annotations
 
@@ -38,6 +41,15 @@ def connect(config: ExperimentConfig | None = None, *, dashboard: bool = False) 
         print(f"medcl: Ray dashboard at http://{ray.get_runtime_context().gcs_address.split(':')[0]}:8265 "
               "(loopback only; use ssh -L 8265:127.0.0.1:8265 from another machine)", flush=True)
     return False
+
+
+def loopback_only() -> bool:
+    """True when every alive node of the connected cluster is on 127.0.0.1: one machine (a
+    ``ray start --node-ip-address 127.0.0.1``, ``ray.cluster_utils.Cluster``), where Ray Train's
+    workers can meet through a file instead of a TCP store listening on every interface."""
+    import ray
+
+    return all(node["NodeManagerAddress"] == "127.0.0.1" for node in ray.nodes() if node["Alive"])
 
 
 def check_resources(config: ExperimentConfig) -> None:

@@ -62,7 +62,7 @@ def train_sequence(loop_config: dict) -> None:
     state = _restore(ctx, strategy, run.checkpoints)
     if state is None:
         state = SequenceState(task_names=[t.name for t in tasks], stage_names=[s.name for s in stages])
-    log = ProgressLog(run, enabled=rank == 0, log_every=cfg.train.log_every)
+    log = ProgressLog(run, enabled=rank == 0, log_every=cfg.train.log_every, telemetry=cfg.telemetry)
     evaluate = lambda: evaluate_all(ctx, strategy, image_size=bundle.image_size, mean=bundle.mean,  # noqa: E731
                                     std=bundle.std, batch_size=cfg.train.eval_batch_size)
     if state.zero_shot is None:
@@ -118,7 +118,7 @@ def _restore(ctx: TrainContext, strategy, checkpoints_dir: Path) -> SequenceStat
     """Restore the newest of Ray's checkpoint (set after a worker restart or on a re-run) and the
     run directory's newest ``task-<t>``: a process killed right after a report can leave Ray's
     record one task behind the files."""
-    on_disk = latest_checkpoint(checkpoints_dir)
+    on_disk = latest_checkpoint(checkpoints_dir, ranks=ctx.world_size)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -139,8 +139,9 @@ def _load(ctx: TrainContext, strategy, directory: Path) -> SequenceState:
 def _checkpoint_and_report(ctx: TrainContext, strategy, state: SequenceState, *, with_model: bool) -> None:
     done = state.stages_done
     with tempfile.TemporaryDirectory(prefix="medcl-ckpt-") as tmp:
-        write_checkpoint(Path(tmp), rank=ctx.rank, state=state, model=ctx.model if with_model else None,
-                         strategy_state=strategy.state_dict())
+        model_files = strategy.model_files(ctx) if with_model else None
+        write_checkpoint(Path(tmp), rank=ctx.rank, state=state, strategy_state=strategy.state_dict(),
+                         model=ctx.model if with_model and model_files is None else None, model_files=model_files)
         row = state.rows[-1] if state.rows else state.zero_shot
         metrics = {"stage": done, "stages": len(ctx.stages), "row": row,
                    "mean_seen": _mean(row[: done] if done else row), "done": done == len(ctx.stages)}

@@ -20,8 +20,12 @@ import uuid
 
 
 def prepare_local_environment() -> None:
-    """Call before ``import ray`` (medcl's package ``__init__`` does)."""
-    if not os.environ.get("RAY_ADDRESS"):
+    """Call before ``import ray`` (medcl's package ``__init__`` does).
+
+    Not inside a Ray worker process (``RAY_RAYLET_PID`` set): a local Ray's workers inherit these
+    variables from the driver that started it, and on a multi-node cluster gloo must not be
+    pinned to ``lo``."""
+    if not os.environ.get("RAY_ADDRESS") and "RAY_RAYLET_PID" not in os.environ:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         if os.path.exists("/sys/class/net/lo"):
             os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")

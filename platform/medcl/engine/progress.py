@@ -3,7 +3,8 @@
 Rank 0 prints ``[task 2/4 ultrasound] step 40/200 loss 1.234 ce 1.234 | 812 samples/s`` about
 5 times per task whatever its length, appends a step event to ``events.jsonl`` about 50 times per
 task (both every ``train.log_every`` steps when that is set), appends every evaluated row, and
-rewrites ``matrix.csv`` after each row so a running sequence can be inspected.
+rewrites ``matrix.csv`` after each row so a running sequence can be inspected. The same step
+events and rows also go to Ray metrics (``medcl.telemetry``) unless ``telemetry`` is false.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 import numpy as np
 import torch
 
+from medcl import telemetry
 from medcl.rundir import ZERO_SHOT_ROW, RunDir, append_event, write_matrix_csv
 
 LINES_PER_STAGE = 5
@@ -19,8 +21,9 @@ EVENTS_PER_STAGE = 50
 
 
 class ProgressLog:
-    def __init__(self, run: RunDir, *, enabled: bool, log_every: int | None = None):
+    def __init__(self, run: RunDir, *, enabled: bool, log_every: int | None = None, telemetry: bool = True):
         self.run, self.enabled, self.log_every = run, enabled, log_every
+        self.telemetry = enabled and telemetry
         self.stage_name, self.stage_label, self.total, self.every, self.event_every = "", "", 0, 1, 1
         self.window_start, self.window_samples = time.perf_counter(), 0
 
@@ -32,6 +35,8 @@ class ProgressLog:
         if self.enabled:
             append_event(self.run.events, {"kind": "stage_start", "task": name, "stage": index + 1,
                                            "steps": total_steps, "time": time.time()})
+        if self.telemetry:
+            telemetry.record_stage(self.run.path.name, name, index, count)
 
     def step(self, step: int, terms: dict[str, torch.Tensor], samples: int) -> None:
         self.window_samples += samples
@@ -43,6 +48,9 @@ class ProgressLog:
         values = {k: float(v.detach()) for k, v in terms.items()}
         append_event(self.run.events, {"kind": "step", "task": self.stage_name, "step": step,
                                        "samples_per_s": rate, "time": time.time(), **values})
+        if self.telemetry:
+            telemetry.record_step(self.run.path.name, self.stage_name, step, values,
+                                  samples=self.window_samples, samples_per_s=rate)
         if step % self.every == 0 or last:
             shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
             print(f"[{self.stage_label}] step {step}/{self.total} {shown} | {rate:.0f} samples/s", flush=True)
@@ -56,5 +64,7 @@ class ProgressLog:
         shown = "  ".join(f"{n} {a:.1f}" for n, a in zip(state.task_names, row))
         print(f"[eval after {label}] accuracy %: {shown}", flush=True)
         append_event(self.run.events, {"kind": "row", "after": label, "accuracy": row, "time": time.time()})
+        if self.telemetry:
+            telemetry.record_eval(self.run.path.name, label, dict(zip(state.task_names, row)))
         labels = [ZERO_SHOT_ROW] + state.stage_names[: state.stages_done]
         write_matrix_csv(self.run.matrix, labels, state.task_names, np.array([state.zero_shot] + state.rows))

@@ -18,7 +18,7 @@ import yaml
 
 from medcl.config import ConfigError, ExperimentConfig, benchmark_options, to_yaml
 from medcl.data import BENCHMARKS, Task, order_tasks
-from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state
+from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, verify_checkpoint
 from medcl.engine.outputs import write_outputs
 from medcl.engine.provenance import provenance
 from medcl.faults import forwarded_environment
@@ -28,7 +28,7 @@ from medcl.rundir import RunDir
 from medcl.strategies import build_strategy
 
 # Fields that may change between a run and its resumption without changing its results.
-RESUMABLE_CHANGES = {"output_dir", "train.log_every", "train.max_failures", "train.cpus_per_worker",
+RESUMABLE_CHANGES = {"output_dir", "telemetry", "train.log_every", "train.max_failures", "train.cpus_per_worker",
                      "train.eval_batch_size", "train.torch_threads"}
 
 
@@ -62,13 +62,16 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
                                          str(exc))]) from None
     tasks = build_tasks(config)
     run = prepare_run_dir(config, fresh=fresh)
-    stages = build_strategy(config.strategy.name, config.strategy.params()).stages(tasks)
-    resume = latest_checkpoint(run.checkpoints)
+    strategy = build_strategy(config.strategy.name, config.strategy.params())
+    stages = strategy.stages(tasks)
+    resume = latest_checkpoint(run.checkpoints, ranks=config.train.workers)
+    if resume is not None:
+        verify_checkpoint(resume)  # every rank's files, before any worker starts: a corrupt one is named
     resumed_after = read_state(resume).stages_done if resume else None
     if resumed_after is not None:
         print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name})", flush=True)
     if resumed_after != len(stages):
-        _fit(config, run, tasks, dashboard)
+        _fit(prepare_strategy(strategy, config, tasks, run), run, tasks, dashboard)
     final = latest_checkpoint(run.checkpoints)
     if final is None:
         raise RunError(f"{run.path}: the run wrote no checkpoint; see the errors above")
@@ -79,6 +82,14 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
 
     write_report(run.path)
     return RunResult(run=run, state=state, metrics=metrics, resumed_after=resumed_after)
+
+
+def prepare_strategy(strategy, config: ExperimentConfig, tasks: list[Task], run: RunDir) -> ExperimentConfig:
+    """Driver-side work a strategy needs before the workers start (PRIMED plans its reference sets):
+    its optional ``prepare_run(config, tasks, run_dir)`` hook, which may return the config the
+    workers get (e.g. with a resolved path); the run's saved config.yaml is not changed."""
+    hook = getattr(strategy, "prepare_run", None)
+    return (hook(config, tasks, run.path) or config) if hook is not None else config
 
 
 def prepare_run_dir(config: ExperimentConfig, *, fresh: bool) -> RunDir:
@@ -109,24 +120,37 @@ def _diff(old, new, prefix: str = "") -> set[str]:
 
 
 def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], dashboard: bool) -> None:
+    from medcl.engine.cluster import check_resources, connect
+
+    joined = connect(config, dashboard=dashboard)
+    check_resources(config)
+    trainer = build_trainer(config, run, tasks, joined=joined)
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; show the root cause, keep the checkpoints
+        raise RunError(f"training failed: {_root_cause(exc)}\nFinished tasks are checkpointed in "
+                       f"{run.checkpoints}; run the same command again to resume.") from exc
+
+
+def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, joined: bool, callbacks=()):
+    """The sequence's TorchTrainer (Ray must be initialised); ``callbacks`` are added to its
+    ``RunConfig`` (a sweep trial adds the one that reports each task to Tune)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from medcl.engine.cluster import check_resources, connect
     from medcl.engine.loop import train_sequence
+    from medcl.engine.cluster import loopback_only
     from medcl.engine.loopback import local_torch_config
 
-    joined = connect(config, dashboard=dashboard)
-    check_resources(config)
-    torch_config = None if joined else local_torch_config(config.train.use_gpu)
-    trainer = TorchTrainer(
+    torch_config = None if joined and not loopback_only() else local_torch_config(config.train.use_gpu)
+    return TorchTrainer(
         train_sequence,
         train_loop_config={"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks),
                            "run_dir": str(run.path)},
         scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=config.train.use_gpu,
                                      resources_per_worker={"CPU": config.train.cpus_per_worker}),
-        run_config=RunConfig(name="checkpoints", storage_path=str(run.path),
+        run_config=RunConfig(name="checkpoints", storage_path=str(run.path), callbacks=list(callbacks) or None,
                              worker_runtime_env={"env_vars": forwarded_environment()} if forwarded_environment() else None,
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
                              logging_config=LoggingConfig(log_level="WARNING"),
@@ -134,11 +158,6 @@ def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], dashboard: bo
                                                           controller_failure_limit=3)),
         **({"torch_config": torch_config} if torch_config is not None else {}),
     )
-    try:
-        trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors; show the root cause, keep the checkpoints
-        raise RunError(f"training failed: {_root_cause(exc)}\nFinished tasks are checkpointed in "
-                       f"{run.checkpoints}; run the same command again to resume.") from exc
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -175,7 +175,9 @@ def _resolve_weights(spec: ModelSpec, pretrained: str | None) -> _Weights:
     if path.is_file():
         return _Weights("file", str(path))
     if path.suffix in WEIGHT_SUFFIXES or os.sep in pretrained:
-        raise ModelLoadError(f"pretrained weights file not found: {path} (model {spec.name!r})")
+        raise ModelLoadError(f"pretrained weights file not found: {path} (model {spec.name!r}); create it first "
+                             f"(a `medcl pretrain FILE.yaml` run writes <output_dir>/<name>/model.safetensors) "
+                             f"or set model.pretrained to null for random init")
     choices = [HUB_WEIGHTS] if is_hub else open_clip.list_pretrained_tags_by_model(spec.open_clip_name)
     raise ModelLoadError(
         f"pretrained {pretrained!r} for model {spec.name!r} is neither a weights file nor a known tag "

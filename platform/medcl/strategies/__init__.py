@@ -9,5 +9,10 @@ from medcl.strategies import ewc as _ewc  # noqa: F401
 from medcl.strategies import lwf as _lwf  # noqa: F401
 from medcl.strategies import wiseft as _wiseft  # noqa: F401
 from medcl.strategies import zscl as _zscl  # noqa: F401
+from medcl.strategies import primed as _primed  # noqa: F401
+from medcl.strategies import primed_uniform as _primed_uniform  # noqa: F401
+from medcl.strategies import mslora_cr as _mslora_cr  # noqa: F401
+from medcl.strategies import lora_incremental as _lora_incremental  # noqa: F401
+from medcl.strategies import lora_separate as _lora_separate  # noqa: F401
 
 __all__ = ["STRATEGIES", "Stage", "Strategy", "StrategyParams", "build_strategy", "register_strategy"]

@@ -104,6 +104,13 @@ class Strategy:
         every rank after evaluation, so it may use collectives; rank 0's values are recorded."""
         return {}
 
+    def model_files(self, ctx: "TrainContext") -> dict[str, dict[str, torch.Tensor]] | None:
+        """The model weights a stage's checkpoint keeps, as safetensors files: file name ->
+        {name in ``ctx.model.state_dict()``: tensor}. On restore each file is loaded into the model
+        by name, and what no file holds keeps the weights rebuilt from the seed before :meth:`setup`
+        (e.g. a frozen base). None (default): the whole model as ``model.safetensors``."""
+        return None
+
     def state_dict(self) -> dict:
         """Everything needed to resume after the current stage (tensors, lists, numbers, str)."""
         return {}

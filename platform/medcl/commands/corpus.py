@@ -1,0 +1,99 @@
+"""``medcl corpus build|embed``: corpus sources to one schema, and embeddings on Ray Data.
+
+    medcl corpus build SPEC.yaml --out DIR [--strict] [--local]
+    medcl corpus embed CORPUS_DIR --out DIR --model NAME [--pretrained PATH | --run RUN_DIR]
+                       [--batch-size N] [--actors N] [--threads N] [--shard-rows N] [--local]
+
+Both start (or join, with RAY_ADDRESS) Ray unless ``--local`` runs the same steps in this process.
+A bad spec, a missing source, a strict-mode bad row or a corrupt shard is one message, status 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    corpus = subparsers.add_parser("corpus", help="build an image-caption corpus and embed it")
+    commands = corpus.add_subparsers(dest="corpus_command", required=True)
+    build = commands.add_parser("build", help="read the sources of SPEC.yaml into Parquet shards (one schema)")
+    build.add_argument("spec", type=Path)
+    build.add_argument("--out", type=Path, required=True, help="corpus directory to (re)write")
+    build.add_argument("--strict", action="store_true", help="fail on the first bad row instead of skipping it")
+    build.add_argument("--local", action="store_true", help="normalise in this process instead of on Ray Data")
+    build.set_defaults(handler=_build)
+    embed = commands.add_parser("embed", help="image and text embeddings of a corpus (Ray Data actor pool)")
+    embed.add_argument("corpus_dir", type=Path)
+    embed.add_argument("--out", type=Path, required=True, help="embedding directory to (re)write")
+    embed.add_argument("--model", default=None, help="model name (medcl list models); default: the run's")
+    weights = embed.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", default=None, help="weights file (.safetensors/.pt) or open_clip tag")
+    weights.add_argument("--run", type=Path, default=None, help="run directory: its model and newest checkpoint")
+    embed.add_argument("--batch-size", type=int, default=256)
+    embed.add_argument("--actors", type=int, default=2, help="actor pool size (one model per actor)")
+    embed.add_argument("--threads", type=int, default=1, help="torch threads per actor")
+    embed.add_argument("--shard-rows", type=int, default=50_000, help="rows per embedding shard")
+    embed.add_argument("--seed", type=int, default=0, help="torch seed before building a randomly initialised model")
+    embed.add_argument("--local", action="store_true", help="embed in this process instead of on Ray Data")
+    embed.set_defaults(handler=_embed)
+
+
+def _user_errors():
+    from medcl.corpus.schema import CorruptArtifactError
+    from medcl.corpus.spec import CorpusError
+
+    return CorpusError, CorruptArtifactError
+
+
+def _build(args) -> int:
+    from medcl.corpus.build import build_corpus
+    from medcl.corpus.spec import load_spec
+
+    spec = load_spec(args.spec)
+    try:
+        if not args.local:
+            _connect()
+        report = build_corpus(spec, args.out, strict=args.strict, use_ray=not args.local,
+                              log=lambda m: print(f"medcl: {m}", flush=True))
+    except _user_errors() as exc:
+        print(f"medcl: error: {exc}", file=sys.stderr)
+        return 2
+    summary = {name: {k: s[k] for k in ("read", "written", "skipped")} for name, s in report["sources"].items()}
+    print(json.dumps({"out": str(args.out), "rows": report["rows"], "shards": report["shards"], "sources": summary}))
+    return 0
+
+
+def _embed(args) -> int:
+    from medcl.corpus.embed import ModelInfo, embed_corpus, model_from_run
+
+    if args.run is not None:
+        info = model_from_run(args.run)
+        info = ModelInfo(args.model or info.name, info.pretrained, info.image_size, args.seed)
+    elif args.model:
+        info = ModelInfo(args.model, args.pretrained, None, args.seed)
+    else:
+        print("medcl: error: corpus embed needs --model NAME (or --run RUN_DIR)", file=sys.stderr)
+        return 2
+    for flag in ("batch_size", "actors", "threads", "shard_rows"):
+        if getattr(args, flag) < 1:
+            print(f"medcl: error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}", file=sys.stderr)
+            return 2
+    try:
+        if not args.local:
+            _connect()
+        result = embed_corpus(args.corpus_dir, args.out, info, batch_size=args.batch_size, actors=args.actors,
+                              threads=args.threads, shard_rows=args.shard_rows, use_ray=not args.local,
+                              log=lambda m: print(f"medcl: {m}", flush=True))
+    except _user_errors() as exc:
+        print(f"medcl: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": str(result.out), "rows": result.rows, "with_image": result.with_image,
+                      "shards": result.shards, "model": result.model}))
+    return 0
+
+
+def _connect() -> None:
+    from medcl.engine.cluster import connect
+
+    connect()

@@ -1,0 +1,83 @@
+"""``medcl index``: FAISS index shards over embedding shards, and queries against them.
+
+    medcl index build EMB_DIR --out INDEX_DIR [--factory ivf|hnsw|flat|"IVF256,PQ16"...]
+                      [--space text|image|both] [--train-sample N] [--nprobe N] [--ef-search N]
+    medcl index query INDEX_DIR "text" [-k 10] [--space text|image]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+CAPTION_WIDTH = 110
+
+
+def register(subparsers) -> None:
+    group = subparsers.add_parser("index", help="build FAISS indexes over corpus embeddings and query them")
+    commands = group.add_subparsers(dest="index_command", required=True)
+    build = commands.add_parser("build", help="one FAISS index per embedding shard and space, plus index.json")
+    build.add_argument("embeddings", type=Path, help="embedding directory (medcl corpus embed --out)")
+    build.add_argument("--out", type=Path, required=True, help="index directory to write")
+    build.add_argument("--factory", default="ivf",
+                       help="ivf (default: IVF with 4*sqrt(rows) lists), hnsw (HNSW32), flat (exact), "
+                            "or a FAISS factory string such as 'IVF1024,Flat', 'HNSW16', 'IVF256,PQ16'")
+    build.add_argument("--space", default="both", choices=["text", "image", "both"],
+                       help="which embeddings to index (text-only entries exist in the text space only)")
+    build.add_argument("--train-sample", type=int, default=100_000,
+                       help="vectors used to train IVF/PQ indexes (default: 100000, capped by the shard's rows)")
+    build.add_argument("--nprobe", type=int, default=None, help="IVF lists searched per query (default: max(16, lists/8))")
+    build.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (default: 128)")
+    build.set_defaults(handler=_build)
+    query = commands.add_parser("query", help="top-k captions for a text, embedded with the index's model")
+    query.add_argument("index_dir", type=Path)
+    query.add_argument("text")
+    query.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
+    query.add_argument("--space", default="text", choices=["text", "image"],
+                       help="search caption embeddings (text) or image embeddings (image) with the text's embedding")
+    query.set_defaults(handler=_query)
+
+
+def _user_errors():
+    from medcl.corpus.encoder import QueryModelError
+    from medcl.corpus.index_factory import IndexBuildError
+    from medcl.corpus.schema import CorruptArtifactError
+
+    return (CorruptArtifactError, IndexBuildError, QueryModelError)
+
+
+def _fail(exc: Exception) -> int:
+    print(f"medcl: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _build(args) -> int:
+    from medcl.corpus.index import build_index
+
+    try:
+        manifest = build_index(args.embeddings, args.out, factory=args.factory, space=args.space,
+                               train_sample=args.train_sample, nprobe=args.nprobe, ef_search=args.ef_search)
+    except _user_errors() as exc:
+        return _fail(exc)
+    spaces = ", ".join(f"{s}: {sum(e['rows'] for e in manifest.entries(s))} vectors" for s in manifest.spaces)
+    print(f"index of {len(manifest.shard_numbers)} shard(s) in {args.out} (dim {manifest.dim}; {spaces})")
+    return 0
+
+
+def _query(args) -> int:
+    from medcl.corpus.retrieval import LocalRetriever
+
+    try:
+        retriever = LocalRetriever(args.index_dir)
+        result = retriever.search_text([args.text], args.k, space=args.space)
+    except _user_errors() as exc:
+        return _fail(exc)
+    except ValueError as exc:  # k or space the index cannot answer
+        return _fail(exc)
+    print(f"{'rank':>4}  {'score':>7}  {'id':<28} {'modality':<10} caption")
+    for rank, (hit, score, modality, caption) in enumerate(
+            zip(result.ids[0], result.scores[0], result.modalities[0], result.captions[0]), start=1):
+        if not hit:
+            break
+        text = caption if len(caption) <= CAPTION_WIDTH else caption[:CAPTION_WIDTH - 3] + "..."
+        print(f"{rank:>4}  {score:7.4f}  {hit:<28} {modality:<10} {text}")
+    return 0

@@ -1,0 +1,38 @@
+"""``medcl sweep SWEEP.yaml [--resume | --fresh] [--set KEY=VALUE ...]``: a hyperparameter and
+task-order sweep over whole sequences (Ray Tune + Optuna + ASHA; see ``medcl.sweep``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    sweep = subparsers.add_parser("sweep", help="sweep hyperparameters and task orders over whole sequences")
+    sweep.add_argument("sweep_file", type=Path)
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a sweep field (num_samples=4) or a base-experiment field "
+                            "(experiment.train.steps_per_task=20); repeatable")
+    group = sweep.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true",
+                       help="continue the sweep's study: re-run interrupted trials, then the remaining ones")
+    group.add_argument("--fresh", action="store_true", help="delete the sweep's study and directory and start over")
+    sweep.set_defaults(handler=_sweep)
+
+
+def _sweep(args) -> int:
+    from medcl.sweep import load_sweep
+    from medcl.sweep.driver import run_sweep
+
+    config = load_sweep(args.sweep_file, args.overrides)
+    result = run_sweep(config, resume=args.resume, fresh=args.fresh)
+    states: dict[str, int] = {}
+    for trial in result.study.get_trials(deepcopy=False):
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    print(f"\nSweep {config.name}: {', '.join(f'{n} {s}' for s, n in sorted(states.items()))} "
+          f"in {result.wall_time_s:.0f} s")
+    if "orders" in result.outputs:
+        print(result.outputs["orders"].read_text())
+    for name, path in result.outputs.items():
+        print(f"{name:12s} {path}")
+    if "best" not in result.outputs:
+        print("no trial completed: no best.yaml")
+    return 0

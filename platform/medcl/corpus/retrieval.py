@@ -1,0 +1,138 @@
+"""The retrieval API: top-k corpus neighbours of query embeddings or texts.
+
+Two implementations answer the same :class:`Retriever` protocol:
+
+* :class:`LocalRetriever`: every index shard loaded in this process (FAISS in-process; the baseline).
+* :class:`medcl.corpus.service.RetrievalService`: shard actors on Ray, reachable by name from any
+  process of the cluster (Train workers included).
+
+Spaces: ``text`` holds every corpus entry's caption embedding, ``image`` the image embeddings of the
+entries that have an image (text-only entries such as ROCO's are found in the text space only). A
+query embedding must come from the index's model (``index.json`` ``model``), L2-normalised; scores
+are inner products, i.e. cosine similarities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from medcl.corpus.index import check_queries, load_shards, read_index_manifest
+from medcl.corpus.merge import MISSING_ID, Hits, merge_topk
+
+
+@dataclass
+class SearchResult:
+    """Q queries x k columns, best first; a missing slot has id ``""`` and score ``-inf``."""
+
+    ids: list[list[str]]
+    scores: np.ndarray  # (Q, k) float32, descending per row
+    captions: list[list[str]]
+    modalities: list[list[str]]
+
+    @classmethod
+    def from_hits(cls, hits: Hits) -> "SearchResult":
+        def lists(values):
+            return [[str(v) for v in row] for row in values]
+
+        return cls(lists(hits.ids), np.asarray(hits.scores, np.float32), lists(hits.captions), lists(hits.modalities))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    def search(self, queries: np.ndarray, k: int, *, space: str = "text") -> SearchResult: ...
+
+    def search_text(self, texts: list[str], k: int, *, space: str = "text") -> SearchResult: ...
+
+    def fetch(self, ids: list[str]) -> list[dict]: ...  # corpus rows incl. image bytes, or None
+
+
+def check_k(k: int) -> int:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def corpus_dir_of(index_dir: Path, corpus_dir=None) -> Path | None:
+    """The corpus behind an index: ``corpus_dir`` if given, else the embedding manifest's ``corpus``
+    (a relative one is taken under the embedding directory, then the current directory)."""
+    if corpus_dir:
+        return Path(corpus_dir)
+    manifest = read_index_manifest(index_dir)
+    if not manifest.corpus:
+        return None
+    recorded = Path(manifest.corpus)
+    if recorded.is_absolute():
+        return recorded
+    beside = Path(manifest.embeddings) / recorded
+    return beside if beside.exists() else recorded
+
+
+class CorpusFetcher:
+    """``fetch(ids)`` over a corpus directory (``medcl.corpus.store.CorpusStore``), opened on first use."""
+
+    def __init__(self, corpus_dir: Path | None):
+        self.corpus_dir = corpus_dir
+        self._store = None
+
+    def fetch(self, ids: list[str]) -> list[dict | None]:
+        """Rows for ``ids`` in order; ``None`` for a missing slot (id ``""``)."""
+        if self.corpus_dir is None:
+            raise FileNotFoundError("the index records no corpus directory; pass corpus_dir=")
+        if self._store is None:
+            from medcl.corpus.store import CorpusStore
+
+            self._store = CorpusStore(self.corpus_dir)
+        wanted = [i for i in ids if i != MISSING_ID]
+        rows = iter(self._store.fetch(wanted))
+        return [None if i == MISSING_ID else next(rows) for i in ids]
+
+
+class LocalRetriever:
+    """Every index shard of ``index_dir`` searched in this process, then the top-k merge.
+
+    ``model``: a :class:`medcl.models.ModelBundle` (or :class:`medcl.corpus.encoder.TextEncoder`) for
+    :meth:`search_text`; by default the index's own model, built on first use.
+    """
+
+    def __init__(self, index_dir, *, corpus_dir=None, model=None):
+        self.index_dir = Path(index_dir)
+        self.manifest = read_index_manifest(self.index_dir)
+        self._shards = {space: load_shards(self.index_dir, space) for space in self.manifest.spaces}
+        self._fetcher = CorpusFetcher(corpus_dir_of(self.index_dir, corpus_dir))
+        self._encoder = model
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    def search(self, queries: np.ndarray, k: int, *, space: str = "text") -> SearchResult:
+        return SearchResult.from_hits(self.search_hits(queries, k, space=space))
+
+    def search_hits(self, queries: np.ndarray, k: int, *, space: str = "text") -> Hits:
+        k, queries = check_k(k), check_queries(queries, self.dim)
+        if space not in self._shards:
+            raise ValueError(f"space {space!r} is not indexed in {self.index_dir} "
+                             f"(spaces: {', '.join(self._shards)})")
+        shards = self._shards[space]
+        if not shards:
+            return Hits.empty(len(queries), k)
+        return merge_topk([s.search(queries, k) for s in shards], k)
+
+    def search_text(self, texts: list[str], k: int, *, space: str = "text") -> SearchResult:
+        return self.search(self.encode(texts), k, space=space)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        from medcl.corpus.encoder import TextEncoder
+
+        if not isinstance(self._encoder, TextEncoder):
+            self._encoder = TextEncoder(self.manifest.model, bundle=self._encoder)
+        return self._encoder(texts)
+
+    def fetch(self, ids: list[str]) -> list[dict]:
+        return self._fetcher.fetch(ids)

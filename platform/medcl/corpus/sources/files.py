@@ -1,0 +1,135 @@
+"""Generic sources: PMC-OA-style JSONL + image folder, Parquet, WebDataset tar shards.
+
+* JSONL: one JSON object per line; ``id_field``, ``image_field`` (a path under ``images``) and
+  ``caption_field`` name the keys. Bytes that are not UTF-8 are carried through (surrogateescape)
+  so the normaliser reports ``non_text_caption`` for that record by id; a line that is not a JSON
+  object is ``malformed_record`` (id ``line-<n>``).
+* Parquet: ``id_column``, ``image_column`` (encoded bytes) or ``image_path_column``,
+  ``caption_column`` (string, or binary checked for UTF-8 later).
+* WebDataset (BIOMEDICA style): members grouped by key (the member path up to the first dot of its
+  base name); the image is ``<key>.jpg|jpeg|png|webp|tif|tiff|bmp``, the caption ``<key>.txt`` or
+  ``<key>.json[caption_field]``. Read with :mod:`tarfile`, streaming, in member order.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import tarfile
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+from medcl.corpus.sources import raw_record
+
+WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
+
+
+def _existing(spec, path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"source {spec.name!r} ({spec.type}): {what} {path} not found")
+    return path
+
+
+def read_jsonl(spec, corpus) -> Iterator[dict]:
+    path = _existing(spec, corpus.resolve(spec.path), "file")
+    images = corpus.resolve(spec.images) if spec.images else path.parent
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            ref = f"{path}:{number}"
+            try:
+                record = json.loads(line.decode("utf-8", "surrogateescape"))
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or record.get(spec.id_field) in (None, ""):
+                yield raw_record(spec, f"line-{number}", ref=ref, reason="malformed_record")
+                continue
+            image = record.get(spec.image_field) if spec.image_field else None
+            yield raw_record(spec, _clean_id(record[spec.id_field]), ref=ref, caption=record.get(spec.caption_field),
+                             image_path=str(images / image) if isinstance(image, str) and image else None,
+                             modality=_field(record, spec.modality_field), license=_field(record, spec.license_field))
+
+
+def read_parquet(spec, corpus) -> Iterator[dict]:
+    root = _existing(spec, corpus.resolve(spec.path), "path")
+    files = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
+    for file in files:
+        parquet = pq.ParquetFile(file)
+        names = set(parquet.schema_arrow.names)
+        wanted = [c for c in (spec.id_column, spec.image_column, spec.image_path_column, spec.caption_column,
+                              spec.modality_column, spec.license_column) if c]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise FileNotFoundError(f"source {spec.name!r} (parquet): {file} has no column(s) {missing}; "
+                                    f"it has {sorted(names)}")
+        images = corpus.resolve(spec.images) if spec.images else file.parent
+        number = 0
+        for batch in parquet.iter_batches(batch_size=1024, columns=wanted):
+            for row in batch.to_pylist():
+                path = row.get(spec.image_path_column) if spec.image_path_column else None
+                yield raw_record(spec, _clean_id(row[spec.id_column]), ref=f"{file}#row{number}",
+                                 caption=row[spec.caption_column],
+                                 image=None if spec.image_path_column else row.get(spec.image_column),
+                                 image_path=str(images / path) if path else None,
+                                 modality=_field(row, spec.modality_column), license=_field(row, spec.license_column))
+                number += 1
+
+
+def read_webdataset(spec, corpus) -> Iterator[dict]:
+    for tar in tar_files(spec, corpus):
+        with tarfile.open(tar, "r:*") as archive:
+            for key, members in _grouped(archive):
+                yield _wds_record(spec, f"{tar}:{key}", key, members)
+
+
+def tar_files(spec, corpus) -> list[Path]:
+    pattern = str(corpus.resolve(spec.path))
+    path = Path(pattern)
+    files = sorted(path.glob("*.tar")) if path.is_dir() else sorted(Path(p) for p in glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"source {spec.name!r} (webdataset): no .tar files at {pattern}")
+    return files
+
+
+def _grouped(archive: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {extension: bytes})`` for each run of consecutive members sharing a key."""
+    key, members = None, {}
+    for info in archive:
+        if not info.isfile():
+            continue
+        folder, _, base = info.name.rpartition("/")
+        stem, _, extension = base.partition(".")
+        member_key = f"{folder}/{stem}" if folder else stem
+        if member_key != key and members:
+            yield key, members
+            members = {}
+        key = member_key
+        members[extension.lower()] = archive.extractfile(info).read()
+    if members:
+        yield key, members
+
+
+def _wds_record(spec, ref: str, key: str, members: dict[str, bytes]) -> dict:
+    image = next((members[e] for e in WDS_IMAGE_EXTENSIONS if e in members), None)
+    meta: dict = {}
+    if "json" in members:
+        try:
+            meta = json.loads(members["json"].decode("utf-8", "surrogateescape"))
+        except ValueError:
+            return raw_record(spec, key, ref=ref, reason="malformed_record")
+        meta = meta if isinstance(meta, dict) else {}
+    caption = members["txt"] if "txt" in members else meta.get(spec.caption_field)
+    reason = "" if image is not None else "missing_image"
+    return raw_record(spec, key, ref=ref, caption=caption, image=image, reason=reason,
+                      modality=_field(meta, spec.modality_field), license=_field(meta, spec.license_field))
+
+
+def _field(record: dict, name: str | None) -> str | None:
+    value = record.get(name) if name else None
+    return str(value) if value not in (None, "") else None
+
+
+def _clean_id(value) -> str:
+    return str(value).strip()

@@ -1,0 +1,34 @@
+"""MedPix 2.0: ``Descriptions.json`` (one record per image) + ``images/<image>.png``.
+
+Caption: ``Description.Caption``; modality: ``Description.Modality`` normalised (``"CT w/contrast
+(IV)"`` -> ``ct``, ``"MRA - ..."`` -> ``mr``), else ``Type``; MedPix states no license, so the
+spec's ``license`` (default ``unknown``) is used. The image file is read and validated on Ray Data.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+from medcl.corpus.sources import raw_record
+from medcl.corpus.sources.modality import normalise_modality
+
+
+def read(spec, corpus) -> Iterator[dict]:
+    root = corpus.resolve(spec.path)
+    descriptions = root / "Descriptions.json"
+    if not descriptions.is_file():
+        raise FileNotFoundError(f"source {spec.name!r} (medpix): {descriptions} not found "
+                                "(expected the MedPix-2-0 folder with Descriptions.json and images/)")
+    records = json.loads(descriptions.read_text(encoding="utf-8"))
+    for number, record in enumerate(records):
+        ref = f"{descriptions}[{number}]"
+        if not isinstance(record, dict) or not record.get("image"):
+            yield raw_record(spec, f"record-{number}", ref=ref, reason="malformed_record")
+            continue
+        description = record.get("Description") or {}
+        kind = normalise_modality(record.get("Type"), spec.modality)
+        modality = normalise_modality(description.get("Modality"), kind)
+        name = str(record["image"])
+        path = root / "images" / (name if name.lower().endswith(".png") else f"{name}.png")
+        yield raw_record(spec, name, ref=ref, caption=description.get("Caption"), image_path=str(path),
+                         modality=modality)

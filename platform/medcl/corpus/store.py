@@ -1,0 +1,162 @@
+"""A built corpus on disk: Parquet shards in CORPUS_SCHEMA plus a sha256-checked manifest.
+
+Layout of a corpus directory (written by ``medcl corpus build``)::
+
+    part-00000.parquet ...   id, image (encoded bytes or null), caption, source, modality, license
+    manifest.json            {"kind": "medcl-corpus", "rows": N, "columns": [...],
+                              "sources": {name: rows}, "shards": [{"file", "rows", "sha256"}, ...]}
+    build_report.json        per source: rows read / written / skipped by reason (see build.py)
+
+:class:`CorpusStore` reads it back by id: ``store.fetch(["roco:ROCO_00002"])`` returns the rows as
+dicts (image bytes included). The id -> (shard, row) map is built on first use from the ``id``
+columns only; shard tables are read on demand and a few are kept in memory.
+"""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medcl.corpus.schema import CORPUS_COLUMNS, CORPUS_SCHEMA, CorruptArtifactError
+from medcl.hashing import sha256_file
+
+CORPUS_MANIFEST = "manifest.json"
+CORPUS_KIND = "medcl-corpus"
+BUILD_REPORT = "build_report.json"
+
+
+@dataclass(frozen=True)
+class CorpusShard:
+    file: str
+    rows: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CorpusManifest:
+    shards: tuple[CorpusShard, ...]
+    sources: dict
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+
+def corpus_shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def write_corpus_shard(directory: Path, index: int, table: pa.Table) -> CorpusShard:
+    """Write one shard (cast to CORPUS_SCHEMA) and return its manifest entry."""
+    path = Path(directory) / corpus_shard_name(index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.select(list(CORPUS_COLUMNS)).cast(CORPUS_SCHEMA), path)
+    return CorpusShard(path.name, table.num_rows, sha256_file(path))
+
+
+def write_corpus_manifest(directory: Path, shards: list[CorpusShard], sources: dict) -> Path:
+    path = Path(directory) / CORPUS_MANIFEST
+    body = {"kind": CORPUS_KIND, "rows": sum(s.rows for s in shards), "columns": list(CORPUS_COLUMNS),
+            "sources": sources, "shards": [asdict(s) for s in shards]}
+    path.write_text(json.dumps(body, indent=2))
+    return path
+
+
+def read_corpus_manifest(directory: Path, *, verify: bool = True) -> CorpusManifest:
+    """The manifest of a corpus directory; with ``verify`` every shard's sha256 is checked.
+
+    Raises FileNotFoundError when there is no manifest, CorruptArtifactError naming the file when
+    a shard is missing or its sha256 differs.
+    """
+    directory = Path(directory)
+    path = directory / CORPUS_MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: no {CORPUS_MANIFEST}; is this a corpus directory (medcl corpus build)?")
+    body = json.loads(path.read_text())
+    if body.get("kind") != CORPUS_KIND:
+        raise CorruptArtifactError(f"{path}: kind is {body.get('kind')!r}, expected {CORPUS_KIND!r}")
+    shards = tuple(CorpusShard(**s) for s in body["shards"])
+    if verify:
+        for shard in shards:
+            file = directory / shard.file
+            if not file.is_file():
+                raise CorruptArtifactError(f"{file}: listed in {path.name} but missing")
+            if sha256_file(file) != shard.sha256:
+                raise CorruptArtifactError(f"{file}: sha256 does not match {path.name}; the file is corrupt or was changed")
+    return CorpusManifest(shards=shards, sources=dict(body.get("sources", {})))
+
+
+class CorpusStore:
+    """Random access by id to a built corpus.
+
+    ``CorpusStore(dir)`` verifies the manifest (sha256 of every shard) unless ``verify=False``.
+    ``len(store)`` is the row count from the manifest; ``fetch(ids)`` returns one dict per id, in
+    the order asked, with the CORPUS_SCHEMA columns (``image`` is bytes or None); an unknown id
+    raises KeyError naming it. ``paths`` lists the shard files (for ``ray.data.read_parquet``).
+    """
+
+    def __init__(self, directory: str | Path, *, verify: bool = True, cached_shards: int = 4):
+        self.directory = Path(directory)
+        self.manifest = read_corpus_manifest(self.directory, verify=verify)
+        self._locations: dict[str, tuple[int, int]] | None = None
+        self._tables: OrderedDict[int, pa.Table] = OrderedDict()
+        self._cached_shards = max(1, cached_shards)
+
+    def __len__(self) -> int:
+        return self.manifest.rows
+
+    def __contains__(self, corpus_id: str) -> bool:
+        return corpus_id in self._index()
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(self.directory / s.file) for s in self.manifest.shards]
+
+    def ids(self) -> list[str]:
+        """Every id, in shard then row order."""
+        return list(self._index())
+
+    def fetch(self, ids) -> list[dict]:
+        """Rows for ``ids`` (any iterable of str), in order; duplicates in ``ids`` are allowed."""
+        index = self._index()
+        wanted = list(ids)
+        missing = [i for i in wanted if i not in index]
+        if missing:
+            raise KeyError(f"{len(missing)} id(s) not in corpus {self.directory}: {missing[:5]}")
+        by_shard: dict[int, list[int]] = {}
+        for position, corpus_id in enumerate(wanted):
+            by_shard.setdefault(index[corpus_id][0], []).append(position)
+        out: list[dict | None] = [None] * len(wanted)
+        for shard, positions in by_shard.items():
+            rows = [index[wanted[p]][1] for p in positions]
+            taken = self._table(shard).take(pa.array(rows, pa.int64())).to_pylist()
+            for position, row in zip(positions, taken):
+                out[position] = row
+        return out  # type: ignore[return-value]
+
+    def read_all(self, columns: list[str] | None = None) -> pa.Table:
+        """The whole corpus as one table (small corpora, tests)."""
+        return pa.concat_tables([pq.read_table(p, columns=columns) for p in self.paths])
+
+    def _index(self) -> dict[str, tuple[int, int]]:
+        if self._locations is None:
+            locations: dict[str, tuple[int, int]] = {}
+            for shard, path in enumerate(self.paths):
+                for row, corpus_id in enumerate(pq.read_table(path, columns=["id"])["id"].to_pylist()):
+                    locations.setdefault(corpus_id, (shard, row))
+            self._locations = locations
+        return self._locations
+
+    def _table(self, shard: int) -> pa.Table:
+        if shard in self._tables:
+            self._tables.move_to_end(shard)
+            return self._tables[shard]
+        table = pq.read_table(self.paths[shard])
+        self._tables[shard] = table
+        while len(self._tables) > self._cached_shards:
+            self._tables.popitem(last=False)
+        return table

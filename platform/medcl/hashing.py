@@ -1,0 +1,15 @@
+"""File digests for manifests (checkpoints, corpus, embedding and index shards). Torch-free, so
+light processes such as retrieval shard actors can verify files without importing torch."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,137 @@
+"""The pretraining loop that runs inside every Ray Train worker.
+
+    restore the newest step-<n> checkpoint (Ray's, or the run directory's) or start fresh
+    step 0: held-out metrics of the starting model (rank 0)
+    for each step: this rank's B/w pairs -> both towers -> InfoNCE over the global batch
+                   (features all-gathered, medcl.pretrain.loss) -> backward -> gradients averaged
+                   over workers (medcl.engine.optim.sync_gradients) -> clipped AdamW step
+                   every checkpoint_every steps and at the end: checkpoint + ray.train.report
+    after the last step: held-out metrics again, final checkpoint (state.after set)
+
+As in the sequence engine, gradients are averaged by an explicit bucketed all-reduce instead of a
+DDP wrapper (one code path for both trainers); weights are broadcast from rank 0 at the start.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from medcl.engine.loop import _broadcast_parameters, _quiet_ray_train_reports
+from medcl.engine.optim import build_optimizer, optimizer_step, sync_gradients
+from medcl.engine.preprocess import to_model_input
+from medcl.engine.progress import ProgressLog
+from medcl.faults import maybe_fail
+from medcl.models import create_model
+from medcl.pretrain import checkpoint as ckpt
+from medcl.pretrain.config import PretrainConfig
+from medcl.pretrain.data import PairSampler, PretrainData
+from medcl.pretrain.loss import clamp_logit_scale, contrastive_loss, global_clip_loss
+from medcl.pretrain.retrieval import heldout_metrics
+from medcl.rundir import RunDir
+
+CHECKPOINTS_PER_RUN = 4
+STAGE_NAME = "pretrain"
+
+
+def pretrain_worker(loop_config: dict) -> None:
+    """Ray Train entry point. ``loop_config``: ``config`` (dict), ``data`` (ObjectRef of a
+    PretrainData), ``run_dir`` (str), ``persist`` (copy each checkpoint into the run directory
+    too: Ray Train's local mode keeps reported checkpoints in memory only)."""
+    cfg = PretrainConfig.model_validate(loop_config["config"])
+    _quiet_ray_train_reports()
+    warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)  # open_clip's gather
+    torch.set_num_threads(cfg.train.torch_threads)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    data: PretrainData = ray.get(loop_config["data"])
+    torch.manual_seed(cfg.seed)
+    bundle = create_model(cfg.model.name, pretrained=cfg.model.pretrained, image_size=cfg.model.image_size)
+    model = bundle.model.to(device)
+    _broadcast_parameters(model, world)
+    preprocess = lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std, device)  # noqa: E731
+    sampler = PairSampler(data.train, batch_size=cfg.train.batch_size, seed=cfg.seed, rank=rank, world_size=world)
+    total = sampler.steps_for(cfg.train.steps, cfg.train.epochs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(params, cfg.train, total)
+    run = RunDir(Path(loop_config["run_dir"]))
+    state = _restore(run.checkpoints, model, optimizer, scheduler) or ckpt.PretrainState(total_steps=total)
+    evaluate = lambda: heldout_metrics(model, bundle.tokenizer, data.heldout, preprocess,  # noqa: E731
+                                       batch_size=cfg.train.eval_batch_size, device=device) if rank == 0 else None
+    if state.before is None:
+        state.before = evaluate()
+    _train(cfg, model, bundle.tokenizer, preprocess, sampler, (optimizer, scheduler, params), state, run,
+           rank=rank, world=world, persist=loop_config.get("persist", False))
+    if not state.done:
+        state.after = evaluate() or {}
+        _checkpoint_and_report(state, model, optimizer, scheduler, rank, run, loop_config.get("persist", False))
+
+
+def _train(cfg: PretrainConfig, model, tokenizer, preprocess, sampler: PairSampler, optim, state: ckpt.PretrainState,
+           run: RunDir, *, rank: int, world: int, persist: bool) -> None:
+    """Steps ``state.step + 1 .. total``: global InfoNCE, synced gradients, periodic checkpoints."""
+    optimizer, scheduler, params = optim
+    device = next(model.parameters()).device
+    total = state.total_steps
+    log = ProgressLog(run, enabled=rank == 0, log_every=cfg.train.log_every)
+    log.start_stage(STAGE_NAME, 0, 1, total)
+    log.stage_label = STAGE_NAME
+    every = cfg.train.checkpoint_every or max(1, -(-total // CHECKPOINTS_PER_RUN))
+    loss_fn = global_clip_loss(rank, world)
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+    scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
+    model.train()
+    started = time.perf_counter()
+    for images, captions in sampler.batches(total, start_step=state.step):
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            loss = contrastive_loss(model, loss_fn, preprocess(images), tokenizer(captions).to(device))
+        optimizer.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler else loss).backward()
+        sync_gradients(params, world)
+        optimizer_step(optimizer, scheduler, params, cfg.train.grad_clip, scaler)
+        clamp_logit_scale(model)
+        state.step += 1
+        log.step(state.step, {"loss": loss, "logit_scale": model.logit_scale.exp()}, len(captions) * world)
+        if state.step == 1 or state.step % every == 0 or state.step == total:
+            state.train_loss.append([state.step, float(loss.detach())])
+        if state.step % every == 0 and state.step < total:
+            state.wall_time_s += time.perf_counter() - started
+            started = time.perf_counter()
+            _checkpoint_and_report(state, model, optimizer, scheduler, rank, run, persist)
+        maybe_fail("step", step=state.step, stage=1, rank=rank)
+    state.wall_time_s += time.perf_counter() - started
+
+
+def _restore(checkpoints_dir: Path, model, optimizer, scheduler) -> ckpt.PretrainState | None:
+    """The newer of Ray's checkpoint (after a worker restart, or on a re-run) and the run
+    directory's newest ``step-<n>``."""
+    on_disk = ckpt.latest(checkpoints_dir)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            if on_disk is None or ckpt.read_state(Path(directory)).step >= ckpt.read_state(on_disk).step:
+                return ckpt.restore(Path(directory), model, optimizer, scheduler)
+    return ckpt.restore(on_disk, model, optimizer, scheduler) if on_disk is not None else None
+
+
+def _checkpoint_and_report(state: ckpt.PretrainState, model, optimizer, scheduler, rank: int, run: RunDir,
+                           persist: bool) -> None:
+    """Every rank reports (the call is a barrier); rank 0 attaches the checkpoint."""
+    name = f"step-{state.step}"
+    metrics = {"step": state.step, "total_steps": state.total_steps, "done": state.done}
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="medcl-pretrain-") as tmp:
+        ckpt.write_checkpoint(Path(tmp), state, model, optimizer, scheduler)
+        if persist:
+            shutil.copytree(tmp, run.checkpoints / name, dirs_exist_ok=True)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)

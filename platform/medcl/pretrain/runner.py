@@ -1,0 +1,142 @@
+"""Driver side of ``medcl pretrain``: run directory, pairs, Ray, one TorchTrainer, final outputs.
+
+    medcl pretrain experiments/pretrain_synthmed.yaml           # trains, resumes, or says it is done
+    medcl pretrain experiments/pretrain_synthmed.yaml --fresh   # starts over
+
+Run directory ``<output_dir>/<name>/``: ``config.yaml`` (resolved config + provenance),
+``events.jsonl`` (step events: loss, logit scale, samples/s), ``checkpoints/step-<n>/`` (Ray Train
+persists them there: ``RunConfig(name="checkpoints", storage_path=<run dir>)``), and when done
+``model.safetensors`` (load it with ``model.pretrained:`` in an experiment) and ``metrics.json``
+(held-out retrieval recall and InfoNCE before and after, training loss, wall time). A killed run
+resumes from its newest checkpoint when the same command is run again; a finished one is a no-op.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from medcl.config import ConfigError
+from medcl.engine.provenance import provenance
+from medcl.engine.runner import RunError, _diff, _root_cause
+from medcl.faults import forwarded_environment
+from medcl.models import ModelLoadError, check_model_source
+from medcl.pretrain import checkpoint as ckpt
+from medcl.pretrain.config import PretrainConfig, to_yaml
+from medcl.pretrain.data import PretrainData, load_pairs
+from medcl.rundir import RunDir, write_json
+
+# Fields that may change between a run and its resumption without changing its results.
+RESUMABLE_CHANGES = {"output_dir", "train.log_every", "train.max_failures", "train.cpus_per_worker",
+                     "train.eval_batch_size", "train.torch_threads", "train.checkpoint_every"}
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class PretrainResult:
+    run: RunDir
+    weights: Path
+    metrics: dict
+    already_done: bool
+
+
+def run_pretrain(config: PretrainConfig, *, fresh: bool = False, dashboard: bool = False,
+                 local: bool = False) -> PretrainResult:
+    """Train (or resume, or find finished) the pretraining ``config`` describes.
+
+    ``local``: run the one worker in this process through Ray Train's local mode (``ScalingConfig(
+    num_workers=0)``; needs ``train.workers == 1`` and ``ray.init`` done): no worker start-up,
+    for tests and quick checks.
+    """
+    try:
+        check_model_source(config.model.name, config.model.pretrained)
+    except ModelLoadError as exc:
+        raise ConfigError(config.name, [("model.pretrained", str(exc))]) from None
+    if local and config.train.workers != 1:
+        raise ConfigError(config.name, [("train.workers", "local mode runs exactly one worker")])
+    run = _prepare_run_dir(config, fresh=fresh)
+    weights = run.path / WEIGHTS
+    if weights.exists() and run.metrics.exists():
+        return PretrainResult(run, weights, json.loads(run.metrics.read_text()), already_done=True)
+    resume = ckpt.latest(run.checkpoints)
+    if resume is not None:
+        state = ckpt.read_state(resume)
+        print(f"medcl: resuming {run.path} at step {state.step}/{state.total_steps} ({resume.name})", flush=True)
+    data = load_pairs(config.data)
+    _fit(config, run, data, dashboard=dashboard, local=local)
+    return _finish(config, run, data)
+
+
+def _prepare_run_dir(config: PretrainConfig, *, fresh: bool) -> RunDir:
+    run = RunDir(config.run_dir.resolve())
+    if fresh and run.path.exists():
+        shutil.rmtree(run.path)
+    if run.config.exists():
+        previous = yaml.safe_load(run.config.read_text()) or {}
+        previous.pop("provenance", None)
+        changed = sorted(k for k in _diff(previous, config.model_dump(mode="json")) if k not in RESUMABLE_CHANGES)
+        if changed:
+            raise RunError(f"{run.path} holds a pretraining with another config (changed: {', '.join(changed)}); "
+                           "re-run with --fresh to start over, or give it another name")
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.config.write_text(to_yaml(config, extra={"provenance": provenance()}))
+    return run
+
+
+def _fit(config: PretrainConfig, run: RunDir, data: PretrainData, *, dashboard: bool, local: bool) -> None:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from medcl.engine.cluster import check_resources, connect
+    from medcl.engine.loopback import local_torch_config
+    from medcl.pretrain.loop import pretrain_worker
+
+    joined = False
+    if not local:
+        joined = connect(None, dashboard=dashboard)
+        check_resources(config)
+    torch_config = None if joined or local else local_torch_config(config.train.use_gpu)
+    env = forwarded_environment()
+    trainer = TorchTrainer(
+        pretrain_worker,
+        train_loop_config={"config": config.model_dump(mode="json"), "data": ray.put(data),
+                           "run_dir": str(run.path), "persist": local},
+        scaling_config=ScalingConfig(num_workers=0) if local else ScalingConfig(
+            num_workers=config.train.workers, use_gpu=config.train.use_gpu,
+            resources_per_worker={"CPU": config.train.cpus_per_worker}),
+        run_config=RunConfig(name="checkpoints", storage_path=str(run.path),
+                             worker_runtime_env={"env_vars": env} if env else None,
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             logging_config=LoggingConfig(log_level="WARNING"),
+                             failure_config=FailureConfig(max_failures=config.train.max_failures,
+                                                          controller_failure_limit=3)),
+        **({"torch_config": torch_config} if torch_config is not None else {}),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; show the root cause, keep the checkpoints
+        raise RunError(f"pretraining failed: {_root_cause(exc)}\nCheckpoints are in {run.checkpoints}; "
+                       "run the same command again to resume.") from exc
+
+
+def _finish(config: PretrainConfig, run: RunDir, data: PretrainData) -> PretrainResult:
+    """Copy the final checkpoint's weights to ``model.safetensors``; write ``metrics.json``."""
+    final = ckpt.latest(run.checkpoints)
+    state = ckpt.read_state(final) if final is not None else None
+    if state is None or not state.done:
+        raise RunError(f"{run.path}: the pretraining wrote no final checkpoint; see the errors above")
+    weights = run.path / WEIGHTS
+    tmp = weights.with_name(WEIGHTS + ".tmp")
+    shutil.copyfile(ckpt.verified_model(final), tmp)
+    tmp.replace(weights)
+    metrics = {"model": config.model.name, "pretrained_from": config.model.pretrained, "weights": str(weights),
+               "steps": state.total_steps, "global_batch_size": config.train.batch_size,
+               "workers": config.train.workers, "samples_seen": state.total_steps * config.train.batch_size,
+               "data": data.stats, "heldout_before": state.before, "heldout_after": state.after,
+               "train_loss": state.train_loss, "train_wall_time_s": state.wall_time_s}
+    write_json(run.metrics, metrics)
+    return PretrainResult(run, weights, metrics, already_done=False)

@@ -1,0 +1,43 @@
+"""Worker side: one task's planned reference set as a deterministic, sharded stream of pairs.
+
+The global reference batch of step s is the s-th run of ``batch_size`` positions through seeded
+permutations of the set (one per pass, seeded by (seed, stage, pass, 17)); rank r of w takes
+positions r::w of it, as :class:`medcl.engine.sampling.StageSampler` does for the task's data, so
+what a step sees does not depend on the number of workers and a resumed task replays it exactly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from medcl.data.reference import _decode
+from medcl.primed.planner import reference_file
+
+
+class ReferenceStream:
+    """``images`` uint8 (N, S, S, 3) and ``captions`` of task ``index``'s plan, decoded at ``image_size``."""
+
+    def __init__(self, plan_dir: str | Path, index: int, image_size: int):
+        path = reference_file(Path(plan_dir), index)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: PRIMED's reference set for task {index} was not planned; "
+                                    "the driver plans it in Primed.prepare_run (medcl run does this)")
+        table = pq.read_table(path, columns=["image", "caption"])
+        self.captions = table["caption"].to_pylist()
+        images = [_decode(b, image_size) for b in table["image"].to_pylist()]
+        self.images = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def rows(self, step: int, batch_size: int, *, seed: int, stage: int, rank: int = 0, world: int = 1) -> np.ndarray:
+        """This rank's positions into the set for global step ``step``."""
+        n = len(self)
+        positions = np.arange(step * batch_size, (step + 1) * batch_size)[rank::world]
+        out = np.empty(len(positions), dtype=np.int64)
+        for epoch in np.unique(positions // n):
+            mask = positions // n == epoch
+            out[mask] = np.random.default_rng([seed, stage, int(epoch), 17]).permutation(n)[positions[mask] % n]
+        return out

@@ -1,0 +1,162 @@
+"""PRIMED: retrieval-guided continual learning (Chen et al., "Forging a Dynamic Memory"; METHODS.md section 5).
+
+    L = CE_ls + alpha * L_CKT + beta * L_CMC + dfg * L_DFG            (alpha = 1, beta = 0.25)
+
+on the task batch and a batch of ``reference_batch_size`` retrieved image-caption pairs (global,
+split over workers) from the task's *reference set* (formulas in :mod:`medcl.primed.losses`).
+The teacher of L_CKT is the previous-task model: a frozen copy taken in ``before_task`` (for the
+first task, the starting model), eval mode (BatchNorm on batch statistics, see
+:func:`batch_statistics_teacher`), ``requires_grad=False``, outside the gradient all-reduce. L_DFG's anchor is the same previous-task model's weights.
+
+Reference sets are planned on the driver before the TorchTrainer starts (``prepare_run``,
+:mod:`medcl.primed.planner`): question pool M^i -> dynamic siphon -> three-stage retrieval through
+the retriever (``index_dir`` in process, or the ``service``) -> ``<run dir>/primed/reference-<i>.parquet``.
+Workers read their task's file in ``before_task``; a restart re-runs ``before_task`` after the engine
+restored the previous task's weights, so no state is saved.
+
+    medcl run experiments/primed_synthmed.yaml
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from medcl.primed.losses import ckt_loss, cmc_loss, fisher_guard_weights, pair_cosines
+from medcl.strategies.base import Strategy, StrategyParams, register_strategy
+from medcl.strategies.l2 import l2_penalty, snapshot
+from medcl.strategies.lwf import frozen_copy
+
+PLAN_DIR = "primed"
+
+
+class PrimedParams(StrategyParams):
+    index_dir: str | None = Field(None, description="retrieval index (medcl index build); relative to the cwd")
+    corpus_dir: str | None = Field(None, description="corpus (medcl corpus build); default: the one the index records")
+    service: bool = Field(False, description="retrieve through the named RetrievalService instead of in process")
+    service_name: str = Field("medcl-retrieval", min_length=1, description="name of the retrieval service")
+    questions: str | None = Field(None, description="question pool file (YAML/JSON); default: the shipped pool")
+    k: int = Field(16, ge=1, description="neighbours kept per query (dynamic unique-score threshold, BM25 gate)")
+    k_v: int = Field(2, ge=1, description="images kept per distinct caption")
+    over_fetch: int = Field(4, ge=1, description="the retriever is asked for k * over_fetch neighbours to see ties")
+    tie_decimals: int = Field(6, ge=0, le=9, description="decimals scores are rounded to before counting unique ones")
+    a: int = Field(8, ge=0, description="pairs per M_task query (earlier tasks' class labels)")
+    b: int = Field(4, ge=0, description="pairs per M_domain query (pool questions of earlier tasks' domains)")
+    c: int = Field(2, ge=0, description="pairs per M_gen query")
+    n: int = Field(24, ge=0, description="general questions sampled per task (M_gen)")
+    reference_batch_size: int = Field(32, ge=2, description="reference pairs per step (global, split over workers)")
+    alpha: float = Field(1.0, ge=0, description="weight of L_CKT")
+    beta: float = Field(0.25, ge=0, description="weight of L_CMC")
+    tau: float = Field(0.5, gt=0, description="temperature: logits Z = cosine / tau")
+    dfg: float = Field(100.0, ge=0, description="weight of the dynamic Fisher guard (0: off)")
+    builtin_per_class: int = Field(10, ge=1, description="no index: synthmed pairs per finding and domain in the built-in corpus")
+    builtin_seed: int = Field(1, description="no index: seed of the built-in corpus (keep it apart from the experiment's)")
+    plan_dir: str | None = Field(None, description="where reference sets are planned/reused; default <run dir>/primed")
+
+
+def batch_statistics_teacher(model: torch.nn.Module) -> torch.nn.Module:
+    """:func:`frozen_copy` whose BatchNorm layers normalise with the batch's statistics, as the
+    student's do while training, without updating their buffers (momentum 0): at the start of a
+    task teacher and student are then the same function on a reference batch (L_CKT = 0). With
+    eval-mode BatchNorm the teacher would use running statistics, which for a randomly initialised
+    model (medcl-tiny's ResNet) are the untrained 0/1 and make it a different, near-degenerate model."""
+    teacher = frozen_copy(model)
+    for module in teacher.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.train()
+            module.momentum = 0.0
+    return teacher
+
+
+@contextlib.contextmanager
+def running_statistics_kept(model: torch.nn.Module):
+    """BatchNorm still normalises with batch statistics (training) but its running statistics are
+    not updated (momentum 0): reference images of other domains must not shift the statistics the
+    model is evaluated with on the tasks."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield model
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
+@register_strategy("primed")
+class Primed(Strategy):
+    description = "retrieved reference pairs: CKT + CMC distillation to the previous model + dynamic Fisher guard"
+    Params = PrimedParams
+    plan_mode = "dynamic"
+
+    @classmethod
+    def prepare_run(cls, config, tasks: list, run_dir: Path):
+        """Driver hook (engine/runner.py): plan every task's reference set, return the workers' config."""
+        from medcl.primed.planner import plan_reference_sets
+
+        params = cls.Params.model_validate(config.strategy.params())
+        plan_dir = Path(params.plan_dir) if params.plan_dir else Path(run_dir) / PLAN_DIR
+        plan_reference_sets(tasks, plan_dir, params, seed=config.seed, model=config.model.model_dump(mode="json"),
+                            threads=config.train.torch_threads, mode=cls.plan_mode)
+        strategy = config.strategy.model_copy(update={"plan_dir": str(plan_dir.resolve())})
+        return config.model_copy(update={"strategy": strategy})
+
+    def setup(self, ctx) -> None:
+        self.image_size = int(ctx.preprocess(np.zeros((1, 1, 1, 3), np.uint8)).shape[-1])
+        self.plan_dir = self.params.plan_dir
+        if self.plan_dir is None:  # the driver hook did not run (a harness calling the worker loop directly)
+            self.plan_dir = self._plan_here(ctx)
+
+    def _plan_here(self, ctx) -> str:
+        """Plan in this worker, from its (still starting) model, into a temporary directory; every
+        rank computes the same plan."""
+        import tempfile
+
+        from medcl.primed.planner import plan_reference_sets
+        from medcl.primed.scorer import StartingModelScorer
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="medcl-primed-")
+        scorer = StartingModelScorer(frozen_copy(ctx.model), ctx.tokenizer, ctx.preprocess, self.image_size)
+        threads = ctx.train_config.torch_threads if ctx.train_config is not None else 1
+        plan_reference_sets(ctx.tasks, Path(self._tmp.name), self.params, seed=ctx.seed, model={"worker": True},
+                            threads=threads, scorer=scorer, mode=self.plan_mode,
+                            log=print if ctx.rank == 0 else (lambda message: None))
+        return self._tmp.name
+
+    def before_task(self, ctx) -> None:
+        from medcl.primed.stream import ReferenceStream
+
+        self.teacher = batch_statistics_teacher(ctx.model)
+        self.anchor = snapshot(ctx.model) if self.params.dfg else {}
+        self.reference = ReferenceStream(self.plan_dir, ctx.stage_index, self.image_size)
+        self.tokens = ctx.tokenizer(self.reference.captions) if len(self.reference) >= 2 else None
+
+    def loss(self, ctx, batch) -> dict[str, torch.Tensor]:
+        ce = ctx.task_loss(batch)
+        if self.tokens is None:
+            return {"loss": ce, "ce": ce}
+        p = self.params
+        size = min(p.reference_batch_size, len(self.reference))
+        rows = self.reference.rows(ctx.step, size, seed=ctx.seed, stage=ctx.stage_index, rank=ctx.rank,
+                                   world=ctx.world_size)
+        images, tokens = ctx.preprocess(self.reference.images[rows]), self.tokens[rows].to(ctx.device)
+        with running_statistics_kept(ctx.model):
+            student = pair_cosines(ctx.model, images, tokens)
+        with torch.no_grad():
+            teacher = pair_cosines(self.teacher, images, tokens)
+        ckt, cmc = ckt_loss(teacher, student, p.tau), cmc_loss(student, p.tau)
+        non_ce = p.alpha * ckt + p.beta * cmc
+        terms = {"ce": ce, "ckt": ckt, "cmc": cmc}
+        loss = ce + non_ce
+        if p.dfg:
+            params = {n: q for n, q in ctx.model.named_parameters() if q.requires_grad}
+            terms["dfg"] = l2_penalty(ctx.model, self.anchor, fisher_guard_weights(non_ce, params))
+            loss = loss + p.dfg * terms["dfg"]
+        return {"loss": loss, **terms}
+
+    def after_task(self, ctx) -> None:
+        self.teacher, self.anchor, self.reference, self.tokens = None, {}, None, None

@@ -1,0 +1,161 @@
+"""Run a sweep: Ray, resources, the study, one Tune experiment, then the sweep's outputs.
+
+    medcl sweep experiments/sweeps/tiny_synthmed.yaml            # a new sweep
+    medcl sweep experiments/sweeps/tiny_synthmed.yaml --resume   # continue after a crash or Ctrl-C
+
+Each invocation runs one Tune experiment (``sweeps/<name>/tune/<stamp>/``) of ``num_samples`` minus
+the trials the study has already finished; trials a crash left RUNNING are run again first, under
+their own number and run directory (see :mod:`medcl.sweep.study`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from medcl.engine.cluster import ResourceError
+from medcl.sweep.config import SweepConfig, SweepConfigError
+from medcl.sweep.searcher import TIME_ATTR, StudySearcher
+from medcl.sweep.study import SweepError, finished_count, interrupted_trials, open_study, fail_trials
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    study: object
+    outputs: dict
+    wall_time_s: float
+
+
+def run_sweep(sweep: SweepConfig, *, resume: bool = False, fresh: bool = False) -> SweepResult:
+    from medcl.engine.cluster import connect
+
+    started = time.perf_counter()
+    task_names = _task_names(sweep)
+    _check_objective(sweep, len(task_names))
+    from medcl.sweep.space import ORDER_SEP, encode_choice, optuna_distributions, resolve_orders
+
+    orders = resolve_orders(sweep, task_names)
+    distributions = optuna_distributions(sweep, orders)
+    enqueue = [{k: ORDER_SEP.join(v) if k == "order" and isinstance(v, list) else encode_choice(v)
+                for k, v in p.items()} for p in sweep.enqueue]
+    total = sweep.num_samples
+    if sweep.orders_only:
+        enqueue, total = [{"order": ORDER_SEP.join(o)} for o in orders], len(orders)
+    connect(None, dashboard=False)
+    concurrency = check_sweep_resources(sweep)
+    study = open_study(sweep, resume=resume, fresh=fresh, enqueue=enqueue)
+    (sweep.sweep_dir / "sweep.yaml").write_text(_sweep_yaml(sweep))
+    interrupted = interrupted_trials(study)
+    remaining = total - finished_count(study)
+    if len(interrupted) > max(remaining, 0):
+        fail_trials(study, interrupted[max(remaining, 0):], "more interrupted trials than num_samples left")
+        interrupted = interrupted[: max(remaining, 0)]
+    if interrupted:
+        print(f"medcl: resuming {len(interrupted)} interrupted trial(s): "
+              f"{', '.join(f'trial-{t.number:04d}' for t in interrupted)}", flush=True)
+    if remaining > 0:
+        print(f"medcl: sweep {sweep.name}: {remaining} trial(s) to run, at most {concurrency} at once; "
+              f"study {sweep.storage_url}", flush=True)
+        _tune(sweep, study, distributions, interrupted, remaining, concurrency, len(task_names))
+    from medcl.sweep.outputs import write_sweep_outputs
+
+    outputs = write_sweep_outputs(sweep, study, orders)
+    return SweepResult(sweep.sweep_dir, study, outputs, time.perf_counter() - started)
+
+
+def check_sweep_resources(sweep: SweepConfig) -> int:
+    """How many trials may run at once: ``max_concurrent_trials``, lowered to what the cluster
+    holds. A trial that cannot fit at all raises :class:`ResourceError` naming the fields (on a
+    cluster joined through ``RAY_ADDRESS`` the autoscaler may add nodes: then a warning)."""
+    import ray
+
+    res, have = sweep.resources, ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    need_gpu = res.worker_gpus if res.train_workers == 0 else res.gpus_per_trial
+    short = []
+    if res.cpus_per_trial > cpus + 1e-9:
+        short.append(f"a trial needs {res.cpus_per_trial:g} CPUs (resources.trial_cpus={res.trial_cpus:g} + "
+                     f"resources.train_workers={res.train_workers} x resources.worker_cpus={res.worker_cpus:g}), "
+                     f"the cluster has {cpus:g}")
+    if need_gpu > gpus:
+        short.append(f"a trial needs {need_gpu} GPU(s) (resources.worker_gpus), the cluster has {gpus:g}")
+    if short:
+        message = "not enough resources for a trial: " + "; ".join(short)
+        if os.environ.get("RAY_ADDRESS"):
+            print(f"medcl: warning: {message} (waiting for the autoscaler)", flush=True)
+            return sweep.max_concurrent_trials
+        raise ResourceError(message)
+    fit = math.floor(cpus / res.cpus_per_trial + 1e-9)
+    if need_gpu:
+        fit = min(fit, math.floor(gpus / need_gpu + 1e-9))
+    if sweep.max_concurrent_trials > fit and not os.environ.get("RAY_ADDRESS"):
+        print(f"medcl: running at most {fit} trial(s) at once: max_concurrent_trials={sweep.max_concurrent_trials} "
+              f"x {res.cpus_per_trial:g} CPUs each would oversubscribe the cluster's {cpus:g} CPUs", flush=True)
+        return fit
+    return sweep.max_concurrent_trials
+
+
+def _tune(sweep, study, distributions, interrupted, remaining: int, concurrency: int, n_tasks: int) -> None:
+    from ray import tune
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+
+    from medcl.sweep.trainable import make_trainable, trial_name
+
+    # The zero-shot report and early tasks carry no value for some metrics (BWT after one task):
+    # ASHA skips such results; Tune's strict check would reject them.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    res = sweep.resources
+    trial_resources = {"cpu": res.trial_cpus, "gpu": res.worker_gpus if res.train_workers == 0 else 0}
+    searcher = StudySearcher(study, distributions, metrics=[o.metric for o in sweep.objective],
+                             prune_metric=sweep.prune_metric, resume=interrupted)
+    scheduler = FIFOScheduler()
+    if sweep.scheduler.name == "asha" and not sweep.orders_only:
+        mode = next(o.mode for o in sweep.objective if o.metric == sweep.prune_metric)
+        scheduler = AsyncHyperBandScheduler(time_attr=TIME_ATTR, metric=sweep.prune_metric, mode=mode,
+                                            max_t=n_tasks, grace_period=sweep.scheduler.grace_period,
+                                            reduction_factor=sweep.scheduler.reduction_factor)
+    tuner = tune.Tuner(
+        tune.with_resources(make_trainable(sweep), trial_resources),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                                    max_concurrent_trials=concurrency, reuse_actors=res.train_workers == 0,
+                                    trial_name_creator=lambda t: trial_name(t.config["trial_number"]),
+                                    trial_dirname_creator=lambda t: trial_name(t.config["trial_number"])),
+        run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), storage_path=str(sweep.sweep_dir / "tune"),
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    tuner.fit()
+
+
+def _task_names(sweep: SweepConfig) -> list[str]:
+    from medcl.config import validate_experiment
+    from medcl.engine.runner import build_tasks
+    from medcl.sweep.space import trial_experiment
+
+    config = validate_experiment(trial_experiment(sweep, {}, name="probe", output_dir=None), source="experiment")
+    if config.benchmark.order:
+        return list(config.benchmark.order)
+    return [t.name for t in build_tasks(config)]
+
+
+def _check_objective(sweep: SweepConfig, n_tasks: int) -> None:
+    if n_tasks < 2:
+        bad = [o.metric for o in sweep.objective if o.metric not in ("avg", "last")]
+        if bad:
+            raise SweepConfigError(sweep.name, [("objective", f"{', '.join(bad)} need at least 2 tasks; "
+                                                 f"the benchmark has {n_tasks}")])
+    if sweep.scheduler.name == "asha" and sweep.scheduler.grace_period >= max(n_tasks, 1) and not sweep.orders_only:
+        raise SweepConfigError(sweep.name, [("scheduler.grace_period", f"{sweep.scheduler.grace_period} leaves no "
+                                             f"task to stop at with {n_tasks} tasks; use 1..{n_tasks - 1} or "
+                                             "scheduler: {name: none}")])
+
+
+def _sweep_yaml(sweep: SweepConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
+
+
+__all__ = ["run_sweep", "check_sweep_resources", "SweepResult", "SweepError"]

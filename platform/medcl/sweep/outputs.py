@@ -1,0 +1,142 @@
+"""A sweep's outputs, rebuilt from the study and the trial run directories after every invocation.
+
+    sweeps/<name>/trials.parquet   one row per Optuna trial: number, state, param.<path>, the
+                                   objective values, <prune metric>@task<k> (per-task values),
+                                   final.<metric> (every summarize metric), acc.<task> (final
+                                   accuracy per task), tasks_trained, wall_time_s, run_dir
+    sweeps/<name>/best.yaml        the best trial's experiment, runnable with ``medcl run``
+                                   (multi-objective: the Pareto trial best on the first objective;
+                                   every Pareto trial is listed in its header)
+    sweeps/<name>/orders.md        with task orders: each metric's mean, spread (std), min and max
+                                   across orders (per order when several trials share one)
+    sweeps/<name>/*.png            optimisation history, parameter importances, metric by order
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medcl.metrics import METRIC_KEYS
+from medcl.sweep.config import SweepConfig
+from medcl.sweep.space import ORDER_SEP, trial_experiment
+
+
+def write_sweep_outputs(sweep: SweepConfig, study, orders: list[list[str]] | None) -> dict:
+    """Write everything above (and each trial's ``report.html``); return ``{name: path}``."""
+    from medcl.sweep.plots import write_plots
+
+    root = sweep.sweep_dir
+    table = trials_table(sweep, study)
+    out = {"trials": root / "trials.parquet"}
+    table.to_parquet(out["trials"], index=False)
+    best = write_best(sweep, study, root / "best.yaml")
+    if best:
+        out["best"] = best
+    if orders:
+        out["orders"] = write_order_summary(table, root / "orders.md")
+    out.update(write_plots(sweep, study, table, root))
+    _trial_reports(table)
+    return out
+
+
+def trials_table(sweep: SweepConfig, study):
+    import pandas as pd
+
+    metrics = [o.metric for o in sweep.objective]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        run_dir = sweep.sweep_dir / "trials" / f"trial-{t.number:04d}"
+        row = {"number": t.number, "state": t.state.name}
+        row.update({f"param.{k}": v for k, v in t.params.items()})
+        values = t.values if t.state.name == "COMPLETE" else None
+        row.update({m: (values[i] if values else None) for i, m in enumerate(metrics)})
+        row.update({f"{sweep.prune_metric}@task{k}": v for k, v in sorted(t.intermediate_values.items())})
+        row.update(_run_metrics(run_dir))
+        row["tasks_trained"] = t.user_attrs.get("tasks_trained")
+        row["wall_time_s"] = t.user_attrs.get("wall_time_s")
+        row["run_dir"] = str(run_dir)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_trial(sweep: SweepConfig, study):
+    """The best COMPLETE trial (multi-objective: the Pareto trial best on the first objective)."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        return None, []
+    pareto = study.best_trials if len(sweep.objective) > 1 else [study.best_trial]
+    sign = 1 if sweep.objective[0].mode == "max" else -1
+    return max(pareto, key=lambda t: sign * t.values[0]), pareto
+
+
+def write_best(sweep: SweepConfig, study, path: Path) -> Path | None:
+    import yaml
+
+    best, pareto = best_trial(sweep, study)
+    if best is None:
+        path.unlink(missing_ok=True)
+        return None
+    raw = trial_experiment(sweep, best.params, name=f"{sweep.name}-best", output_dir=None)
+    raw.setdefault("output_dir", "runs")
+    shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(sweep.objective, best.values))
+    header = [f"# Best trial of sweep {sweep.name}: trial-{best.number:04d} ({shown}).",
+              "# Run it with: medcl run " + str(path)]
+    if len(pareto) > 1:
+        header.append("# Pareto trials: " + "; ".join(
+            f"trial-{t.number:04d} " + ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(sweep.objective, t.values))
+            for t in pareto))
+    path.write_text("\n".join(header) + "\n" + yaml.safe_dump(_ordered(raw), sort_keys=False))
+    return path
+
+
+def write_order_summary(table, path: Path) -> Path:
+    """Mean, spread (sample std) and range of every metric over COMPLETE trials, across orders."""
+    done = table[table["state"] == "COMPLETE"] if len(table) else table
+    cols = [f"final.{m}" for m in METRIC_KEYS if f"final.{m}" in table]
+    lines = [f"# Metrics across task orders ({len(done)} complete trial(s))", "",
+             "| metric | mean | std | min | max |", "|---|---|---|---|---|"]
+    summary = {}
+    for col in cols:
+        values = done[col].dropna().to_numpy(dtype=float) if len(done) else np.array([])
+        if not len(values):
+            continue
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        summary[col.removeprefix("final.")] = {"mean": float(values.mean()), "std": std,
+                                               "min": float(values.min()), "max": float(values.max())}
+        s = summary[col.removeprefix("final.")]
+        lines.append(f"| {col.removeprefix('final.')} | {s['mean']:.2f} | {std:.2f} | {s['min']:.2f} | {s['max']:.2f} |")
+    if "param.order" in done and len(done):
+        lines += ["", "| order | " + " | ".join(c.removeprefix("final.") for c in cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for order, group in done.groupby("param.order"):
+            cells = [f"{group[c].mean():.2f}" if group[c].notna().any() else "n/a" for c in cols]
+            lines.append(f"| {order.replace(ORDER_SEP, ' > ')} | " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    return path
+
+
+def _run_metrics(run_dir: Path) -> dict:
+    file = run_dir / "metrics.json"
+    if not file.is_file():
+        return {}
+    data = json.loads(file.read_text())
+    row = {f"final.{m}": data.get(m) for m in METRIC_KEYS}
+    row.update({f"acc.{p['task']}": p["final"] for p in data.get("per_task") or []})
+    return row
+
+
+def _trial_reports(table) -> None:
+    from medcl.report import write_report
+
+    for run_dir in table.get("run_dir", []):
+        run, html = Path(run_dir), Path(run_dir) / "report.html"
+        if (run / "matrix.csv").is_file() and (not html.is_file() or html.stat().st_mtime < (run / "matrix.csv").stat().st_mtime):
+            write_report(run)
+
+
+def _ordered(raw: dict) -> dict:
+    keys = ["name", "seed", "benchmark", "model", "strategy", "train", "output_dir"]
+    return {**{k: raw[k] for k in keys if k in raw}, **{k: v for k, v in raw.items() if k not in keys}}

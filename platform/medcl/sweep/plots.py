@@ -1,0 +1,99 @@
+"""Sweep plots (matplotlib, Agg): optimisation history, parameter importances, metric by order.
+
+* ``history.png``: each objective per trial number (COMPLETE dots; PRUNED trials as crosses at
+  their last per-task value, single objective) and the best value so far.
+* ``importances.png``: Optuna's parameter importances (fANOVA evaluator) for the first objective,
+  over COMPLETE trials; a note instead when fewer than two trials or no varied parameter.
+* ``order.png``: the first objective of COMPLETE trials grouped by task order (when orders vary).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from medcl.sweep.config import SweepConfig
+from medcl.sweep.space import ORDER_SEP
+
+
+def write_plots(sweep: SweepConfig, study, table, root: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = {"history": _history(sweep, table, root / "history.png"),
+           "importances": _importances(sweep, study, root / "importances.png")}
+    if "param.order" in table and table["param.order"].nunique() > 1:
+        out["order_plot"] = _by_order(sweep, table, root / "order.png")
+    return out
+
+
+def _history(sweep: SweepConfig, table, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    objectives = sweep.objective
+    fig, axes = plt.subplots(1, len(objectives), figsize=(5 * len(objectives), 3.5), squeeze=False)
+    for ax, objective in zip(axes[0], objectives):
+        m = objective.metric
+        done = table[table["state"] == "COMPLETE"] if len(table) else table
+        if len(done):
+            ax.plot(done["number"], done[m], "o", label="complete")
+            values = done[m].to_numpy(dtype=float)
+            best = np.maximum.accumulate(values) if objective.mode == "max" else np.minimum.accumulate(values)
+            ax.step(done["number"], best, where="post", label="best so far")
+        pruned = table[table["state"] == "PRUNED"] if len(table) else table
+        last = [c for c in table.columns if c.startswith(f"{sweep.prune_metric}@task")]
+        if len(pruned) and last and m == sweep.prune_metric:
+            ax.plot(pruned["number"], pruned[last].ffill(axis=1).iloc[:, -1], "x", label="pruned (last task)")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(f"{m} (%)")
+        ax.set_title(f"{m} ({objective.mode})")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _importances(sweep: SweepConfig, study, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    importances, note = {}, ""
+    try:
+        target = (lambda t: t.values[0]) if len(sweep.objective) > 1 else None
+        importances = optuna.importance.get_param_importances(study, target=target) if len(complete) >= 2 else {}
+    except (RuntimeError, ValueError) as exc:  # e.g. every trial has the same parameters
+        note = str(exc).split("\n")[0]
+    if importances:
+        names = list(importances)[::-1]
+        ax.barh(names, [importances[n] for n in names])
+        ax.set_xlabel(f"importance for {sweep.objective[0].metric}")
+    else:
+        ax.text(0.5, 0.5, note or "needs >= 2 complete trials with varied parameters", ha="center",
+                va="center", wrap=True, fontsize=8)
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _by_order(sweep: SweepConfig, table, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    m = sweep.objective[0].metric
+    col = f"final.{m}" if f"final.{m}" in table else m
+    done = table[table["state"] == "COMPLETE"]
+    groups = [(o, g[col].dropna().to_numpy(dtype=float)) for o, g in done.groupby("param.order")]
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(groups) + 1), 3.5))
+    for i, (_, values) in enumerate(groups):
+        ax.plot([i] * len(values), values, "o", alpha=0.7)
+    ax.set_xticks(range(len(groups)), [o.replace(ORDER_SEP, "\n") for o, _ in groups], fontsize=7)
+    ax.set_ylabel(f"{m} (%)")
+    ax.set_title(f"{m} by task order")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

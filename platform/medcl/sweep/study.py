@@ -1,0 +1,104 @@
+"""The Optuna study behind a sweep: storage, sampler, creation, resumption.
+
+The study is the sweep's source of truth (``sqlite:///sweeps/<name>/study.db`` by default, or any
+SQLAlchemy URL, so ``optuna-dashboard <url>`` can open it). Every trial is asked and told by the
+sweep driver (:mod:`medcl.sweep.searcher`), so a trial's state is COMPLETE (all tasks trained, the
+objective values), PRUNED (stopped by ASHA after fewer tasks), FAIL (an error), or RUNNING while a
+sweep process is alive. A RUNNING trial found when a sweep is resumed was interrupted by a crash: it
+is handed out again under the same number, with the same parameters and run directory (which
+resumes after its last finished task), so no configuration is run twice and none stays RUNNING.
+"""
+from __future__ import annotations
+
+import shutil
+
+from medcl.engine.runner import RunError
+from medcl.sweep.config import SweepConfig
+
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+
+
+class SweepError(RunError):
+    """A sweep that cannot start or continue; the message says what to do."""
+
+
+def open_study(sweep: SweepConfig, *, resume: bool, fresh: bool, enqueue: list[dict]):
+    """Create the study (enqueueing ``enqueue`` points), or open it with ``resume``.
+
+    Raises :class:`SweepError` when the study already has trials and neither ``resume`` nor
+    ``fresh`` is given, or when its objective directions differ from the sweep file's.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if fresh:
+        _delete(sweep)
+    sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
+    storage = sweep.storage_url
+    existing = None
+    try:
+        existing = optuna.load_study(study_name=sweep.name, storage=storage, sampler=make_sampler(sweep))
+    except KeyError:
+        pass
+    if existing is not None and existing.trials:
+        if not resume:
+            raise SweepError(f"sweep {sweep.name!r} already has {len(existing.trials)} trial(s) in {storage}; "
+                             "add --resume to continue it, or --fresh to start over")
+        if [d.name.lower() for d in existing.directions] != sweep.directions:
+            raise SweepError(f"{storage} holds study {sweep.name!r} with directions "
+                             f"{[d.name.lower() for d in existing.directions]}, the sweep file asks for "
+                             f"{sweep.directions} (objective changed); use --fresh or another name")
+        # A fresh sampler with the sweep's seed would draw the first trials' values again.
+        return optuna.load_study(study_name=sweep.name, storage=storage,
+                                 sampler=make_sampler(sweep, offset=len(existing.trials)))
+    study = existing or optuna.create_study(study_name=sweep.name, storage=storage, directions=sweep.directions,
+                                            sampler=make_sampler(sweep))
+    for point in enqueue:
+        study.enqueue_trial(point, skip_if_exists=True)
+    return study
+
+
+def make_sampler(sweep: SweepConfig, offset: int = 0):
+    """Optuna's sampler; ``offset`` (the trials already in a resumed study) shifts the seed, so a
+    resumed sweep does not replay the random draws of its first trials."""
+    import optuna
+
+    s = sweep.searcher
+    seed = None if s.seed is None else s.seed + offset
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials,
+                                      constant_liar=sweep.max_concurrent_trials > 1)
+
+
+def interrupted_trials(study) -> list:
+    """Trials left RUNNING by a sweep process that died, oldest first."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+
+
+def finished_count(study) -> int:
+    return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
+
+
+def fail_trials(study, trials, reason: str) -> None:
+    for trial in trials:
+        study.tell(trial.number, state=_state("FAIL"))
+        print(f"medcl: trial-{trial.number:04d} marked FAIL ({reason})", flush=True)
+
+
+def _state(name: str):
+    from optuna.trial import TrialState
+
+    return TrialState[name]
+
+
+def _delete(sweep: SweepConfig) -> None:
+    import optuna
+
+    sweep.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default sqlite file's folder must exist
+    try:
+        optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url)
+    except KeyError:
+        pass
+    if sweep.sweep_dir.exists():
+        shutil.rmtree(sweep.sweep_dir)

@@ -1,0 +1,80 @@
+"""PRIMED end to end: a tiny corpus -> embeddings -> FAISS index in tmp_path, planned on the "driver"
+(``runner.prepare_strategy``), then a 2-task synthmed sequence through the real worker loop
+(Ray Train local mode, ``local_sequence.run_local``)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from local_sequence import run_local
+from medcl.config import validate_experiment
+from medcl.engine.runner import build_tasks, prepare_strategy
+from medcl.rundir import RunDir
+from medcl.strategies import build_strategy
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+STEPS = 4
+
+
+def _config(output_dir, name: str, strategy: dict):
+    return validate_experiment({
+        "name": name, "seed": 0, "output_dir": str(output_dir),
+        "benchmark": {"name": "synthmed", "num_tasks": 2, "train_per_class": 8, "val_per_class": 1, "test_per_class": 4},
+        "model": {"name": "medcl-tiny"}, "strategy": strategy,
+        "train": {"workers": 1, "batch_size": 16, "lr": 3e-3, "steps_per_task": STEPS},
+    })
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory):
+    from medcl.corpus.build import build_corpus
+    from medcl.corpus.embed import ModelInfo, embed_corpus
+    from medcl.corpus.index import build_index
+    from medcl.corpus.spec import validate_spec
+
+    root = tmp_path_factory.mktemp("primed-corpus")
+    spec = validate_spec({"sources": [{"type": "synthmed", "per_class": 3, "seed": 4}]})
+    build_corpus(spec, root / "corpus", use_ray=False)
+    embed_corpus(root / "corpus", root / "emb", ModelInfo(name="medcl-tiny"), use_ray=False)
+    build_index(root / "emb", root / "index", factory="flat", log=lambda message: None)
+    return root / "index"
+
+
+def test_primed_plans_on_the_driver_and_trains_two_tasks(ray_session, index_dir, tmp_path):
+    config = _config(tmp_path, "primed", {"name": "primed", "index_dir": str(index_dir), "k": 6, "a": 2, "b": 1,
+                                          "c": 1, "n": 6, "reference_batch_size": 8})
+    run = RunDir(config.run_dir.resolve())  # what run_experiment does, without writing config.yaml here
+    worker_config = prepare_strategy(build_strategy("primed", config.strategy.params()), config, build_tasks(config), run)
+    plan_dir = run.path / "primed"
+    assert worker_config.strategy.params()["plan_dir"] == str(plan_dir)
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    assert [t["task"] for t in plan["tasks"]] == ["xray", "ultrasound"]
+    assert plan["tasks"][0]["levels"]["task"] == 0 and plan["tasks"][1]["levels"]["task"] == 2 * 5
+    reference = pq.read_table(plan_dir / "reference-001.parquet").to_pylist()
+    assert reference and all(r["id"].startswith("synthmed:") and r["image"] for r in reference)
+
+    result = run_local(worker_config, fresh=False)
+    metrics = json.loads(result.run.metrics.read_text())
+    assert metrics["complete"] and metrics["steps_per_task"] == [STEPS, STEPS]
+    events = [json.loads(line) for line in result.run.events.read_text().splitlines()]
+    steps = [e for e in events if e["kind"] == "step"]
+    assert {e["task"] for e in steps} == {"xray", "ultrasound"}
+    for task in ("xray", "ultrasound"):
+        logged = [e for e in steps if e["task"] == task]
+        assert logged[0]["step"] == 1 and logged[-1]["step"] == STEPS
+        assert logged[0]["ckt"] == pytest.approx(0.0, abs=1e-4) and logged[0]["dfg"] == 0.0  # teacher = model at start
+        assert logged[-1]["ckt"] > 1e-4 and logged[-1]["dfg"] > 0 and logged[-1]["cmc"] > 0
+    assert np.isfinite(metrics["last"])
+
+
+def test_primed_uniform_without_an_index_plans_in_the_worker(ray_session, tmp_path):
+    config = _config(tmp_path, "primed-uniform", {"name": "primed_uniform", "builtin_per_class": 2, "k": 4, "a": 1,
+                                                  "b": 1, "c": 1, "n": 4, "reference_batch_size": 8, "dfg": 0})
+    result = run_local(config)  # no driver hook here: the worker plans from the built-in synthmed corpus
+    metrics = json.loads(result.run.metrics.read_text())
+    assert metrics["complete"] and metrics["steps_per_task"] == [STEPS, STEPS]
+    logged = result.run.events.read_text()
+    assert '"ckt"' in logged and '"dfg"' not in logged

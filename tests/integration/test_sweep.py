@@ -1,0 +1,137 @@
+"""Whole sweeps: Tune trials that are sequence runs, ASHA pruning recorded in Optuna, best.yaml,
+and ``--resume`` after the sweep process is killed.
+
+Trials are 2-task synthmed sequences of 3 steps a task, trained in the trial process
+(``train_workers: 0``, Ray Train local mode) so that a trial costs seconds after the first. The
+hopeless arm is the 5-class version of the benchmark: with so few steps every arm stays near chance,
+and chance is 20 % there against 50 % for the 2-class arms, so its running Avg after the first
+task is certain to be in ASHA's worse half.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from local_sequence import run_local
+from medcl.config import load_experiment
+from medcl.sweep import validate_sweep
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TWO, FIVE = ["normal", "nodule"], ["normal", "nodule", "cyst", "calcification", "fracture"]
+
+
+def tiny_sweep(output_dir, name: str, **fields) -> dict:
+    return {"name": name, "output_dir": str(output_dir), "experiment": {
+        "name": name, "seed": 0,
+        "benchmark": {"name": "synthmed", "num_tasks": 2, "image_size": 16, "train_per_class": 8,
+                      "val_per_class": 1, "test_per_class": 10, "classes": TWO},
+        "model": {"name": "medcl-tiny"}, "strategy": {"name": "finetune"},
+        "train": {"batch_size": 16, "lr": 3e-3, "steps_per_task": 3, "log_every": 100}},
+        "searcher": {"seed": 0}, "resources": {"trial_cpus": 1, "train_workers": 0}, **fields}
+
+
+def test_sweep_prunes_the_hopeless_arm_and_writes_a_runnable_best(ray_session, tmp_path):
+    from medcl.sweep.driver import run_sweep
+
+    sweep = validate_sweep(tiny_sweep(
+        tmp_path, "prune", num_samples=4, space={"train.lr": {"loguniform": [1e-3, 1e-2]},
+                                                 "benchmark.classes": {"choice": [TWO, FIVE]}},
+        enqueue=[{"benchmark.classes": TWO}, {"benchmark.classes": FIVE}],
+        scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2}))
+    result = run_sweep(sweep)
+    study = optuna.load_study(study_name="prune", storage=f"sqlite:///{tmp_path / 'prune' / 'study.db'}")
+    trials = study.get_trials()
+    assert len(trials) == 4
+    for trial in trials:
+        hopeless = "cyst" in trial.params["benchmark.classes"]
+        assert trial.state.name == ("PRUNED" if hopeless and trial.number > 0 else "COMPLETE"), trial
+    assert trials[1].state.name == "PRUNED" and list(trials[1].intermediate_values) == [1]
+    assert trials[1].intermediate_values[1] < trials[0].intermediate_values[1]
+    table = pd.read_parquet(result.outputs["trials"])
+    assert list(table["state"]) == [t.state.name for t in trials]
+    assert {"param.train.lr", "avg", "avg@task1", "final.avg", "wall_time_s", "acc.xray"} <= set(table.columns)
+    for run_dir in table["run_dir"]:  # full run directories, pruned ones included
+        assert (Path(run_dir) / "matrix.csv").is_file() and (Path(run_dir) / "report.html").is_file()
+    best = load_experiment(result.outputs["best"], output_dir=str(tmp_path / "runs"))
+    assert best.benchmark.options()["classes"] == TWO and best.name == "prune-best"
+    assert run_local(best).metrics["complete"]  # medcl run's worker loop accepts it
+
+
+def _study_states(db: Path) -> list[str]:
+    if not db.is_file():
+        return []
+    try:
+        return [t.state.name for t in optuna.load_study(study_name="resume", storage=f"sqlite:///{db}").trials]
+    except Exception:  # the study is not created yet, or the file is being written
+        return []
+
+
+def _kill_tree(proc: subprocess.Popen, ray_tmp: str) -> None:
+    """Kill the sweep's process group, then any process of its own Ray (found by its temp dir)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _kill_ray(ray_tmp)
+
+
+def _kill_ray(ray_tmp: str) -> None:
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if ray_tmp.encode() in cmdline:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def test_resume_after_killing_the_sweep_finishes_without_duplicates(tmp_path):
+    sweep_file = tmp_path / "resume.yaml"
+    sweep_file.write_text(yaml.safe_dump(tiny_sweep(
+        tmp_path, "resume", num_samples=3, scheduler={"name": "none"},
+        space={"train.lr": {"loguniform": [1e-3, 1e-2]}})))
+    db = tmp_path / "resume" / "study.db"
+    ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "medcl.cli", "sweep", str(sweep_file)]
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while "COMPLETE" not in _study_states(db) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        _kill_tree(proc, ray_tmp)
+    before = _study_states(db)
+    assert before.count("COMPLETE") in (1, 2), before
+    finished_first = {i for i, s in enumerate(before) if s == "COMPLETE"}
+    try:
+        second = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env, timeout=900)
+    finally:
+        _kill_ray(ray_tmp)  # the resumed sweep shut its Ray down; make sure nothing of it is left
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    if "RUNNING" in before:  # killed mid-trial: that trial is run again under its own number
+        assert f"resuming 1 interrupted trial(s): trial-{before.index('RUNNING'):04d}" in second.stdout
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{db}")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # none RUNNING, none FAIL, no extra trial
+    assert len({t.params["train.lr"] for t in trials}) == 3  # no configuration twice
+    rerun = {int(line.split("trial-")[1][:4]) for line in second.stdout.splitlines()
+             if line.startswith("medcl: trial-") and "COMPLETE" in line}
+    assert not rerun & finished_first and rerun | finished_first == {0, 1, 2}
+    assert len(pd.read_parquet(tmp_path / "resume" / "trials.parquet")) == 3

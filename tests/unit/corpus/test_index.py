@@ -1,0 +1,97 @@
+"""FAISS index shards: default factories reach recall, small shards fall back, spaces, manifest checks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medcl.corpus.index import INDEX_MANIFEST, build_index, read_index_manifest
+from medcl.corpus.index_factory import IndexBuildError, resolve_factory
+from medcl.corpus.retrieval import LocalRetriever
+from medcl.corpus.schema import CorruptArtifactError
+from medcl.corpus.synthetic_vectors import clustered_vectors, write_embedding_dir
+
+ROWS, DIM = 6000, 32
+
+
+@pytest.fixture(scope="module")
+def emb_dir(tmp_path_factory):
+    return write_embedding_dir(tmp_path_factory.mktemp("emb"), rows=ROWS, dim=DIM, shards=2, image_every=3,
+                               clusters=100, noise=1.0, seed=0)
+
+
+def _recall(got: list[list[str]], want: list[list[str]]) -> float:
+    return float(np.mean([len(set(g) & set(w)) / len(w) for g, w in zip(got, want)]))
+
+
+@pytest.mark.parametrize("factory", ["ivf", "hnsw"])
+def test_default_factories_reach_recall_at_10_on_small_shards(emb_dir, tmp_path, factory):
+    log = []
+    manifest = build_index(emb_dir, tmp_path / factory, factory=factory, space="text", log=log.append)
+    build_index(emb_dir, tmp_path / "flat", factory="flat", space="text", log=lambda _: None)
+    queries = clustered_vectors(200, DIM, clusters=100, noise=1.0, seed=0, draw=1)  # unseen, same clusters
+    got = LocalRetriever(tmp_path / factory).search(queries, 10)
+    want = LocalRetriever(tmp_path / "flat").search(queries, 10)
+    assert _recall(got.ids, want.ids) >= 0.95
+    text = manifest.entries("text")
+    if factory == "ivf":  # 3000 rows per shard: 4*sqrt(3000)=219 lists > 3000/39, so capped and reported
+        assert [e["factory"] for e in text] == ["IVF76,Flat", "IVF76,Flat"]
+        assert text[0]["params"] == {"nprobe": 16}
+        assert any("at most 76 lists" in line for line in log)
+    else:
+        assert text[0]["factory"] == "HNSW32" and text[0]["params"] == {"efSearch": 128}
+
+
+def test_image_space_holds_only_rows_with_an_image(emb_dir, tmp_path):
+    manifest = build_index(emb_dir, tmp_path / "idx", factory="flat", log=lambda _: None)
+    assert [e["rows"] for e in manifest.entries("text")] == [3000, 3000]
+    assert [e["rows"] for e in manifest.entries("image")] == [1000, 1000]  # every third row has an image
+    result = LocalRetriever(tmp_path / "idx").search(clustered_vectors(20, DIM, clusters=100, draw=1), 50, space="image")
+    assert all(int(i.split(":")[1]) % 3 == 0 for row in result.ids for i in row)
+
+
+def test_text_only_shard_gets_an_empty_image_entry(tmp_path):
+    write_embedding_dir(tmp_path / "emb", rows=40, dim=8, shards=1, image_every=None)  # like ROCO: no images
+    log = []
+    manifest = build_index(tmp_path / "emb", tmp_path / "idx", factory="ivf", log=log.append)
+    assert manifest.entries("text")[0]["factory"] == "Flat"  # 40 rows: too few for an IVF
+    assert manifest.entries("image")[0]["rows"] == 0 and manifest.entries("image")[0]["index"] is None
+    assert any("nothing to index" in line for line in log)
+    retriever = LocalRetriever(tmp_path / "idx")
+    assert retriever.search(clustered_vectors(2, 8), 3).ids[0][0].startswith("syn:")
+    result = retriever.search(clustered_vectors(2, 8), 3, space="image")
+    assert result.ids == [["", "", ""]] * 2 and np.isneginf(result.scores).all()
+
+
+@pytest.mark.parametrize("target", ["text-00001.faiss", "image-00000.parquet", INDEX_MANIFEST])
+def test_changed_index_file_is_detected_and_named(emb_dir, tmp_path, target):
+    build_index(emb_dir, tmp_path / "idx", factory="flat", log=lambda _: None)
+    path = tmp_path / "idx" / target
+    data = bytearray(path.read_bytes())
+    if target == INDEX_MANIFEST:
+        body = json.loads(data)
+        body["files"]["text-00000.faiss"] = "0" * 64
+        path.write_text(json.dumps(body))
+        target = "text-00000.faiss"
+    else:
+        data[len(data) // 2] ^= 0xFF  # flip one byte
+        path.write_bytes(bytes(data))
+    with pytest.raises(CorruptArtifactError, match=target):
+        LocalRetriever(tmp_path / "idx")
+    with pytest.raises(CorruptArtifactError, match=target):
+        read_index_manifest(tmp_path / "idx", verify=True)
+
+
+def test_factory_fallbacks_and_errors():
+    pq = resolve_factory("IVF256,PQ8", rows=5000, dim=32, sample=5000)
+    assert pq.factory == "IVF128,Flat" and len(pq.notes) == 2  # lists capped, PQ codebooks need 9984 vectors
+    big = resolve_factory("IVF256,PQ8", rows=20000, dim=32, sample=20000, nprobe=4)
+    assert big.factory == "IVF256,PQ8" and big.notes == [] and big.params == {"nprobe": 4}
+    assert resolve_factory("ivf", rows=10**6, dim=32, sample=10**5).factory == "IVF2564,Flat"
+    with pytest.raises(IndexBuildError, match="'IVF64,Bogus'"):
+        resolve_factory("IVF64,Bogus", rows=10**5, dim=32, sample=10**5)
+    with pytest.raises(IndexBuildError, match="divisible by 5"):
+        resolve_factory("PQ5", rows=10**5, dim=32, sample=10**5)
+    with pytest.raises(IndexBuildError, match="--nprobe must be >= 1"):
+        resolve_factory("ivf", rows=10**5, dim=32, sample=10**5, nprobe=0)

@@ -1,0 +1,109 @@
+"""PRIMED's question pool, driver-side planning (fake retriever, real starting model) and the stream."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from medcl.primed.planner import plan_reference_sets, read_plan, reference_file
+from medcl.primed.questions import load_questions
+from medcl.primed.scorer import StartingModelScorer
+from medcl.primed.stream import ReferenceStream
+from medcl.primed.uniform import KeywordIndex
+from medcl.strategies.primed import PrimedParams
+from primed_fakes import FakeRetriever, synthmed_corpus, synthmed_tasks
+
+MODALITIES = ("xray", "ultrasound", "fundus", "pathology", "ct", "dermatology", "mri", "radiology")
+
+
+def test_default_pool_covers_the_shipped_modalities():
+    pool = load_questions()
+    assert 200 <= len(pool) <= 1000
+    assert len({q.text for q in pool.questions}) == len(pool)
+    for modality in MODALITIES:
+        assert pool.domains_for(modality), modality
+    texts = " ".join(q.text for q in pool.questions)
+    for word in ("pneumonia", "nodule", "cyst", "calcification", "fracture", "malignant", "glaucoma"):
+        assert word in texts, word
+
+
+def test_user_pool_json_and_errors_name_the_field(tmp_path):
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"domains": {"knee": {"label": "a knee X-ray", "modalities": ["xray"], "sites": {
+        "joint": ["osteoarthritis", {"disease": "effusion", "question": "knee radiograph with joint effusion"}]}}}}))
+    pool = load_questions(own)
+    assert [q.text for q in pool.questions] == ["a knee X-ray of the joint showing osteoarthritis",
+                                                "knee radiograph with joint effusion"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("domains: {xray: {label: X, sites: {chest: []}}}")
+    with pytest.raises(ValueError, match=r"domains\.xray\.sites.*chest"):
+        load_questions(bad)
+    bad.write_text("domains: {xray: {label: X, sites: {chest: [a]}, colour: red}}")
+    with pytest.raises(ValueError, match="colour"):
+        load_questions(bad)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    params = PrimedParams(k=6, k_v=1, a=3, b=1, c=2, n=5)
+    corpus = synthmed_corpus(per_class=3, text_only=4)
+    return None, params, corpus, synthmed_tasks(), StartingModelScorer.build({"name": "medcl-tiny"}, 0)
+
+
+def _plan(setting, out, **kwargs):
+    _, params, corpus, tasks, scorer = setting
+    retriever = FakeRetriever(corpus)
+    summary = plan_reference_sets(tasks, out, kwargs.pop("params", params), seed=0, model={"name": "medcl-tiny"},
+                                  retriever=retriever, scorer=scorer, log=lambda m: None, **kwargs)
+    return summary, retriever
+
+
+def test_reference_sets_are_identical_for_the_same_seed_and_reused(setting, tmp_path):
+    first, retriever = _plan(setting, tmp_path / "a")
+    second, _ = _plan(setting, tmp_path / "b")
+    for index in range(2):
+        a, b = (pq.read_table(reference_file(tmp_path / d, index)) for d in ("a", "b"))
+        assert a.equals(b) and a.num_rows > 0
+    assert retriever.calls == 2  # one batched search per task (queries already ranked are not asked again)
+    levels = first["tasks"][1]["levels"]
+    assert first["tasks"][0]["levels"]["task"] == 0 and levels["task"] > 0 and levels["domain"] > 0
+    table = pq.read_table(reference_file(tmp_path / "a", 1)).to_pylist()
+    assert all(r["image"] and not r["id"].startswith("roco:") for r in table)  # text-only entries never chosen
+    assert first["tasks"][1]["text_only_dropped"] > 0
+    assert {r["level"] for r in table} == {"task", "domain", "gen"} and all(r["query"] for r in table)
+    again, retriever = _plan(setting, tmp_path / "a")
+    assert retriever.calls == 0 and again == read_plan(tmp_path / "a")  # resume reuses the plan
+
+
+def test_changed_parameters_replan(setting, tmp_path):
+    _plan(setting, tmp_path)
+    _, retriever = _plan(setting, tmp_path, params=setting[1].model_copy(update={"c": 1}))
+    assert retriever.calls == 2
+
+
+def test_uniform_plan_has_the_dynamic_size(setting, tmp_path):
+    dynamic, _ = _plan(setting, tmp_path / "d")
+    corpus = [r for r in setting[2] if r["image"] is not None]
+    keyword = KeywordIndex([r["id"] for r in corpus], [r["caption"] for r in corpus])
+    uniform, _ = _plan(setting, tmp_path / "u", mode="uniform", keyword_index=keyword)
+    assert [t["rows"] for t in uniform["tasks"]] == [t["rows"] for t in dynamic["tasks"]]
+    rows = pq.read_table(reference_file(tmp_path / "u", 1)).to_pylist()
+    assert {r["level"] for r in rows} == {"uniform"} and len({r["id"] for r in rows}) == len(rows)
+
+
+def test_stream_is_sharded_and_deterministic(setting, tmp_path):
+    _plan(setting, tmp_path)
+    stream = ReferenceStream(tmp_path, 1, image_size=24)
+    assert stream.images.shape[1:] == (24, 24, 3) and stream.images.dtype == np.uint8
+    n = len(stream)
+    for step in (0, 3):
+        whole = stream.rows(step, 4, seed=0, stage=1)
+        halves = [stream.rows(step, 4, seed=0, stage=1, rank=r, world=2) for r in (0, 1)]
+        assert sorted(np.concatenate(halves).tolist()) == sorted(whole.tolist())
+    epoch = np.concatenate([stream.rows(s, 1, seed=0, stage=1) for s in range(n)])
+    assert sorted(epoch.tolist()) == list(range(n))  # one pass visits every pair once
+    assert not np.array_equal(epoch, np.concatenate([stream.rows(s, 1, seed=1, stage=1) for s in range(n)]))
+    with pytest.raises(FileNotFoundError, match="not planned"):
+        ReferenceStream(tmp_path, 5, image_size=24)

@@ -1,0 +1,103 @@
+"""The Optuna side of a sweep without Tune: ask/tell states, resumption, resource checks."""
+from __future__ import annotations
+
+import pytest
+
+from medcl.engine.cluster import ResourceError
+from medcl.sweep import validate_sweep
+from medcl.sweep.searcher import StudySearcher, classify
+from medcl.sweep.space import optuna_distributions
+from medcl.sweep.study import SweepError, finished_count, interrupted_trials, open_study
+
+BASE = {"benchmark": {"name": "synthmed", "num_tasks": 2}, "train": {"steps_per_task": 5}}
+
+
+def config(tmp_path, **fields):
+    return validate_sweep({"name": "s", "experiment": BASE, "output_dir": str(tmp_path),
+                           "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}, **fields})
+
+
+def searcher_for(sweep, study, resume=()):
+    return StudySearcher(study, optuna_distributions(sweep, None), metrics=[o.metric for o in sweep.objective],
+                         prune_metric=sweep.prune_metric, resume=resume)
+
+
+def test_classify_states():
+    assert classify(None, True, ["avg"])[0] == "FAIL"
+    assert classify({"task": 1, "tasks": 3, "avg": 50.0}, False, ["avg"])[:2] == ("PRUNED", None)
+    assert classify({"task": 3, "tasks": 3, "avg": 50.0, "transfer": 20.0}, False, ["avg", "transfer"])[:2] == \
+        ("COMPLETE", [50.0, 20.0])
+    assert classify({"task": 3, "tasks": 3, "avg": 50.0}, False, ["avg", "bwt"])[0] == "FAIL"
+
+
+def test_stopped_trials_are_pruned_not_complete_with_a_partial_score(tmp_path):
+    sweep = config(tmp_path)
+    study = open_study(sweep, resume=False, fresh=False, enqueue=[{"train.lr": 1e-3}])
+    searcher = searcher_for(sweep, study)
+    first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
+    assert first == {"trial_number": 0, "params": {"train.lr": 1e-3}}
+    searcher.on_trial_result("t0", {"task": 1, "tasks": 2, "avg": 60.0})
+    searcher.on_trial_complete("t0", {"task": 2, "tasks": 2, "avg": 55.0, "time_total_s": 3.0})
+    searcher.on_trial_complete("t1", {"task": 1, "tasks": 2, "avg": 20.0})  # ASHA stopped it after task 1
+    searcher.on_trial_complete("t2", None, error=True)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert trials[0].values == [55.0] and trials[0].intermediate_values == {1: 60.0, 2: 55.0}
+    assert trials[1].intermediate_values == {1: 20.0} and trials[0].user_attrs["wall_time_s"] == 3.0
+    assert study.best_trial.number == 0
+
+
+def test_resume_reruns_interrupted_trials_under_their_number(tmp_path):
+    sweep = config(tmp_path)
+    study = open_study(sweep, resume=False, fresh=False, enqueue=[])
+    searcher = searcher_for(sweep, study)
+    first = searcher.suggest("a")
+    searcher.on_trial_complete("a", {"task": 2, "tasks": 2, "avg": 40.0})
+    crashed = searcher.suggest("b")  # the sweep process dies here: trial 1 stays RUNNING
+    with pytest.raises(SweepError, match="--resume"):
+        open_study(sweep, resume=False, fresh=False, enqueue=[])
+    study = open_study(sweep, resume=True, fresh=False, enqueue=[])
+    interrupted = interrupted_trials(study)
+    assert [t.number for t in interrupted] == [1] and finished_count(study) == 1
+    searcher = searcher_for(sweep, study, resume=interrupted)
+    again = searcher.suggest("c")
+    assert again == crashed
+    searcher.on_trial_complete("c", {"task": 2, "tasks": 2, "avg": 45.0})
+    new = searcher.suggest("d")
+    assert new["trial_number"] == 2 and new["params"] != first["params"]  # the resumed sampler does not replay
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["COMPLETE", "COMPLETE", "RUNNING"] and interrupted_trials(study)[0].number == 2
+    fresh = open_study(sweep, resume=False, fresh=True, enqueue=[])
+    assert fresh.trials == []
+    assert open_study(config(tmp_path / "new"), resume=False, fresh=True, enqueue=[]).trials == []
+
+
+def test_multi_objective_study_and_pruned_trials(tmp_path):
+    sweep = config(tmp_path, objective=["avg", "transfer"])
+    study = open_study(sweep, resume=False, fresh=False, enqueue=[])
+    searcher = searcher_for(sweep, study)
+    searcher.suggest("a"), searcher.suggest("b")
+    searcher.on_trial_complete("a", {"task": 2, "tasks": 2, "avg": 40.0, "transfer": 30.0})
+    searcher.on_trial_complete("b", {"task": 1, "tasks": 2, "avg": 10.0, "transfer": 5.0})
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "PRUNED"]
+    assert study.best_trials[0].values == [40.0, 30.0]
+    with pytest.raises(SweepError, match="directions"):
+        open_study(config(tmp_path, objective=["avg"]), resume=True, fresh=False, enqueue=[])
+
+
+def test_resources_are_checked_and_concurrency_fits_the_cluster(tmp_path, monkeypatch):
+    import ray
+
+    from medcl.sweep.driver import check_sweep_resources
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    big = config(tmp_path, resources={"trial_cpus": 0.5, "train_workers": 2, "worker_cpus": 1})
+    with pytest.raises(ResourceError, match=r"resources.trial_cpus=0.5 \+ resources.train_workers=2 x "
+                                            r"resources.worker_cpus=1\), the cluster has 2"):
+        check_sweep_resources(big)
+    gpu = config(tmp_path, resources={"train_workers": 1, "worker_gpus": 1})
+    with pytest.raises(ResourceError, match="resources.worker_gpus"):
+        check_sweep_resources(gpu)
+    fits = config(tmp_path, max_concurrent_trials=4, resources={"trial_cpus": 0.25, "train_workers": 1, "worker_cpus": 0.5})
+    assert check_sweep_resources(fits) == 2  # 0.75 CPU a trial on 2 CPUs
