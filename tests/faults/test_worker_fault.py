@@ -11,6 +11,7 @@ of the all-reduce, which Adam amplifies on parameters with near-zero gradients.)
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -45,6 +46,19 @@ def test_the_fault_fired_and_the_run_finished(faulted_run):
     assert (root / "fired").exists(), "the injected fault did not fire"
     assert result.resumed_after is None and result.state.stages_done == 2 and result.metrics["complete"]
     assert (result.run.checkpoints / "task-2" / "strategy-rank1.pt").exists()
+
+
+def test_the_finished_two_worker_run_has_every_output(faulted_run):
+    result, _ = faulted_run
+    labels, tasks, values = read_matrix_csv(result.run.matrix)
+    assert labels == ["zero_shot", "xray", "ultrasound"] and tasks == ["xray", "ultrasound"]
+    assert values.shape == (3, 2) and np.isfinite(values).all()
+    metrics = json.loads(result.run.metrics.read_text())
+    assert metrics["complete"] and set(metrics) >= {"transfer", "avg", "last", "bwt", "forgetting", "fwt"}
+    assert metrics["last"] == pytest.approx(values[2].mean())
+    assert len(metrics["wall_time_s_per_task"]) == 2 and metrics["trainable_parameters"] > 0
+    assert sorted(p.name for p in result.run.checkpoints.glob("task-*")) == ["task-0", "task-1", "task-2"]
+    assert "data:image/png;base64," in result.run.report.read_text()
 
 
 def test_the_restart_replays_the_interrupted_steps_exactly(faulted_run):

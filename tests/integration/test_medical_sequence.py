@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from medcl.config import load_experiment, validate_experiment
-from medcl.engine.runner import build_tasks, run_experiment
+from medcl.engine.runner import build_tasks
 from medcl.rundir import read_matrix_csv
+
+from local_sequence import run_local
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +26,7 @@ def test_pneumonia_then_breast_ultrasound_writes_a_full_matrix(ray_session, shar
         "model": {"name": "medcl-tiny"}, "strategy": {"name": "finetune"},
         "train": {"workers": 1, "batch_size": 64, "lr": 3e-3, "steps_per_task": 30},
     })
-    result = run_experiment(config)
+    result = run_local(config)  # one worker: Ray Train's local mode (the engine's multi-worker path is tested elsewhere)
     labels, tasks, values = read_matrix_csv(result.run.matrix)
     assert labels == ["zero_shot", "pneumoniamnist", "breastmnist"] and tasks == ["pneumoniamnist", "breastmnist"]
     assert values.shape == (3, 2) and np.isfinite(values).all() and ((values >= 0) & (values <= 100)).all()

@@ -109,8 +109,14 @@ def test_caption_text_finds_itself_first_in_process(real_index):
 
 
 @pytest.mark.ray
-def test_service_answers_like_in_process_and_survives_a_killed_shard(real_index, ray_session):
+def test_service_answers_like_in_process_and_survives_a_killed_shard(real_index, ray_session, monkeypatch):
+    from medcl import telemetry
     from medcl.corpus.service import RetrievalService, ServiceError
+
+    recorded, record = [], telemetry.record_retrieval  # the real Ray metrics, and what reached them
+    monkeypatch.setattr(telemetry, "record_retrieval",
+                        lambda queries, seconds, *, service: (recorded.append((queries, service)),
+                                                              record(queries, seconds, service=service)))
 
     ray = ray_session
     rows, picked = real_index["rows"], real_index["picked"]
@@ -132,6 +138,7 @@ def test_service_answers_like_in_process_and_survives_a_killed_shard(real_index,
             result = answer.result()
             assert result.ids == local.ids and result.captions == local.captions
             np.testing.assert_allclose(result.scores, local.scores, rtol=1e-6)
+        assert recorded.count((len(picked), "test-retrieval")) >= 3, recorded
         after = service.info()
         assert after[1][0]["pid"] != before[1][0]["pid"] and after[0][0]["pid"] == before[0][0]["pid"]
         image_query = real_index["image"][real_index["medpix"]]

@@ -20,7 +20,7 @@ from medcl.engine.runner import run_experiment
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def _config(output_dir, strategy: dict, *, num_tasks: int = 3, workers: int = 1, steps: int = 80,
+def _config(output_dir, strategy: dict, *, num_tasks: int = 3, workers: int = 1, steps: int = 60,
             train_per_class: int = 80, batch_size: int = 48):
     return validate_experiment({
         "name": strategy["name"], "seed": 0, "output_dir": str(output_dir),
@@ -55,7 +55,7 @@ def test_rehearsal_forgets_less_than_finetune(sequence):
 
 def test_joint_last_is_at_least_finetune_last(sequence):
     finetune, joint = sequence("finetune"), sequence("joint")
-    assert joint["stages"] == ["joint"] and joint["steps_per_task"] == [3 * 80]
+    assert joint["stages"] == ["joint"] and joint["steps_per_task"] == [3 * 60]
     assert joint["last"] >= finetune["last"]
 
 

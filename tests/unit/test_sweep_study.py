@@ -101,3 +101,18 @@ def test_resources_are_checked_and_concurrency_fits_the_cluster(tmp_path, monkey
         check_sweep_resources(gpu)
     fits = config(tmp_path, max_concurrent_trials=4, resources={"trial_cpus": 0.25, "train_workers": 1, "worker_cpus": 0.5})
     assert check_sweep_resources(fits) == 2  # 0.75 CPU a trial on 2 CPUs
+
+
+def test_trial_statuses_go_to_telemetry(tmp_path, monkeypatch):
+    from medcl import telemetry
+
+    calls = []
+    monkeypatch.setattr(telemetry, "record_trial", lambda sweep, status: calls.append((sweep, status)))
+    sweep = config(tmp_path)
+    searcher = searcher_for(sweep, open_study(sweep, resume=False, fresh=False, enqueue=[]))
+    for i in range(3):
+        searcher.suggest(f"t{i}")
+    searcher.on_trial_complete("t0", {"task": 2, "tasks": 2, "avg": 55.0})
+    searcher.on_trial_complete("t1", {"task": 1, "tasks": 2, "avg": 20.0})
+    searcher.on_trial_complete("t2", None, error=True)
+    assert calls == [("s", "running")] * 3 + [("s", "finished"), ("s", "pruned"), ("s", "failed")]

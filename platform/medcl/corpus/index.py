@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from medcl.corpus.index_factory import (DEFAULT_FACTORY, IndexBuildError, apply_search_params, new_index,
                                         resolve_factory)
 from medcl.corpus.merge import MISSING_ID, MISSING_SCORE, Hits
-from medcl.corpus.schema import CorruptArtifactError
+from medcl.corpus.schema import read_manifest_body, verify_listed_files
 from medcl.hashing import sha256_file
 
 INDEX_MANIFEST = "index.json"
@@ -147,15 +147,7 @@ def write_index_manifest(out_dir: Path, manifest: IndexManifest) -> Path:
 
 def read_index_manifest(index_dir: Path, *, verify: bool = False) -> IndexManifest:
     """Parse ``index.json``; with ``verify`` check every listed file's sha256 now."""
-    path = Path(index_dir) / INDEX_MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{index_dir}: no {INDEX_MANIFEST}; is this an index directory (medcl index build)?")
-    try:
-        body = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CorruptArtifactError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if body.get("kind") != INDEX_KIND:
-        raise CorruptArtifactError(f"{path}: kind is {body.get('kind')!r}, expected {INDEX_KIND!r}")
+    _, body = read_manifest_body(index_dir, INDEX_MANIFEST, INDEX_KIND, "medcl index build")
     manifest = IndexManifest(dim=int(body["dim"]), model=body["model"], embeddings=body["embeddings"],
                              corpus=body.get("corpus", ""), factory=body["factory"], spaces=tuple(body["spaces"]),
                              shards=tuple(body["shards"]), files=dict(body["files"]))
@@ -165,14 +157,7 @@ def read_index_manifest(index_dir: Path, *, verify: bool = False) -> IndexManife
 
 
 def verify_files(index_dir: Path, manifest: IndexManifest, names: list[str]) -> None:
-    for name in names:
-        file = Path(index_dir) / name
-        if name not in manifest.files:
-            raise CorruptArtifactError(f"{file}: not listed in {INDEX_MANIFEST}")
-        if not file.is_file():
-            raise CorruptArtifactError(f"{file}: listed in {INDEX_MANIFEST} but missing")
-        if sha256_file(file) != manifest.files[name]:
-            raise CorruptArtifactError(f"{file}: sha256 does not match {INDEX_MANIFEST}; the file is corrupt or was changed")
+    verify_listed_files(index_dir, manifest.files, INDEX_MANIFEST, names)
 
 
 class IndexShard:

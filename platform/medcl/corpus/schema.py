@@ -6,7 +6,13 @@ corpus and prefixed by the source (``roco:ROCO_00002``).
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
 import pyarrow as pa
+
+from medcl.hashing import sha256_file
 
 CORPUS_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -21,3 +27,34 @@ CORPUS_COLUMNS = tuple(CORPUS_SCHEMA.names)
 
 class CorruptArtifactError(RuntimeError):
     """A corpus, embedding or index file whose sha256 does not match its manifest (or is missing)."""
+
+
+def read_manifest_body(directory: Path, name: str, kind: str, made_by: str) -> tuple[Path, dict]:
+    """``(path, parsed JSON)`` of the manifest ``name`` in ``directory``; FileNotFoundError when it is
+    absent (saying which command makes one), CorruptArtifactError when it is not JSON or not ``kind``."""
+    path = Path(directory) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: no {name}; is this the output of {made_by}?")
+    try:
+        body = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CorruptArtifactError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(body, dict) or body.get("kind") != kind:
+        found = body.get("kind") if isinstance(body, dict) else type(body).__name__
+        raise CorruptArtifactError(f"{path}: kind is {found!r}, expected {kind!r}")
+    return path, body
+
+
+def verify_listed_files(directory: Path, listed: Mapping[str, str], manifest: str,
+                        names: Iterable[str] | None = None) -> None:
+    """Check that every file in ``names`` (default: all of ``listed``, file name -> sha256) is listed
+    in the manifest, exists under ``directory`` and has its listed sha256; else CorruptArtifactError
+    naming the file."""
+    for name in listed if names is None else names:
+        file = Path(directory) / name
+        if name not in listed:
+            raise CorruptArtifactError(f"{file}: not listed in {manifest}")
+        if not file.is_file():
+            raise CorruptArtifactError(f"{file}: listed in {manifest} but missing")
+        if sha256_file(file) != listed[name]:
+            raise CorruptArtifactError(f"{file}: sha256 does not match {manifest}; the file is corrupt or was changed")

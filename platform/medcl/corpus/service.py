@@ -37,6 +37,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
+from medcl import telemetry
 from medcl.corpus.index import check_queries, load_shards, read_index_manifest
 from medcl.corpus.merge import Hits, merge_topk
 from medcl.corpus.retrieval import CorpusFetcher, SearchResult, check_k, corpus_dir_of
@@ -110,9 +111,12 @@ class PendingSearch:
     space: str
     replica: int
     refs: list
+    submitted: float = 0.0  # time.perf_counter() at submit
 
     def result(self) -> SearchResult:
-        return SearchResult.from_hits(self.service._gather(self))
+        hits = self.service._gather(self)
+        telemetry.record_retrieval(self.count, time.perf_counter() - self.submitted, service=self.service.name)
+        return SearchResult.from_hits(hits)
 
 
 class RetrievalService:
@@ -184,7 +188,7 @@ class RetrievalService:
         replica = next(self._turn) % self.layout["replicas"]
         ref = ray.put(queries)
         refs = [row[replica].search.remote(ref, k, space) for row in self._shards]
-        return PendingSearch(self, ref, len(queries), k, space, replica, refs)
+        return PendingSearch(self, ref, len(queries), k, space, replica, refs, submitted=time.perf_counter())
 
     def search(self, queries: np.ndarray, k: int, *, space: str = "text") -> SearchResult:
         return self.submit(queries, k, space=space).result()

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medcl.corpus.schema import CorruptArtifactError
+from medcl.corpus.schema import read_manifest_body, verify_listed_files
 from medcl.hashing import sha256_file
 
 MANIFEST = "manifest.json"
@@ -102,20 +102,10 @@ def write_manifest(directory: Path, *, dim: int, model: dict, corpus: str, shard
 
 
 def read_manifest(directory: Path, *, verify: bool = True) -> EmbeddingManifest:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no {MANIFEST}; is this an embedding directory (medcl corpus embed)?")
-    body = json.loads(path.read_text())
-    if body.get("kind") != KIND:
-        raise CorruptArtifactError(f"{path}: kind is {body.get('kind')!r}, expected {KIND!r}")
+    path, body = read_manifest_body(directory, MANIFEST, KIND, "medcl corpus embed")
     shards = tuple(ShardInfo(**s) for s in body["shards"])
     if verify:
-        for shard in shards:
-            file = Path(directory) / shard.file
-            if not file.is_file():
-                raise CorruptArtifactError(f"{file}: listed in {path.name} but missing")
-            if sha256_file(file) != shard.sha256:
-                raise CorruptArtifactError(f"{file}: sha256 does not match {path.name}; the file is corrupt or was changed")
+        verify_listed_files(directory, {s.file: s.sha256 for s in shards}, path.name)
     return EmbeddingManifest(dim=int(body["dim"]), model=body["model"], corpus=body["corpus"], shards=shards,
                              normalized=bool(body.get("normalized", True)))
 

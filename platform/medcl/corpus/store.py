@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medcl.corpus.schema import CORPUS_COLUMNS, CORPUS_SCHEMA, CorruptArtifactError
+from medcl.corpus.schema import CORPUS_COLUMNS, CORPUS_SCHEMA, read_manifest_body, verify_listed_files
 from medcl.hashing import sha256_file
 
 CORPUS_MANIFEST = "manifest.json"
@@ -73,20 +73,10 @@ def read_corpus_manifest(directory: Path, *, verify: bool = True) -> CorpusManif
     a shard is missing or its sha256 differs.
     """
     directory = Path(directory)
-    path = directory / CORPUS_MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no {CORPUS_MANIFEST}; is this a corpus directory (medcl corpus build)?")
-    body = json.loads(path.read_text())
-    if body.get("kind") != CORPUS_KIND:
-        raise CorruptArtifactError(f"{path}: kind is {body.get('kind')!r}, expected {CORPUS_KIND!r}")
+    path, body = read_manifest_body(directory, CORPUS_MANIFEST, CORPUS_KIND, "medcl corpus build")
     shards = tuple(CorpusShard(**s) for s in body["shards"])
     if verify:
-        for shard in shards:
-            file = directory / shard.file
-            if not file.is_file():
-                raise CorruptArtifactError(f"{file}: listed in {path.name} but missing")
-            if sha256_file(file) != shard.sha256:
-                raise CorruptArtifactError(f"{file}: sha256 does not match {path.name}; the file is corrupt or was changed")
+        verify_listed_files(directory, {s.file: s.sha256 for s in shards}, path.name)
     return CorpusManifest(shards=shards, sources=dict(body.get("sources", {})))
 
 

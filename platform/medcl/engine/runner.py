@@ -92,24 +92,24 @@ def prepare_strategy(strategy, config: ExperimentConfig, tasks: list[Task], run:
     return (hook(config, tasks, run.path) or config) if hook is not None else config
 
 
-def prepare_run_dir(config: ExperimentConfig, *, fresh: bool) -> RunDir:
+def prepare_run_dir(config, *, fresh: bool, resumable: set[str] = RESUMABLE_CHANGES,
+                    kind: str = "a run of a different experiment") -> RunDir:
+    """The run directory of ``config`` (any config model with ``run_dir``): emptied with ``fresh``;
+    an existing one must hold the same config except ``resumable`` fields (else RunError naming the
+    changed fields); ``config.yaml`` is (re)written with provenance."""
     run = RunDir(config.run_dir.resolve())
     if fresh and run.path.exists():
         shutil.rmtree(run.path)
     if run.config.exists():
-        _check_same_experiment(run, config)
+        previous = yaml.safe_load(run.config.read_text()) or {}
+        previous.pop("provenance", None)
+        changed = sorted(k for k in _diff(previous, config.model_dump(mode="json")) if k not in resumable)
+        if changed:
+            raise RunError(f"{run.path} holds {kind} (changed: {', '.join(changed)}); "
+                           "re-run with --fresh to start over, or give it another name")
     run.path.mkdir(parents=True, exist_ok=True)
     run.config.write_text(to_yaml(config, extra={"provenance": provenance()}))
     return run
-
-
-def _check_same_experiment(run: RunDir, config: ExperimentConfig) -> None:
-    previous = yaml.safe_load(run.config.read_text()) or {}
-    previous.pop("provenance", None)
-    changed = sorted(k for k in _diff(previous, config.model_dump(mode="json")) if k not in RESUMABLE_CHANGES)
-    if changed:
-        raise RunError(f"{run.path} holds a run of a different experiment (changed: {', '.join(changed)}); "
-                       "re-run with --fresh to start over, or give the experiment another name")
 
 
 def _diff(old, new, prefix: str = "") -> set[str]:

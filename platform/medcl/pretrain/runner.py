@@ -17,15 +17,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from medcl.config import ConfigError
-from medcl.engine.provenance import provenance
-from medcl.engine.runner import RunError, _diff, _root_cause
+from medcl.engine.runner import RunError, _root_cause, prepare_run_dir
 from medcl.faults import forwarded_environment
 from medcl.models import ModelLoadError, check_model_source
 from medcl.pretrain import checkpoint as ckpt
-from medcl.pretrain.config import PretrainConfig, to_yaml
+from medcl.pretrain.config import PretrainConfig
 from medcl.pretrain.data import PretrainData, load_pairs
 from medcl.rundir import RunDir, write_json
 
@@ -71,19 +69,7 @@ def run_pretrain(config: PretrainConfig, *, fresh: bool = False, dashboard: bool
 
 
 def _prepare_run_dir(config: PretrainConfig, *, fresh: bool) -> RunDir:
-    run = RunDir(config.run_dir.resolve())
-    if fresh and run.path.exists():
-        shutil.rmtree(run.path)
-    if run.config.exists():
-        previous = yaml.safe_load(run.config.read_text()) or {}
-        previous.pop("provenance", None)
-        changed = sorted(k for k in _diff(previous, config.model_dump(mode="json")) if k not in RESUMABLE_CHANGES)
-        if changed:
-            raise RunError(f"{run.path} holds a pretraining with another config (changed: {', '.join(changed)}); "
-                           "re-run with --fresh to start over, or give it another name")
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.config.write_text(to_yaml(config, extra={"provenance": provenance()}))
-    return run
+    return prepare_run_dir(config, fresh=fresh, resumable=RESUMABLE_CHANGES, kind="a pretraining with another config")
 
 
 def _fit(config: PretrainConfig, run: RunDir, data: PretrainData, *, dashboard: bool, local: bool) -> None:

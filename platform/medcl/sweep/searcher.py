@@ -17,6 +17,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from medcl import telemetry
+
 TIME_ATTR = "task"  # the trial's results: "task" (tasks trained so far, 0 = zero-shot row) and "tasks"
 
 
@@ -53,6 +55,7 @@ class StudySearcher(Searcher):
             trial = self.study.ask(self.distributions)
             params = dict(trial.params)
         self._live[trial_id] = trial
+        telemetry.record_trial(self.study.study_name, "running")
         return {"trial_number": trial.number, "params": params}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -80,10 +83,14 @@ class StudySearcher(Searcher):
         from optuna.trial import TrialState
 
         self.study.tell(trial.number, values, state=TrialState[state])
+        telemetry.record_trial(self.study.study_name, TRIAL_STATUS[state])
         shown = ", ".join(f"{m} {v:.2f}" for m, v in zip(self.metrics, values or []))
         done = f"{(result or {}).get(TIME_ATTR, 0)}/{(result or {}).get('tasks', '?')} tasks"
         print(f"medcl: trial-{trial.number:04d} {state} after {done}{': ' + shown if shown else ''}"
               f"{' (' + note + ')' if note else ''}", flush=True)
+
+
+TRIAL_STATUS = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed"}  # Optuna state -> telemetry
 
 
 def classify(result: dict | None, error: bool, metrics: list[str]) -> tuple[str, list[float] | None, str]:
