@@ -32,15 +32,6 @@ TEST_PARAMS = {"zscl": {"reference": TINY_REFERENCE, "ensemble_every": 1, "l2": 
                "rehearsal": {"buffer_size": 12}, "ewc": {"fisher_batches": 2}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """As in the workers: on 2 shared cores, 2 threads per process thrash (seconds per test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bundle():
     torch.manual_seed(0)

@@ -21,14 +21,6 @@ from medcl.strategies.lora_pool import BASE_FILE
 SMALL = {"rank": 4, "lora_alpha": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tasks():
     """xray-1, ultrasound-1, xray-2: a repeated modality."""
