@@ -11,6 +11,10 @@ Further command groups (``corpus``, ``index``, ``pretrain``, ``sweep``...) live 
 
 Expected errors (a bad config, a missing file, an impossible resource request) print one clear
 message and exit with status 2; ``MEDCL_DEBUG=1`` shows the traceback too.
+
+Paths: relative paths in experiment, pretraining, sweep and corpus files, in ``--set`` values and in
+arguments are taken from the directory the command runs in, and made absolute when the file is
+loaded (``medcl.paths``), so Ray workers and Tune trials, which run elsewhere, see absolute paths.
 """
 from __future__ import annotations
 
@@ -34,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medcl", description=__doc__.split("\n\n")[0])
+    from medcl.paths import BASE_NOTE
+
+    parser = argparse.ArgumentParser(prog="medcl", description=__doc__.split("\n\n")[0], epilog=BASE_NOTE)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run (or resume) a continual-learning sequence")
     run.add_argument("experiment", type=Path)
@@ -57,7 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("what", choices=["strategies", "benchmarks", "models"])
     listing.set_defaults(handler=_list)
     _register_command_groups(commands)
+    _add_epilog(commands, BASE_NOTE)
     return parser
+
+
+def _add_epilog(subparsers, text: str) -> None:
+    """``text`` under the help of every (nested) sub-command that has no epilog of its own."""
+    for parser in set(subparsers.choices.values()):
+        parser.epilog = parser.epilog or text
+        for action in parser._subparsers._group_actions if parser._subparsers else ():
+            _add_epilog(action, text)
 
 
 def _register_command_groups(commands) -> None:

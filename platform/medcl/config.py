@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from medcl.paths import PathStr, WeightsStr, resolve_paths
 from medcl.registry import UnknownNameError
 
 
@@ -46,10 +47,18 @@ class BenchmarkSection(BaseModel):
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    @classmethod
+    def extras_model(cls, raw: dict) -> type[BaseModel] | None:
+        """The benchmark's ``Options`` (which fields are paths: :mod:`medcl.paths`), or None."""
+        from medcl.data import BENCHMARKS
+
+        name = raw.get("name", "synthmed")
+        return BENCHMARKS.get(name).Options if isinstance(name, str) and name in BENCHMARKS else None
+
 
 class ModelSection(_Section):
     name: str = "medcl-tiny"
-    pretrained: str | None = None
+    pretrained: WeightsStr | None = None  # a weights file (made absolute on load) or a tag
     image_size: int | None = Field(default=None, ge=8, le=1024)
 
 
@@ -61,6 +70,14 @@ class StrategySection(BaseModel):
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @classmethod
+    def extras_model(cls, raw: dict) -> type[BaseModel] | None:
+        """The strategy's ``Params`` (which fields are paths: :mod:`medcl.paths`), or None."""
+        from medcl.strategies import STRATEGIES
+
+        name = raw.get("name", "finetune")
+        return STRATEGIES.get(name).Params if isinstance(name, str) and name in STRATEGIES else None
 
 
 class TrainSection(_Section):
@@ -105,7 +122,7 @@ class ExperimentConfig(_Section):
     model: ModelSection = ModelSection()
     strategy: StrategySection = StrategySection()
     train: TrainSection = TrainSection(steps_per_task=100)
-    output_dir: str = Field(default="runs", pattern=r"^[^\x00]*$")  # no NUL: a path the OS accepts
+    output_dir: PathStr = Field(default="runs", pattern=r"^[^\x00]*$")  # no NUL: a path the OS accepts
     telemetry: bool = True  # Ray metrics of training and evaluation (medcl.telemetry); MEDCL_TELEMETRY=0 also turns them off
 
     @property
@@ -116,7 +133,8 @@ class ExperimentConfig(_Section):
 # --------------------------------------------------------------------------- loading
 
 def load_experiment(path: str | Path, overrides: list[str] = (), output_dir: str | None = None) -> ExperimentConfig:
-    """Read a YAML experiment, apply ``a.b=c`` overrides, validate everything (see module doc)."""
+    """Read a YAML experiment, apply ``a.b=c`` overrides, make its paths absolute against the
+    working directory (:mod:`medcl.paths`), validate everything (see module doc)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), [("<file>", "no such file")])
@@ -132,7 +150,7 @@ def load_experiment(path: str | Path, overrides: list[str] = (), output_dir: str
     raw = apply_overrides(raw, overrides, source=str(path))
     if output_dir is not None:
         raw["output_dir"] = output_dir
-    return validate_experiment(raw, source=str(path))
+    return validate_experiment(resolve_paths(raw, ExperimentConfig), source=str(path))
 
 
 def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentConfig:

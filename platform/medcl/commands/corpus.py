@@ -13,23 +13,25 @@ import json
 import sys
 from pathlib import Path
 
+from medcl.paths import cli_path, resolve_weights
+
 
 def register(subparsers) -> None:
     corpus = subparsers.add_parser("corpus", help="build an image-caption corpus and embed it")
     commands = corpus.add_subparsers(dest="corpus_command", required=True)
     build = commands.add_parser("build", help="read the sources of SPEC.yaml into Parquet shards (one schema)")
     build.add_argument("spec", type=Path)
-    build.add_argument("--out", type=Path, required=True, help="corpus directory to (re)write")
+    build.add_argument("--out", type=cli_path, required=True, help="corpus directory to (re)write")
     build.add_argument("--strict", action="store_true", help="fail on the first bad row instead of skipping it")
     build.add_argument("--local", action="store_true", help="normalise in this process instead of on Ray Data")
     build.set_defaults(handler=_build)
     embed = commands.add_parser("embed", help="image and text embeddings of a corpus (Ray Data actor pool)")
-    embed.add_argument("corpus_dir", type=Path)
-    embed.add_argument("--out", type=Path, required=True, help="embedding directory to (re)write")
+    embed.add_argument("corpus_dir", type=cli_path)
+    embed.add_argument("--out", type=cli_path, required=True, help="embedding directory to (re)write")
     embed.add_argument("--model", default=None, help="model name (medcl list models); default: the run's")
     weights = embed.add_mutually_exclusive_group()
-    weights.add_argument("--pretrained", default=None, help="weights file (.safetensors/.pt) or open_clip tag")
-    weights.add_argument("--run", type=Path, default=None, help="run directory: its model and newest checkpoint")
+    weights.add_argument("--pretrained", type=resolve_weights, default=None, help="weights file (.safetensors/.pt) or open_clip tag")
+    weights.add_argument("--run", type=cli_path, default=None, help="run directory: its model and newest checkpoint")
     embed.add_argument("--batch-size", type=int, default=256)
     embed.add_argument("--actors", type=int, default=2, help="actor pool size (one model per actor)")
     embed.add_argument("--threads", type=int, default=1, help="torch threads per actor")

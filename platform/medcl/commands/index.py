@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+from medcl.paths import cli_path
 
 CAPTION_WIDTH = 110
 
@@ -16,8 +17,8 @@ def register(subparsers) -> None:
     group = subparsers.add_parser("index", help="build FAISS indexes over corpus embeddings and query them")
     commands = group.add_subparsers(dest="index_command", required=True)
     build = commands.add_parser("build", help="one FAISS index per embedding shard and space, plus index.json")
-    build.add_argument("embeddings", type=Path, help="embedding directory (medcl corpus embed --out)")
-    build.add_argument("--out", type=Path, required=True, help="index directory to write")
+    build.add_argument("embeddings", type=cli_path, help="embedding directory (medcl corpus embed --out)")
+    build.add_argument("--out", type=cli_path, required=True, help="index directory to write")
     build.add_argument("--factory", default="ivf",
                        help="ivf (default: IVF with 4*sqrt(rows) lists), hnsw (HNSW32), flat (exact), "
                             "or a FAISS factory string such as 'IVF1024,Flat', 'HNSW16', 'IVF256,PQ16'")
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
     build.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (default: 128)")
     build.set_defaults(handler=_build)
     query = commands.add_parser("query", help="top-k captions for a text, embedded with the index's model")
-    query.add_argument("index_dir", type=Path)
+    query.add_argument("index_dir", type=cli_path)
     query.add_argument("text")
     query.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
     query.add_argument("--space", default="text", choices=["text", "image"],

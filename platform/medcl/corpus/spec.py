@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from medcl.config import ConfigError, _explain
 from medcl.data.spec import resolve_path
+from medcl.paths import DataPathStr, PathStr, resolve_paths
 
 
 class CorpusError(ValueError):
@@ -60,7 +61,7 @@ class _Source(BaseModel):
 
 class RocoSource(_Source):
     type: Literal["roco"]
-    path: str = Field(description="the upstream `data` folder holding {train,validation,test}/{radiology,non-radiology}")
+    path: DataPathStr = Field(description="the upstream `data` folder holding {train,validation,test}/{radiology,non-radiology}")
     splits: list[Literal["train", "validation", "test"]] = ["train", "validation", "test"]
     categories: list[Literal["radiology", "non-radiology"]] = ["radiology", "non-radiology"]
     with_images: bool = Field(False, description="read <split>/<category>/images/<PMC file> (upstream downloader layout)")
@@ -68,13 +69,13 @@ class RocoSource(_Source):
 
 class MedPixSource(_Source):
     type: Literal["medpix"]
-    path: str = Field(description="the MedPix-2-0 folder (Descriptions.json, images/)")
+    path: DataPathStr = Field(description="the MedPix-2-0 folder (Descriptions.json, images/)")
 
 
 class JsonlSource(_Source):
     type: Literal["jsonl"]
-    path: str = Field(description="a .jsonl file")
-    images: str | None = Field(None, description="folder the image field is relative to (default: the file's folder)")
+    path: DataPathStr = Field(description="a .jsonl file")
+    images: DataPathStr | None = Field(None, description="folder the image field is relative to (default: the file's folder)")
     id_field: str = "id"
     image_field: str | None = "image"
     caption_field: str = "caption"
@@ -84,11 +85,11 @@ class JsonlSource(_Source):
 
 class ParquetSource(_Source):
     type: Literal["parquet"]
-    path: str = Field(description="a .parquet file or a folder of them")
+    path: DataPathStr = Field(description="a .parquet file or a folder of them")
     id_column: str = "id"
     image_column: str | None = Field("image", description="binary column of encoded image bytes")
     image_path_column: str | None = Field(None, description="instead of image_column: a column of file paths")
-    images: str | None = Field(None, description="folder image paths are relative to")
+    images: DataPathStr | None = Field(None, description="folder image paths are relative to")
     caption_column: str = "caption"
     modality_column: str | None = None
     license_column: str | None = None
@@ -96,7 +97,7 @@ class ParquetSource(_Source):
 
 class WebDatasetSource(_Source):
     type: Literal["webdataset"]
-    path: str = Field(description="a .tar file, a folder of them, or a glob ('shards/*.tar')")
+    path: DataPathStr = Field(description="a .tar file, a folder of them, or a glob ('shards/*.tar')")
     caption_field: str = Field("caption", description="key of the caption in <key>.json (when there is no .txt)")
     modality_field: str | None = Field(None, description="key of the modality in <key>.json")
     license_field: str | None = Field(None, description="key of the license in <key>.json")
@@ -119,7 +120,7 @@ SOURCE_TYPES = ("roco", "medpix", "jsonl", "parquet", "webdataset", "synthmed")
 
 class CorpusSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    data_root: str | None = Field(None, description="relative source paths are taken under it")
+    data_root: PathStr | None = Field(None, description="relative source paths are taken under it")
     shard_rows: int = Field(10000, ge=1)
     max_side: int | None = Field(None, ge=8, description="re-encode images longer than this on a side")
     sources: list[SourceSpec] = Field(min_length=1)
@@ -154,4 +155,5 @@ def load_spec(path: str | Path) -> CorpusSpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"corpus spec not found: {path}")
-    return validate_spec(yaml.safe_load(path.read_text()) or {}, str(path))
+    raw = yaml.safe_load(path.read_text()) or {}
+    return validate_spec(resolve_paths(raw, CorpusSpec) if isinstance(raw, dict) else raw, str(path))

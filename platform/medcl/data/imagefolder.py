@@ -34,6 +34,7 @@ from medcl.data.registry import Benchmark, BenchmarkOptions, register_benchmark
 from medcl.data.spec import (DataError, SplitFractions, TaskSpec, check_class_names, make_task, resolve_path,
                              stratified_split, with_defaults)
 from medcl.data.task import SPLITS, Split, Task
+from medcl.paths import DataPathStr, PathStr
 
 DEFAULT_IMAGE_SIZE = 64
 _SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -43,7 +44,7 @@ class ImageFolderTask(TaskSpec):
     """One class-folder tree as a task (an entry of ``imagefolder``'s or ``sequence``'s ``tasks``)."""
 
     adapter: Literal["imagefolder"] = "imagefolder"
-    root: str = Field(description="folder with one sub-folder per class (or train/val/test/<class>/)")
+    root: DataPathStr = Field(description="folder with one sub-folder per class (or train/val/test/<class>/)")
     dataset: str | None = Field(None, description="a data set medcl knows (mednist) for modality and prompts")
     classes: list[str] | None = Field(None, min_length=2, description="class folders to use, in label order")
     split: SplitFractions = Field(default_factory=SplitFractions, description="used when no split is shipped")
@@ -149,7 +150,7 @@ def _check_classes_kept(labels: np.ndarray, classes: tuple[str, ...], root: Path
 class FolderOptions(BenchmarkOptions):
     """Options shared by the file-based benchmarks: defaults applied to every task entry."""
 
-    data_root: str | None = Field(None, description="relative task roots/paths are taken under this folder")
+    data_root: PathStr | None = Field(None, description="relative task roots/paths are taken under this folder")
     image_size: int | None = Field(None, ge=8, le=1024, description="default image size of every task")
     strict: bool = Field(False, description="default of every task's strict")
 

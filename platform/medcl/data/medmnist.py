@@ -30,6 +30,7 @@ from medcl.data.medmnist_info import INFO, SIZES, THREE_D, MedMNISTInfo
 from medcl.data.registry import Benchmark, BenchmarkOptions, register_benchmark
 from medcl.data.spec import DataError, TaskSpec, make_task, resolve_path, with_defaults
 from medcl.data.task import SPLITS, Split, Task
+from medcl.paths import DataPathStr, PathStr
 from medcl.registry import close_match_hint
 
 DOWNLOAD_TIMEOUT_S = 60
@@ -52,7 +53,7 @@ class MedMNISTTask(TaskSpec):
 
     adapter: Literal["medmnist"] = "medmnist"
     dataset: str = Field(description="MedMNIST flag, e.g. pneumoniamnist")
-    root: str = Field(description="folder holding the .npz files")
+    root: DataPathStr = Field(description="folder holding the .npz files")
     size: Literal[28, 64, 128, 224] = Field(28, description="which official file: 28 px, or 64/128/224 (MedMNIST+)")
     download: bool = Field(False, description="fetch a missing file from Zenodo")
 
@@ -172,7 +173,7 @@ class MedMNIST(Benchmark):
                    "fundus, microscopy), official splits; 28/64/128/224 px")
 
     class Options(BenchmarkOptions):
-        root: str = Field(description="folder holding {flag}.npz / {flag}_{size}.npz")
+        root: PathStr = Field(description="folder holding {flag}.npz / {flag}_{size}.npz")
         datasets: list[str] = Field(min_length=1, description="MedMNIST flags in task order")
         size: Literal[28, 64, 128, 224] = 28
         image_size: int | None = Field(None, ge=8, le=1024, description="resize on load (default: the file's size)")

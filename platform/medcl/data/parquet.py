@@ -43,6 +43,7 @@ from medcl.data.registry import Benchmark, register_benchmark
 from medcl.data.spec import (DataError, SplitFractions, TaskSpec, check_class_names, make_task, resolve_path,
                              stratified_split)
 from medcl.data.task import SPLITS, Split, Task
+from medcl.paths import DataPathStr
 from medcl.registry import close_match_hint
 
 DEFAULT_IMAGE_SIZE = 64
@@ -54,7 +55,7 @@ class ParquetTask(TaskSpec):
     """One task's rows of a Parquet manifest (an entry of ``parquet``'s or ``sequence``'s ``tasks``)."""
 
     adapter: Literal["parquet"] = "parquet"
-    path: str = Field(description="a .parquet file, or a folder of .parquet parts")
+    path: DataPathStr = Field(description="a .parquet file, or a folder of .parquet parts")
     task: str | None = Field(None, description="rows whose `task` column equals this (default: all rows)")
     dataset: str | None = Field(None, description="a data set medcl has prompts for (e.g. breastmnist)")
     classes: list[str] | None = Field(None, min_length=2, description="class names in label order")

@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medcl.paths import PathStr
 from medcl.registry import Registry, UnknownNameError
 
 REFERENCE_SOURCES: Registry[type["ReferenceSource"]] = Registry("reference source")
@@ -79,6 +80,12 @@ class ReferenceConfig(BaseModel):
     def options(self) -> ReferenceOptions:
         return REFERENCE_SOURCES.get(self.name).Options.model_validate(self.model_extra or {})
 
+    @classmethod
+    def extras_model(cls, raw: dict) -> type[BaseModel] | None:
+        """The source's ``Options`` (which fields are paths: :mod:`medcl.paths`), or None."""
+        name = raw.get("name", "synthmed")
+        return REFERENCE_SOURCES.get(name).Options if isinstance(name, str) and name in REFERENCE_SOURCES else None
+
     def load(self) -> ReferenceSet:
         return REFERENCE_SOURCES.get(self.name)().load(self.options())
 
@@ -122,7 +129,7 @@ class ParquetReference(ReferenceSource):
     ``caption`` column and optionally ``modality``: the corpus shard schema."""
 
     class Options(ReferenceOptions):
-        path: str = Field(description="a .parquet file, or a folder whose *.parquet files are read in name order")
+        path: PathStr = Field(description="a .parquet file, or a folder whose *.parquet files are read in name order")
 
     def load(self, options: Options) -> ReferenceSet:
         import pyarrow.parquet as pq

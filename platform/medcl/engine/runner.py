@@ -23,6 +23,7 @@ from medcl.engine.outputs import write_outputs
 from medcl.engine.provenance import provenance
 from medcl.faults import forwarded_environment
 from medcl.models import ModelLoadError, check_model_source
+from medcl.paths import resolve_paths
 from medcl.registry import UnknownNameError
 from medcl.rundir import RunDir
 from medcl.strategies import build_strategy
@@ -96,13 +97,16 @@ def prepare_run_dir(config, *, fresh: bool, resumable: set[str] = RESUMABLE_CHAN
                     kind: str = "a run of a different experiment") -> RunDir:
     """The run directory of ``config`` (any config model with ``run_dir``): emptied with ``fresh``;
     an existing one must hold the same config except ``resumable`` fields (else RunError naming the
-    changed fields); ``config.yaml`` is (re)written with provenance."""
+    changed fields); ``config.yaml`` is (re)written with provenance. The saved config's paths are
+    resolved as a loaded file's are (:mod:`medcl.paths`), so a run directory written with relative
+    paths compares equal to the same command run from the same directory."""
     run = RunDir(config.run_dir.resolve())
     if fresh and run.path.exists():
         shutil.rmtree(run.path)
     if run.config.exists():
         previous = yaml.safe_load(run.config.read_text()) or {}
         previous.pop("provenance", None)
+        previous = resolve_paths(previous, type(config)) if isinstance(previous, dict) else {}
         changed = sorted(k for k in _diff(previous, config.model_dump(mode="json")) if k not in resumable)
         if changed:
             raise RunError(f"{run.path} holds {kind} (changed: {', '.join(changed)}); "

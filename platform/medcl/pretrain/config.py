@@ -22,6 +22,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       model_validator)
 
 from medcl.config import ConfigError, ModelSection, _explain, apply_overrides, to_yaml
+from medcl.paths import PathStr, resolve_paths
 
 __all__ = ["PretrainConfig", "load_pretrain", "validate_pretrain", "to_yaml"]
 
@@ -49,7 +50,7 @@ class CorpusData(_Section):
     ``seed``, are kept out of training for the retrieval metric."""
 
     source: Literal["corpus"] = "corpus"
-    path: str
+    path: PathStr
     seed: int = 0
     heldout: int = Field(256, ge=2)
     limit: int | None = Field(None, ge=1, description="read at most this many rows")
@@ -123,7 +124,7 @@ class PretrainConfig(_Section):
     data: DataSection = SynthmedData()
     model: ModelSection = ModelSection()
     train: PretrainTrainSection = PretrainTrainSection(steps=200)
-    output_dir: str = "runs"
+    output_dir: PathStr = "runs"
 
     @property
     def run_dir(self) -> Path:
@@ -131,7 +132,8 @@ class PretrainConfig(_Section):
 
 
 def load_pretrain(path: str | Path, overrides: list[str] = (), output_dir: str | None = None) -> PretrainConfig:
-    """Read a pretraining YAML file, apply ``a.b=c`` overrides, validate (errors name the field)."""
+    """Read a pretraining YAML file, apply ``a.b=c`` overrides, make its paths absolute against the
+    working directory (:mod:`medcl.paths`), validate (errors name the field)."""
     path = Path(path)
     if not path.is_file():
         raise PretrainConfigError(str(path), [("<file>", "no such file")])
@@ -145,7 +147,7 @@ def load_pretrain(path: str | Path, overrides: list[str] = (), output_dir: str |
     raw = apply_overrides(raw, overrides, source=str(path))
     if output_dir is not None:
         raw["output_dir"] = output_dir
-    return validate_pretrain(raw, source=str(path))
+    return validate_pretrain(resolve_paths(raw, PretrainConfig), source=str(path))
 
 
 def validate_pretrain(raw: dict, source: str = "<pretrain>") -> PretrainConfig:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from medcl.paths import PathStr
 from medcl.primed.losses import ckt_loss, cmc_loss, fisher_guard_weights, pair_cosines
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
 from medcl.strategies.l2 import l2_penalty, snapshot
@@ -34,11 +35,11 @@ PLAN_DIR = "primed"
 
 
 class PrimedParams(StrategyParams):
-    index_dir: str | None = Field(None, description="retrieval index (medcl index build); relative to the cwd")
-    corpus_dir: str | None = Field(None, description="corpus (medcl corpus build); default: the one the index records")
+    index_dir: PathStr | None = Field(None, description="retrieval index (medcl index build); relative to the cwd")
+    corpus_dir: PathStr | None = Field(None, description="corpus (medcl corpus build); default: the one the index records")
     service: bool = Field(False, description="retrieve through the named RetrievalService instead of in process")
     service_name: str = Field("medcl-retrieval", min_length=1, description="name of the retrieval service")
-    questions: str | None = Field(None, description="question pool file (YAML/JSON); default: the shipped pool")
+    questions: PathStr | None = Field(None, description="question pool file (YAML/JSON); default: the shipped pool")
     k: int = Field(16, ge=1, description="neighbours kept per query (dynamic unique-score threshold, BM25 gate)")
     k_v: int = Field(2, ge=1, description="images kept per distinct caption")
     over_fetch: int = Field(4, ge=1, description="the retriever is asked for k * over_fetch neighbours to see ties")
@@ -54,7 +55,7 @@ class PrimedParams(StrategyParams):
     dfg: float = Field(100.0, ge=0, description="weight of the dynamic Fisher guard (0: off)")
     builtin_per_class: int = Field(10, ge=1, description="no index: synthmed pairs per finding and domain in the built-in corpus")
     builtin_seed: int = Field(1, description="no index: seed of the built-in corpus (keep it apart from the experiment's)")
-    plan_dir: str | None = Field(None, description="where reference sets are planned/reused; default <run dir>/primed")
+    plan_dir: PathStr | None = Field(None, description="where reference sets are planned/reused; default <run dir>/primed")
 
 
 def batch_statistics_teacher(model: torch.nn.Module) -> torch.nn.Module:

@@ -24,6 +24,7 @@ experiment even when it is given as a file (``--set experiment.train.steps_per_t
 from __future__ import annotations
 
 import builtins
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medcl.config import ConfigError, _explain, apply_overrides
+from medcl.paths import PathStr, resolve_paths
 
 METRICS = ("transfer", "avg", "last", "bwt", "forgetting", "fwt")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
@@ -191,7 +193,7 @@ class SweepConfig(_Model):
     resources: Resources = Resources()
     enqueue: list[dict[str, Any]] = []
     storage: str | None = None
-    output_dir: str = "sweeps"
+    output_dir: PathStr = "sweeps"
 
     @field_validator("objective", mode="before")
     @classmethod
@@ -240,7 +242,8 @@ class SweepConfig(_Model):
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     """Read a sweep file, resolve its base experiment, apply overrides and validate everything:
     the sweep's own fields, the base experiment, every dimension of the space (its dotted path and
-    both ends of its range, or each choice, applied to the base experiment) and the task orders."""
+    both ends of its range, or each choice, applied to the base experiment) and the task orders.
+    Paths are made absolute against the working directory (:func:`resolve_sweep_paths`)."""
     path = Path(path)
     source = str(path)
     if not path.is_file():
@@ -253,7 +256,44 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
         raise SweepConfigError(source, [("<file>", f"expected a mapping, got {type(raw).__name__}")])
     raw["experiment"] = _base_experiment(raw.get("experiment"), path.parent, source)
     raw = apply_overrides(raw, list(overrides), source=source)
-    return validate_sweep(raw, source=source)
+    return validate_sweep(resolve_sweep_paths(raw), source=source)
+
+
+def resolve_sweep_paths(raw: dict) -> dict:
+    """``raw`` with its paths absolute against the working directory (:mod:`medcl.paths`): the
+    sweep's own, the base experiment's, and string values that a space's ``choice`` or an
+    ``enqueue`` entry puts in a path field of the experiment, so trials (which run in other
+    directories) only see absolute paths."""
+    from medcl.config import ExperimentConfig
+
+    raw = resolve_paths(raw, SweepConfig)
+    if not isinstance(raw.get("experiment"), dict):
+        return raw
+    base = raw["experiment"] = resolve_paths(raw["experiment"], ExperimentConfig)
+
+    def resolved(dotted, value):
+        from medcl.sweep.space import set_path
+
+        if not isinstance(value, str) or not isinstance(dotted, str):
+            return value
+        probe = copy.deepcopy(base)
+        try:
+            set_path(probe, dotted, value)
+        except (AttributeError, TypeError):
+            return value
+        node = resolve_paths(probe, ExperimentConfig)
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node if isinstance(node, str) else value
+
+    if isinstance(raw.get("space"), dict):
+        raw["space"] = {k: {**d, "choice": [resolved(k, v) for v in d["choice"]]}
+                        if isinstance(d, dict) and isinstance(d.get("choice"), list) else d
+                        for k, d in raw["space"].items()}
+    if isinstance(raw.get("enqueue"), list):
+        raw["enqueue"] = [{k: resolved(k, v) for k, v in e.items()} if isinstance(e, dict) else e
+                          for e in raw["enqueue"]]
+    return raw
 
 
 def validate_sweep(raw: dict, source: str = "<sweep>") -> SweepConfig:
