@@ -16,12 +16,13 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """Start Ray once for the whole test session with 2 CPUs; shut it down at the end."""
-    import logging
-
+    """Start Ray once for the whole test session with 2 CPUs (as ``medcl run`` starts a local Ray:
+    loopback, no dashboard, Ray Train's state queries pinned to this Ray); shut it down at the end."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+    from medcl.engine.localray import init_local_ray
+
+    init_local_ray(2, dashboard=False)
     yield ray
     ray.shutdown()
 

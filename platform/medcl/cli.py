@@ -10,7 +10,9 @@ Further command groups (``corpus``, ``index``, ``pretrain``, ``sweep``...) live 
 ``handler``; they are found by name, so a group is one file.
 
 Expected errors (a bad config, a missing file, an impossible resource request) print one clear
-message and exit with status 2; ``MEDCL_DEBUG=1`` shows the traceback too.
+message and exit with status 2; ``MEDCL_DEBUG=1`` shows the traceback too. Ray's internal log
+lines that mean nothing to a user are kept off the terminal (``medcl.engine.localray``);
+``--verbose`` (or ``MEDCL_DEBUG=1``) shows every one.
 
 Paths: relative paths in experiment, pretraining, sweep and corpus files, in ``--set`` values and in
 arguments are taken from the directory the command runs in, and made absolute when the file is
@@ -26,6 +28,8 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ["MEDCL_VERBOSE"] = "1"  # read by medcl.engine.localray (and inherited by Ray)
     from medcl.errors import USER_ERRORS
 
     try:
@@ -41,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     from medcl.paths import BASE_NOTE
 
     parser = argparse.ArgumentParser(prog="medcl", description=__doc__.split("\n\n")[0], epilog=BASE_NOTE)
+    _add_verbose(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run (or resume) a continual-learning sequence")
     run.add_argument("experiment", type=Path)
@@ -49,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
     run.add_argument("--output-dir", default=None, help="parent of the run directory (default: the file's output_dir)")
     run.add_argument("--no-dashboard", dest="dashboard", action="store_false",
-                     help="do not serve the Ray dashboard (default: on 127.0.0.1:8265 while a local Ray runs)")
+                     help="do not serve the Ray dashboard (default: on 127.0.0.1 at a free port, printed at the "
+                          "start, while a local Ray runs)")
     run.set_defaults(handler=_run)
     report = commands.add_parser("report", help="rebuild report.html of a run directory")
     report.add_argument("run_dir", type=Path)
@@ -63,16 +69,25 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("what", choices=["strategies", "benchmarks", "models"])
     listing.set_defaults(handler=_list)
     _register_command_groups(commands)
-    _add_epilog(commands, BASE_NOTE)
+    _finish_subcommands(commands, BASE_NOTE)
     return parser
 
 
-def _add_epilog(subparsers, text: str) -> None:
-    """``text`` under the help of every (nested) sub-command that has no epilog of its own."""
+def _add_verbose(parser: argparse.ArgumentParser, default=False) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="show every Ray log line (as MEDCL_DEBUG=1 does, without tracebacks)")
+
+
+def _finish_subcommands(subparsers, epilog: str) -> None:
+    """Every (nested) sub-command gets ``--verbose`` (also accepted after the sub-command) and,
+    when it has none of its own, ``epilog`` under its help."""
     for parser in set(subparsers.choices.values()):
-        parser.epilog = parser.epilog or text
-        for action in parser._subparsers._group_actions if parser._subparsers else ():
-            _add_epilog(action, text)
+        parser.epilog = parser.epilog or epilog
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not any("--verbose" in a.option_strings for a in parser._actions):
+            _add_verbose(parser, default=argparse.SUPPRESS)
+        for action in nested:
+            _finish_subcommands(action, epilog)
 
 
 def _register_command_groups(commands) -> None:

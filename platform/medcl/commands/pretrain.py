@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     pretrain.add_argument("--fresh", action="store_true", help="delete the run directory and start over")
     pretrain.add_argument("--output-dir", default=None, help="parent of the run directory (default: the file's output_dir)")
     pretrain.add_argument("--dashboard", action="store_true",
-                          help="serve the Ray dashboard on 127.0.0.1:8265 while a local Ray runs")
+                          help="serve the Ray dashboard on 127.0.0.1 (a free port, printed) while a local Ray runs")
     pretrain.set_defaults(handler=_pretrain)
 
 

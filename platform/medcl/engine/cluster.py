@@ -9,10 +9,10 @@ request for more CPUs or GPUs than the cluster has is an error naming the fields
 """
 from __future__ import annotations
 
-import logging
 import os
 
 from medcl.config import ExperimentConfig
+from medcl.engine.localray import init_local_ray, ray_log_level
 
 
 class ResourceError(RuntimeError):
@@ -23,8 +23,8 @@ def connect(config: ExperimentConfig | None = None, *, dashboard: bool = False) 
     """Initialise Ray if needed; return True when joined to an existing cluster.
 
     A local Ray serves its dashboard on 127.0.0.1 only when ``dashboard`` is true (it costs about
-    1 GB of memory; without it Ray Train's placement-group cleaner logs that the state API is
-    unavailable, which is harmless).
+    1 GB of memory); it is started by :func:`medcl.engine.localray.init_local_ray`, which keeps
+    Ray-internal noise off the terminal (``MEDCL_DEBUG=1`` / ``--verbose`` shows it).
     """
     import ray
 
@@ -33,13 +33,13 @@ def connect(config: ExperimentConfig | None = None, *, dashboard: bool = False) 
         return bool(os.environ.get("RAY_ADDRESS"))
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=ray_log_level())
         return True
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=dashboard, dashboard_host="127.0.0.1",
-             _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
-    if dashboard:
-        print(f"medcl: Ray dashboard at http://{ray.get_runtime_context().gcs_address.split(':')[0]}:8265 "
-              "(loopback only; use ssh -L 8265:127.0.0.1:8265 from another machine)", flush=True)
+    context = init_local_ray(os.cpu_count() or 1, dashboard=dashboard)
+    if dashboard and context.dashboard_url:
+        port = context.dashboard_url.rsplit(":", 1)[-1]
+        print(f"medcl: Ray dashboard at http://{context.dashboard_url.split('://')[-1]} (loopback only; use "
+              f"ssh -L {port}:127.0.0.1:{port} from another machine)", flush=True)
     return False
 
 

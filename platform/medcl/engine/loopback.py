@@ -15,6 +15,7 @@ Two things would otherwise listen on every interface of a laptop or test machine
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 
@@ -24,11 +25,15 @@ def prepare_local_environment() -> None:
 
     Not inside a Ray worker process (``RAY_RAYLET_PID`` set): a local Ray's workers inherit these
     variables from the driver that started it, and on a multi-node cluster gloo must not be
-    pinned to ``lo``."""
+    pinned to ``lo``. Also asks for token authentication explicitly (``RAY_AUTH_MODE=token``,
+    what Ray enables by default for a new local Ray, minus its warning that it did so), unless
+    the mode is set or Ray is already imported (Ray reads the mode when it is imported)."""
     if not os.environ.get("RAY_ADDRESS") and "RAY_RAYLET_PID" not in os.environ:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         if os.path.exists("/sys/class/net/lo"):
             os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        if "ray" not in sys.modules:
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def local_torch_config(use_gpu: bool):

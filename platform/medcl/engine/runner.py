@@ -19,6 +19,7 @@ import yaml
 from medcl.config import ConfigError, ExperimentConfig, benchmark_options, to_yaml
 from medcl.data import BENCHMARKS, Task, order_tasks
 from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, verify_checkpoint
+from medcl.engine.localray import train_log_level
 from medcl.engine.outputs import write_outputs
 from medcl.engine.provenance import provenance
 from medcl.faults import forwarded_environment
@@ -157,7 +158,7 @@ def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, j
         run_config=RunConfig(name="checkpoints", storage_path=str(run.path), callbacks=list(callbacks) or None,
                              worker_runtime_env={"env_vars": forwarded_environment()} if forwarded_environment() else None,
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
-                             logging_config=LoggingConfig(log_level="WARNING"),
+                             logging_config=LoggingConfig(log_level=train_log_level()),
                              failure_config=FailureConfig(max_failures=config.train.max_failures,
                                                           controller_failure_limit=3)),
         **({"torch_config": torch_config} if torch_config is not None else {}),

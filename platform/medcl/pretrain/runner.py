@@ -20,6 +20,7 @@ from pathlib import Path
 
 from medcl.config import ConfigError
 from medcl.engine.runner import RunError, _root_cause, prepare_run_dir
+from medcl.engine.localray import train_log_level
 from medcl.faults import forwarded_environment
 from medcl.models import ModelLoadError, check_model_source
 from medcl.pretrain import checkpoint as ckpt
@@ -97,7 +98,7 @@ def _fit(config: PretrainConfig, run: RunDir, data: PretrainData, *, dashboard: 
         run_config=RunConfig(name="checkpoints", storage_path=str(run.path),
                              worker_runtime_env={"env_vars": env} if env else None,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level="WARNING"),
+                             logging_config=LoggingConfig(log_level=train_log_level()),
                              failure_config=FailureConfig(max_failures=config.train.max_failures,
                                                           controller_failure_limit=3)),
         **({"torch_config": torch_config} if torch_config is not None else {}),

@@ -1,0 +1,82 @@
+"""``medcl.engine.localray``: how a local Ray is started so that only meaningful lines reach the
+terminal, and nothing of this Ray asks another Ray's dashboard about its actors."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from medcl.engine import localray
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for key in ("MEDCL_DEBUG", "MEDCL_VERBOSE", localray.API_SERVER_VARIABLE, localray.PREEMPTION_WATCHER_VARIABLE):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(localray, "_api_server_set_here", None)
+    return monkeypatch
+
+
+def test_without_dashboard_state_queries_stay_on_this_ray_and_the_cleaner_warning_is_dropped(clean_env):
+    kwargs = localray.local_init_kwargs(2, dashboard=False)
+    port = kwargs["dashboard_port"]
+    assert os.environ[localray.API_SERVER_VARIABLE] == f"http://127.0.0.1:{port}"
+    assert os.environ[localray.PREEMPTION_WATCHER_VARIABLE] == "0"
+    assert kwargs["include_dashboard"] is False and kwargs["_node_ip_address"] == "127.0.0.1"
+    assert kwargs["logging_level"] == logging.WARNING
+    assert kwargs["runtime_env"] == {"worker_process_setup_hook": "medcl.engine.localray.quiet_worker"}
+    again = localray.local_init_kwargs(2, dashboard=False)  # a second local Ray: its own port
+    assert os.environ[localray.API_SERVER_VARIABLE] == f"http://127.0.0.1:{again['dashboard_port']}"
+
+
+def test_with_dashboard_or_verbose_nothing_is_filtered(clean_env):
+    kwargs = localray.local_init_kwargs(1, dashboard=True)
+    assert kwargs["include_dashboard"] is True and "runtime_env" not in kwargs
+    clean_env.setenv("MEDCL_VERBOSE", "1")
+    kwargs = localray.local_init_kwargs(1, dashboard=False)
+    assert "runtime_env" not in kwargs and kwargs["logging_level"] == logging.INFO
+    assert localray.train_log_level() == "INFO"
+    clean_env.delenv("MEDCL_VERBOSE")
+    clean_env.setenv("MEDCL_DEBUG", "1")
+    assert localray.verbose() and localray.ray_log_level() == logging.INFO
+    clean_env.setenv("MEDCL_DEBUG", "0")
+    assert not localray.verbose() and localray.train_log_level() == "WARNING"
+
+
+def test_a_user_set_state_api_address_is_kept(clean_env):
+    clean_env.setenv(localray.API_SERVER_VARIABLE, "http://10.0.0.1:8265")
+    clean_env.setenv(localray.PREEMPTION_WATCHER_VARIABLE, "1")
+    localray.local_init_kwargs(1, dashboard=False)
+    assert os.environ[localray.API_SERVER_VARIABLE] == "http://10.0.0.1:8265"
+    assert os.environ[localray.PREEMPTION_WATCHER_VARIABLE] == "1"
+
+
+def test_the_worker_filter_drops_only_the_cleaner_unavailable_warning():
+    logger = logging.getLogger(localray.CLEANER_LOGGER)
+    saved = list(logger.filters)
+    try:
+        localray.quiet_worker()
+        localray.quiet_worker()  # idempotent
+        assert sum(isinstance(f, localray._DropCleanerUnavailable) for f in logger.filters) == 1
+
+        def passes(message: str) -> bool:
+            record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, (), None)
+            return all(f.filter(record) for f in logger.filters)
+
+        assert not passes("Failed to query Ray Train Controller actor state. State API may be temporarily unavailable.")
+        assert passes("Detected that the Ray Train controller actor (x) is dead. Cleaning up placement group")
+        assert passes("Failed to clean up placement group: boom")
+    finally:
+        logger.filters[:] = saved
+
+
+@pytest.mark.parametrize("ray_first, expected", [(False, "token"), (True, None)])
+def test_token_auth_is_asked_for_explicitly_before_ray_is_imported(ray_first, expected):
+    code = ("import os, sys\n" + ("import ray\n" if ray_first else "") +
+            "import medcl\nprint(os.environ.get('RAY_AUTH_MODE'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_RAYLET_PID")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(expected)
