@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Callable
 
 STEPS = 10
+WAIT_S = 900  # longest wait for a run to reach a fault point (a 2-core machine under load)
 
 
 def fault_experiment(output_dir, name: str, workers: int = 1, **train) -> dict:
@@ -59,3 +62,62 @@ def assert_replayed(events: list[dict], stage: int) -> int:
         assert before["step"] == after["step"]
         assert abs(after["loss"] - before["loss"]) <= 1e-6 * max(1.0, abs(before["loss"])), (before, after)
     return interrupted[-1]["step"]
+
+
+def held_fault(root: Path, spec: str, *, action: str = "exit") -> dict[str, str]:
+    """Environment of a fault (``medcl.faults``) that fires once and holds the worker at the point:
+    it writes ``root/at-rank<r>.json`` there, then waits for ``root/go`` (``exit``: then leaves) or
+    for its own death (``hold``), so the test acts at a point the run is known to have reached."""
+    return {"MEDCL_FAULT": spec, "MEDCL_FAULT_ONCE": str(root / "fired"), "MEDCL_FAULT_READY": str(root / "at"),
+            "MEDCL_FAULT_GO": str(root / "go"), "MEDCL_FAULT_ACTION": action, "MEDCL_FAULT_WAIT_S": str(WAIT_S)}
+
+
+def at_point(root: Path, rank: int) -> dict | None:
+    """What rank ``rank`` wrote on reaching the fault point (pid, node_id, step, stage), or None."""
+    path = Path(root) / f"at-rank{rank}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT_S,
+               alive: Callable[[], bool] = lambda: True) -> object:
+    """Poll ``condition`` until it returns something truthy; AssertionError naming ``what`` when
+    ``timeout`` passes or ``alive()`` turns false first (the run ended without reaching it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert alive(), f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+def logged_steps(run_dir: Path, task: str) -> list[int]:
+    """Steps of ``task`` in ``events.jsonl`` so far (every attempt, in order)."""
+    path = Path(run_dir) / "events.jsonl"
+    if not path.exists():
+        return []
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:  # the line being appended right now
+            continue
+        if event["kind"] == "step" and event["task"] == task:
+            steps.append(event["step"])
+    return steps
+
+
+def release(root: Path) -> None:
+    """Let a worker held at the fault point act (``exit``)."""
+    (Path(root) / "go").touch()
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie left for a parent to reap counts as gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

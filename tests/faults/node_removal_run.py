@@ -4,21 +4,26 @@
 
 ``ray.cluster_utils.Cluster`` on 127.0.0.1: a head and two worker nodes, 1 CPU each; the run
 (``fault_experiment``, 2 Train workers of 1 CPU, ``train.max_failures: 1``) joins it through
-``RAY_ADDRESS``; its 2 workers land on two different nodes (1 CPU each). Once task 2 has logged ``REMOVE_AT_STEP`` steps, the non-head node of one Train
-worker is removed without grace (its raylet and workers are killed, as a lost machine); Ray
-Train restarts the worker group on the two nodes left, from ``task-1``. The JSON gives the
-removed node, the removal time, the run's result or error, for test_node_removal.py to check.
+``RAY_ADDRESS``; its 2 workers land on two different nodes (1 CPU each). Both workers stop at step
+``REMOVE_AT_STEP`` of task 2 and hold there (``faultkit.held_fault``: each writes where it is, its
+pid and its node), so the removal cannot race past that point. The node of a worker that is not
+on the head is then removed without grace (its raylet and workers are killed, as a lost machine);
+that the worker's process is gone afterwards shows the node really hosted it. The other worker is
+then let go (it leaves, as a peer of a lost rank would fail); Ray Train restarts the worker group on
+the two nodes left, from ``task-1``. The JSON gives what each worker reported, the removed node,
+the removal time and the run's result or error, for test_node_removal.py to check.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 
 import medcl  # noqa: F401  (loopback settings before ray is imported)
-from faultkit import fault_experiment
+from faultkit import at_point, fault_experiment, held_fault, process_gone, release, wait_until
 
 REMOVE_AT_STEP = 3
 
@@ -26,25 +31,17 @@ REMOVE_AT_STEP = 3
 def start_cluster():
     from ray.cluster_utils import Cluster
 
+    from medcl.engine.localray import free_port
+
+    # the Train placement-group cleaner asks the state API whether the controller lives: point it
+    # at a port of this cluster (no dashboard: nothing answers), never at another Ray's dashboard
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{free_port()}"
     node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 100 * 1024 * 1024}
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     for _ in range(2):
         cluster.add_node(**node)
     cluster.wait_for_nodes()
     return cluster
-
-
-def worker_node_ids() -> list[str]:
-    import ray
-
-    return [a["Address"]["NodeID"] for a in ray._private.state.actors().values()
-            if "TrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"]
-
-
-def task2_steps(run_dir: Path) -> int:
-    path = run_dir / "events.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return sum('"kind": "step"' in line and '"ultrasound"' in line for line in lines)
 
 
 def recovery(run_dir: Path, removed_at: float | None) -> dict:
@@ -60,16 +57,37 @@ def recovery(run_dir: Path, removed_at: float | None) -> dict:
             "recovery_s_to_first_step": step and step["time"] - removed_at}
 
 
-def main(out: str) -> None:
-    import os
+def remove_a_worker_node(cluster, out: Path, alive) -> dict:
+    """Wait for both workers at the fault point, remove the node of one that is not on the head,
+    check its worker process died with it, then let the other go. Returns what was seen."""
+    import ray
 
+    held = wait_until(lambda: [at_point(out, r) for r in (0, 1)] if all(at_point(out, r) for r in (0, 1)) else None,
+                      "both Train workers at the fault point", alive=alive)
+    head = cluster.head_node.node_id
+    victim = next(w for w in held if w["node_id"] != head)  # 2 workers on 2 nodes: one is not the head
+    node = next(n for n in cluster.list_all_nodes() if n.node_id == victim["node_id"])
+    alive_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    removed_at = time.time()
+    cluster.remove_node(node, allow_graceful=False)
+    wait_until(lambda: process_gone(victim["pid"]), f"the end of worker {victim['pid']} on the removed node",
+               timeout=120)
+    release(out)
+    return {"held": held, "head_node": head, "victim_rank": victim["rank"], "removed_node": node.node_id,
+            "removed_node_was_alive": node.node_id in alive_nodes, "victim_pid_gone": process_gone(victim["pid"]),
+            "removed_at": removed_at}
+
+
+def main(out: str) -> None:
     import ray
 
     from medcl.config import validate_experiment
     from medcl.engine.runner import run_experiment
 
+    out_dir = Path(out)
     cluster = start_cluster()
     os.environ["RAY_ADDRESS"] = cluster.address
+    os.environ.update(held_fault(out_dir, f"step={REMOVE_AT_STEP},stage=2"))
     config = validate_experiment(fault_experiment(out, "node-removal", workers=2, max_failures=1))
     outcome: dict = {}
 
@@ -81,22 +99,19 @@ def main(out: str) -> None:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    removed, removed_at = None, None
     try:
-        while thread.is_alive() and task2_steps(config.run_dir) < REMOVE_AT_STEP:
-            time.sleep(0.1)
-        head, workers = cluster.head_node.node_id, worker_node_ids()
-        victims = [n for n in cluster.list_all_nodes() if n.node_id in workers and n.node_id != head]
-        if thread.is_alive() and victims:
-            removed, removed_at = victims[0].node_id, time.time()
-            cluster.remove_node(victims[0], allow_graceful=False)
+        try:
+            seen = remove_a_worker_node(cluster, out_dir, alive=thread.is_alive)
+        except AssertionError as exc:
+            seen = {"removal_error": str(exc)}
+        finally:
+            release(out_dir)
         thread.join(timeout=900)
         result = outcome.get("result")
-        summary = {"removed_node": removed, "removed_at": removed_at, "error": outcome.get("error"),
-                   "train_worker_nodes": workers,
-                   "run_dir": str(config.run_dir.resolve()), "finished": not thread.is_alive(),
-                   "stages_done": result.state.stages_done if result else None, **recovery(config.run_dir, removed_at)}
-        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=1))
+        summary = {**seen, "error": outcome.get("error"), "run_dir": str(config.run_dir.resolve()),
+                   "finished": not thread.is_alive(), "stages_done": result.state.stages_done if result else None,
+                   **recovery(config.run_dir, seen.get("removed_at"))}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         print(json.dumps(summary), flush=True)
     finally:
         ray.shutdown()
