@@ -57,9 +57,13 @@ class BenchmarkSection(BaseModel):
 
 
 class ModelSection(_Section):
+    """``freeze_norm``: BatchNorm running statistics frozen at their loaded values while training
+    (None, the default: frozen when ``pretrained`` is set; see :mod:`medcl.models.norm`)."""
+
     name: str = "medcl-tiny"
     pretrained: WeightsStr | None = None  # a weights file (made absolute on load) or a tag
     image_size: int | None = Field(default=None, ge=8, le=1024)
+    freeze_norm: bool | None = None
 
 
 class StrategySection(BaseModel):

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 STEPS = 5
 # Parameters that keep a strategy cheap here; strategies not listed run with their defaults.
 SMOKE_PARAMS = {"zscl": {"reference": {"name": "synthmed", "per_class": 2}, "ensemble_every": 2, "l2": 1.0},
-                "rehearsal": {"buffer_size": 20}, "ewc": {"fisher_batches": 2}}
+                "rehearsal": {"buffer_size": 20}, "ewc": {"fisher_samples": 4}}
 
 
 def smoke_config(output_dir, name: str):

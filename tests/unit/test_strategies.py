@@ -18,6 +18,7 @@ from medcl.engine.context import TrainContext
 from medcl.engine.preprocess import to_model_input
 from medcl.engine.sampling import StageSampler
 from medcl.models import clip_logits, create_model
+from medcl.models.norm import eval_mode
 from medcl.strategies import STRATEGIES, build_strategy
 from medcl.strategies.ewc import estimate_fisher
 from medcl.strategies.l2 import l2_penalty
@@ -28,8 +29,8 @@ from medcl.strategies.zscl import distill_ce
 
 TINY_REFERENCE = {"name": "synthmed", "domains": ["ct"], "per_class": 1}
 # Parameters that keep each strategy cheap here; strategies not listed run with their defaults.
-TEST_PARAMS = {"zscl": {"reference": TINY_REFERENCE, "ensemble_every": 1, "l2": 0.1},
-               "rehearsal": {"buffer_size": 12}, "ewc": {"fisher_batches": 2}}
+TEST_PARAMS = {"zscl": {"reference": TINY_REFERENCE, "ensemble_period": 0.5, "l2": 0.1},
+               "rehearsal": {"buffer_size": 12}, "ewc": {"fisher_samples": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,18 @@ def task_batch(ctx, task: int, n: int = 8, offset: int = 0):
     split = ctx.tasks[task].split("train")
     rows = slice(offset, offset + n)
     return ctx.make_batch(split.images[rows], split.labels[rows], np.full(len(split.labels[rows]), task))
+
+
+def _batch_gradient_squared(ctx, samples: int) -> dict[str, torch.Tensor]:
+    """(d CE(batch) / d theta)^2 of the same N samples as one batch: what a batch-mean Fisher would be."""
+    model = ctx.model.eval()
+    sampler = StageSampler(ctx.tasks, ctx.stage.train_tasks, batch_size=samples, seed=ctx.seed, stage_index=ctx.stage_index)
+    model.zero_grad()
+    ctx.task_loss(ctx.make_batch(*next(iter(sampler.batches(1))))).backward()
+    squared = {n: p.grad.detach() ** 2 for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    model.train()
+    return squared
 
 
 @torch.no_grad()
@@ -115,26 +128,31 @@ def test_l2_loss_adds_lam_times_squared_distance_to_task_start(bundle, tasks):
     assert terms["loss"].item() == pytest.approx(ctx.task_loss(batch).item() + 0.5 * expected_reg, rel=1e-4)
 
 
-def _hand_fisher(ctx, batches: int) -> dict[str, torch.Tensor]:
+def _hand_fisher(ctx, samples: int) -> dict[str, torch.Tensor]:
+    """(1/N) sum_n (d CE(x_n) / d theta)^2 over the first global batch of N samples, one backward each."""
     model = ctx.model.eval()
-    sampler = StageSampler(ctx.tasks, ctx.stage.train_tasks, batch_size=8, seed=ctx.seed, stage_index=ctx.stage_index)
+    sampler = StageSampler(ctx.tasks, ctx.stage.train_tasks, batch_size=samples, seed=ctx.seed, stage_index=ctx.stage_index)
+    images, labels, task_ids = next(iter(sampler.batches(1)))
     fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-    for images, labels, task_ids in sampler.batches(batches):
+    for i in range(samples):
         model.zero_grad()
-        ctx.task_loss(ctx.make_batch(images, labels, task_ids)).backward()
+        ctx.task_loss(ctx.make_batch(images[i : i + 1], labels[i : i + 1], task_ids[i : i + 1])).backward()
         for n, p in model.named_parameters():
-            fisher[n] += p.grad ** 2 / batches
+            fisher[n] += p.grad ** 2 / samples
     model.zero_grad(set_to_none=True)
     model.train()
     return fisher
 
 
-def test_ewc_fisher_is_the_mean_squared_batch_gradient_and_weights_the_penalty(bundle, tasks):
+def test_ewc_fisher_is_the_mean_squared_per_sample_gradient_and_weights_the_penalty(bundle, tasks):
     ctx = make_ctx(bundle, tasks)
-    strategy = build_strategy("ewc", {"lam": 2.0, "fisher_batches": 2})
+    strategy = build_strategy("ewc", {"lam": 2.0, "fisher_samples": 4})
     strategy.setup(ctx)
     strategy.after_task(ctx)
-    expected = _hand_fisher(ctx, 2)
+    expected = _hand_fisher(ctx, 4)
+    batch_mean = _batch_gradient_squared(ctx, 4)
+    gap = sum((strategy.fishers[0][n] - batch_mean[n]).sum() for n in batch_mean)
+    assert gap > 1e-3 * sum(f.sum() for f in batch_mean.values()), "not the square of the batch-mean gradient"
     for name, value in strategy.fishers[0].items():
         torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-10)
     shift_parameters(ctx.model, 0.01)
@@ -148,12 +166,12 @@ def test_ewc_fisher_is_the_mean_squared_batch_gradient_and_weights_the_penalty(b
 @pytest.mark.parametrize("online", [True, False])
 def test_ewc_online_decays_and_accumulates_one_fisher(bundle, tasks, online):
     ctx = make_ctx(bundle, tasks)
-    strategy = build_strategy("ewc", {"fisher_batches": 1, "online": online, "gamma": 0.5})
+    strategy = build_strategy("ewc", {"fisher_samples": 2, "online": online, "gamma": 0.5})
     strategy.setup(ctx)
     strategy.after_task(ctx)
     first = {n: f.clone() for n, f in strategy.fishers[0].items()}
     ctx.stage_index = 1
-    second = estimate_fisher(ctx, 1)
+    second = estimate_fisher(ctx, 2)
     strategy.after_task(ctx)
     assert len(strategy.fishers) == (1 if online else 2)
     name = next(iter(first))
@@ -204,7 +222,7 @@ def test_zscl_distils_both_directions_against_the_starting_model(bundle, tasks):
     ctx = make_ctx(bundle, tasks)
     start = copy.deepcopy(ctx.model).eval()
     strategy = build_strategy("zscl", {"reference": TINY_REFERENCE, "reference_batch_size": 5, "image_weight": 1.0,
-                                       "text_weight": 0.5, "l2": 0.1, "ensemble_every": 0})
+                                       "text_weight": 0.5, "l2": 0.1, "ensemble_period": 0})
     strategy.setup(ctx)
     assert len(strategy.reference) == 5
     shift_parameters(ctx.model, 0.01)  # as if earlier tasks had been trained
@@ -231,11 +249,11 @@ def test_zscl_distils_both_directions_against_the_starting_model(bundle, tasks):
 
 def test_zscl_keeps_the_running_average_of_snapshots(bundle, tasks):
     ctx = make_ctx(bundle, tasks)
-    strategy = build_strategy("zscl", {"reference": TINY_REFERENCE, "ensemble_every": 2})
+    strategy = build_strategy("zscl", {"reference": TINY_REFERENCE, "ensemble_period": 0.4})
     strategy.setup(ctx)
     start = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+    ctx.total_steps = 5  # period 0.4 of 5 steps: a snapshot every 2 steps
     strategy.before_task(ctx)
-    ctx.total_steps = 5
     for step, delta in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0)]:
         shift_parameters(ctx.model, delta)
         ctx.step = step
@@ -375,9 +393,10 @@ def test_synthmed_reference_is_deterministic_rgb():
 
 def _train_stage(strategy, ctx, steps: int = 2) -> list[float]:
     """What the engine does with one stage (SGD instead of AdamW); returns the loss of every step."""
+    ctx.train_mode()  # as the engine does: teachers copied in before_task see the training modes
     strategy.before_task(ctx)
     optimizer = torch.optim.SGD(list(strategy.trainable_parameters(ctx)), lr=0.05)
-    ctx.model.train()
+    ctx.train_mode()
     torch.manual_seed(ctx.stage_index)
     losses = []
     for step in range(steps):
@@ -397,12 +416,10 @@ def _train_stage(strategy, ctx, steps: int = 2) -> list[float]:
 def _eval_logits(strategy, ctx) -> list[torch.Tensor]:
     out = []
     for k, task in enumerate(ctx.tasks):
-        with strategy.eval_model(ctx, k) as model:
-            model.eval()
+        with strategy.eval_model(ctx, k) as model, eval_mode(model):
             images = ctx.preprocess(task.split("test").images)
             out.append(clip_logits(model.encode_image(images, normalize=True), ctx.class_embeddings(k, model),
                                    model.logit_scale.exp()))
-            model.train()
     return out
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from medcl.data.task import Task
 from medcl.models import clip_logits, encode_class_prompts
+from medcl.models.norm import apply_train_mode
 from medcl.strategies.base import Stage
 
 
@@ -40,6 +41,7 @@ class TrainContext:
     seed: int = 0
     preprocess: Callable[[np.ndarray], torch.Tensor] | None = None  # uint8 NHWC -> model input on device
     train_config: Any = None  # the experiment's TrainSection (batch_size, lr, steps...)
+    freeze_norm: bool = False  # BatchNorm statistics frozen while training (medcl.models.norm)
     stage_index: int = 0
     step: int = 0
     total_steps: int = 0
@@ -49,6 +51,10 @@ class TrainContext:
         """A :class:`Batch` on this worker's device from uint8 images and numpy labels/task ids."""
         return Batch(images=self.preprocess(images), labels=torch.as_tensor(labels, device=self.device),
                      task_ids=torch.as_tensor(task_ids, device=self.device))
+
+    def train_mode(self) -> None:
+        """The model in training mode under the normalisation policy (:mod:`medcl.models.norm`)."""
+        apply_train_mode(self.model, freeze_norm=self.freeze_norm)
 
     @property
     def stage(self) -> Stage:

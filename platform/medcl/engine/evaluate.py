@@ -12,6 +12,7 @@ import torch.distributed as dist
 from medcl.engine.context import TrainContext
 from medcl.engine.preprocess import to_model_input
 from medcl.models import clip_logits, encode_class_prompts
+from medcl.models.norm import eval_mode
 from medcl.strategies.base import Strategy
 
 
@@ -23,13 +24,8 @@ def evaluate_all(ctx: TrainContext, strategy: Strategy, *, image_size: int, mean
     for k, task in enumerate(ctx.tasks):
         data = task.split(split)
         rows = np.arange(ctx.rank, len(data), ctx.world_size)
-        with strategy.eval_model(ctx, k) as model:
-            was_training = model.training
-            model.eval()
-            try:
-                counts[k, 0] = _count_correct(ctx, model, task, data, rows, image_size, mean, std, batch_size)
-            finally:
-                model.train(was_training)
+        with strategy.eval_model(ctx, k) as model, eval_mode(model):
+            counts[k, 0] = _count_correct(ctx, model, task, data, rows, image_size, mean, std, batch_size)
         counts[k, 1] = len(rows)
     if ctx.world_size > 1:
         reduced = counts.to(ctx.device)

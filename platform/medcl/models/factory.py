@@ -86,6 +86,8 @@ def register_spec(spec: ModelSpec) -> ModelSpec:
 for _spec in (
     ModelSpec("medcl-tiny", "medcl-tiny", None, "ResNet-CLIP 32px (width 8) + 2-layer text; quickstart and tests"),
     ModelSpec("medcl-tiny-vit", "medcl-tiny-vit", None, "ViT 32px/8, width 64, 2+2 layers; LoRA smoke runs"),
+    ModelSpec("medcl-tiny-vit-p4", "medcl-tiny-vit-p4", None,
+              "ViT 32px/4 (64 tokens), width 64, 3 layers, mean-pooled; LayerNorm like BiomedCLIP; the demo's model"),
     ModelSpec("medcl-small", "medcl-small", None, "ResNet-CLIP 64px (width 16) + 3-layer text; CPU experiments"),
     ModelSpec("biomedclip", HF_HUB_PREFIX + "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
               HUB_WEIGHTS, "BiomedCLIP ViT-B/16 + PubMedBERT (PMC-15M), 224px"),

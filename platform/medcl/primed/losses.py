@@ -5,7 +5,8 @@ caption), M^{i-1} the previous-task teacher's, and logits Z = M / tau:
 
     L_CKT = sum over rows r of KL( softmax(Z^{i-1}_r) || softmax(Z^i_r) )
           + sum over columns c of KL( softmax(Z^{i-1}_{:,c}) || softmax(Z^i_{:,c}) )
-    L_CMC = ( CE(Z^i, I) + CE(Z^i^T, I) ) / 2        CLIP InfoNCE against the identity, mean over rows
+    L_CMC = CE(Z^i, I) + CE(Z^i^T, I)                CLIP InfoNCE against the identity, both directions
+                                                      summed as the paper writes it (each CE a mean over rows)
     L_train = L_CE + alpha * L_CKT + beta * L_CMC     (alpha = 1, beta = 0.25)
 
 Dynamic Fisher guard, per step, over the trainable parameters theta_j:
@@ -45,10 +46,10 @@ def ckt_loss(teacher_cos: torch.Tensor, student_cos: torch.Tensor, tau: float) -
 
 
 def cmc_loss(student_cos: torch.Tensor, tau: float) -> torch.Tensor:
-    """L_CMC: CLIP InfoNCE of Z = M / tau against the identity, mean of both directions."""
+    """L_CMC: CLIP InfoNCE of Z = M / tau against the identity, image-to-text plus text-to-image."""
     z = student_cos.float() / tau
     target = torch.arange(z.shape[0], device=z.device)
-    return (F.cross_entropy(z, target) + F.cross_entropy(z.t(), target)) / 2
+    return F.cross_entropy(z, target) + F.cross_entropy(z.t(), target)
 
 
 def fisher_guard_weights(non_ce_loss: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

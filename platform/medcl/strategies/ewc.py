@@ -3,13 +3,14 @@
     L = CE_ls + (lam / 2) * sum over stored tasks k of sum_i F_k,i (theta_i - theta*_k,i)^2
 
 After each task, theta*_k is a copy of the weights and F_k the diagonal empirical Fisher of that
-task's loss, estimated on ``fisher_batches`` of its training batches (``StageSampler``, the same
-sharding as training) as the mean of squared gradients of the batch loss:
+task's loss, estimated on N = ``fisher_samples`` of its training samples (one global batch of the
+``StageSampler``, the same sharding as training) as the mean of squared *per-sample* gradients:
 
-    F_i = (1 / B) * sum over batches b of (d CE_ls(b) / d theta_i)^2
+    F_i = (1 / N) * sum over samples n of (d CE_ls(x_n, y_n) / d theta_i)^2
 
-Gradients are averaged over workers before squaring (the gradient of the global batch), so every
-rank holds the same Fisher. ``online: true`` (default, online EWC) keeps a single term with
+(the square of a batch-mean gradient would be about 1/B of it). Each rank sums its own samples'
+squares; the sums are averaged over workers (equal shares), so every rank holds the same Fisher.
+The model is in eval mode meanwhile: no BatchNorm statistics move. ``online: true`` (default, online EWC) keeps a single term with
 F = gamma * F_previous + F_task and theta* = the weights after the latest task; ``online: false``
 keeps one (F_k, theta*_k) pair per task. Fisher and anchors are saved in the strategy state.
 """
@@ -20,28 +21,31 @@ from pydantic import Field
 
 from medcl.engine.optim import sync_gradients
 from medcl.engine.sampling import StageSampler
+from medcl.models.norm import eval_mode
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
 from medcl.strategies.l2 import l2_penalty, snapshot
 
 
-def estimate_fisher(ctx, num_batches: int) -> dict[str, torch.Tensor]:
-    """Diagonal empirical Fisher of the current stage's tasks (see the module docstring)."""
+def estimate_fisher(ctx, num_samples: int) -> dict[str, torch.Tensor]:
+    """Diagonal per-sample empirical Fisher of the current stage's tasks (see the module docstring)."""
     model = ctx.model
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
-    sampler = StageSampler(ctx.tasks, ctx.stage.train_tasks, batch_size=ctx.train_config.batch_size, seed=ctx.seed,
+    global_batch = max(num_samples, ctx.world_size) // ctx.world_size * ctx.world_size
+    sampler = StageSampler(ctx.tasks, ctx.stage.train_tasks, batch_size=global_batch, seed=ctx.seed,
                            stage_index=ctx.stage_index, rank=ctx.rank, world_size=ctx.world_size)
-    was_training = model.training
-    model.eval()  # no batch-norm statistics updates while estimating
-    for images, labels, task_ids in sampler.batches(num_batches):
-        model.zero_grad(set_to_none=True)
-        ctx.task_loss(ctx.make_batch(images, labels, task_ids)).backward()
-        sync_gradients(list(params.values()), ctx.world_size)
-        for name, p in params.items():
-            if p.grad is not None:
-                fisher[name] += p.grad.detach() ** 2 / num_batches
+    images, labels, task_ids = next(iter(sampler.batches(1)))
+    with eval_mode(model):
+        for n in range(len(labels)):
+            model.zero_grad(set_to_none=True)
+            ctx.task_loss(ctx.make_batch(images[n : n + 1], labels[n : n + 1], task_ids[n : n + 1])).backward()
+            for name, p in params.items():
+                if p.grad is not None:
+                    fisher[name] += p.grad.detach() ** 2 / len(labels)
+    for name, p in params.items():  # the ranks' means averaged: sync_gradients on the Fisher itself
+        p.grad = fisher[name]
+    sync_gradients(list(params.values()), ctx.world_size)
     model.zero_grad(set_to_none=True)
-    model.train(was_training)
     return fisher
 
 
@@ -51,7 +55,7 @@ class EWC(Strategy):
 
     class Params(StrategyParams):
         lam: float = Field(1000.0, ge=0, description="weight of the Fisher penalty")
-        fisher_batches: int = Field(8, ge=1, description="training batches the Fisher is estimated on")
+        fisher_samples: int = Field(64, ge=1, description="training samples the per-sample Fisher is estimated on")
         online: bool = Field(True, description="one accumulated Fisher (online EWC) instead of one per task")
         gamma: float = Field(1.0, ge=0, le=1, description="online EWC: decay of the previous Fisher")
 
@@ -72,7 +76,7 @@ class EWC(Strategy):
         return {"loss": ce + self.params.lam / 2 * reg, "ce": ce, "ewc": reg}
 
     def after_task(self, ctx) -> None:
-        fisher = estimate_fisher(ctx, self.params.fisher_batches)
+        fisher = estimate_fisher(ctx, self.params.fisher_samples)
         if self.params.online and self.fishers:
             fisher = {name: self.params.gamma * self.fishers[0][name] + f for name, f in fisher.items()}
             self.fishers, self.anchors = [], []

@@ -5,29 +5,21 @@
 
 on the current batch x, with K the tasks trained in earlier stages (their class prompts are the
 "old heads"), z_k(x) = logit_scale * f(x) . g(prompts of task k) from the model being trained and
-z_k^prev the same from the previous model: a frozen copy taken in ``before_task`` (eval mode,
-``requires_grad=False``, never in the optimiser). The first stage has no old task: plain CE.
+z_k^prev the same from the previous model: a frozen copy taken in ``before_task``
+(:func:`medcl.models.norm.teacher_copy`: ``requires_grad=False``, never in the optimiser, BatchNorm
+normalising as the student's without updating statistics). The first stage has no old task: plain CE.
 After a restart the engine restores the previous task's weights before ``before_task``, so the
 teacher is rebuilt and no state is saved.
 """
 from __future__ import annotations
-
-import copy
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from medcl.models import clip_logits
+from medcl.models.norm import teacher_copy
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
-
-
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A teacher: a deep copy in eval mode with ``requires_grad=False`` and no gradients."""
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    for p in teacher.parameters():
-        p.grad = None
-    return teacher
 
 
 def distill_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -47,7 +39,7 @@ class LwF(Strategy):
 
     def before_task(self, ctx) -> None:
         self.old_tasks = sorted({k for stage in ctx.stages[: ctx.stage_index] for k in stage.train_tasks})
-        self.teacher = frozen_copy(ctx.model) if self.old_tasks else None
+        self.teacher = teacher_copy(ctx.model) if self.old_tasks else None
         with torch.no_grad():
             self.old_heads = {k: ctx.class_embeddings(k, self.teacher) for k in self.old_tasks}
 

@@ -9,11 +9,14 @@ active (summed) and only adapter t is trainable; task k is evaluated with adapte
     sim(t, k) = mean over tensors p of exp(-|| P_t[p] - stopgrad(P_k[p]) ||_F)
     L_CR      = sum over k < t of (1 - sim(t, k))  if modality(k) == modality(t)   (pulled together)
                                    sim(t, k)       otherwise                        (pushed apart)
-    L_ortho   = mean over LoRA modules of adapter t of ||A A^T - I_r||_F^2 + ||B^T B - I_r||_F^2
+    L_ortho   = mean over the LoRA modules of adapters 1..t of ||A A^T - I_r||_F^2 + ||B^T B - I_r||_F^2
+                (0 on the first task)
 
 P_k is the list of adapter k's LoRA tensors (A and B of every targeted layer; an attention layer
-holds two pairs, its q/k/v and output projections). modality(k) is ``Task.modality``. L_ortho is
-taken over the trainable adapter only: the frozen ones add a constant. Launch:
+holds two pairs, its q/k/v and output projections). modality(k) is ``Task.modality``. As in the
+authors' code (VentusAislant/MSLoRA_CR), L_ortho averages over every adapter trained so far and the
+current one, and is skipped on the first task; only adapter t receives its gradient (the frozen
+adapters' terms are constants that set the mean's scale). Launch:
 
     medcl run experiments/mslora_synthmed.yaml
     python experiments/compare_lora.py            # mslora_cr vs lora_incremental vs lora_separate
@@ -70,5 +73,6 @@ class MSLoRACR(LoraPoolStrategy):
         modality = ctx.tasks[t].modality
         peers = [(self.adapter_tensors(k), ctx.tasks[k].modality == modality) for k in range(t)]
         cr = contrastive_regularisation(current, peers)
-        ortho = orthogonality(self.pool.lora_pairs(t))
+        ortho = (orthogonality([pair for k in range(t + 1) for pair in self.pool.lora_pairs(k)])
+                 if t > 0 else ce.new_zeros(()))
         return {"loss": ce + self.params.alpha * cr + self.params.beta * ortho, "ce": ce, "cr": cr, "ortho": ortho}

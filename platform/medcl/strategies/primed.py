@@ -5,8 +5,10 @@
 on the task batch and a batch of ``reference_batch_size`` retrieved image-caption pairs (global,
 split over workers) from the task's *reference set* (formulas in :mod:`medcl.primed.losses`).
 The teacher of L_CKT is the previous-task model: a frozen copy taken in ``before_task`` (for the
-first task, the starting model), eval mode (BatchNorm on batch statistics, see
-:func:`batch_statistics_teacher`), ``requires_grad=False``, outside the gradient all-reduce. L_DFG's anchor is the same previous-task model's weights.
+first task, the starting model), :func:`medcl.models.norm.teacher_copy` (``requires_grad=False``,
+BatchNorm normalising as the student's without updating statistics), outside the gradient
+all-reduce; the student's reference pass keeps its running statistics
+(:func:`medcl.models.norm.running_statistics_kept`). L_DFG's anchor is the same previous-task model's weights.
 
 Reference sets are planned on the driver before the TorchTrainer starts (``prepare_run``,
 :mod:`medcl.primed.planner`): question pool M^i -> dynamic siphon -> three-stage retrieval through
@@ -18,18 +20,17 @@ restored the previous task's weights, so no state is saved.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from medcl.models.norm import running_statistics_kept, teacher_copy
 from medcl.paths import PathStr
 from medcl.primed.losses import ckt_loss, cmc_loss, fisher_guard_weights, pair_cosines
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
 from medcl.strategies.l2 import l2_penalty, snapshot
-from medcl.strategies.lwf import frozen_copy
 
 PLAN_DIR = "primed"
 
@@ -51,41 +52,12 @@ class PrimedParams(StrategyParams):
     reference_batch_size: int = Field(32, ge=2, description="reference pairs per step (global, split over workers)")
     alpha: float = Field(1.0, ge=0, description="weight of L_CKT")
     beta: float = Field(0.25, ge=0, description="weight of L_CMC")
-    tau: float = Field(0.5, gt=0, description="temperature: logits Z = cosine / tau")
+    tau: float | None = Field(None, gt=0, description="temperature: logits Z = cosine / tau; "
+                              "null: the model's own CLIP temperature, 1 / logit_scale.exp()")
     dfg: float = Field(100.0, ge=0, description="weight of the dynamic Fisher guard (0: off)")
     builtin_per_class: int = Field(10, ge=1, description="no index: synthmed pairs per finding and domain in the built-in corpus")
     builtin_seed: int = Field(1, description="no index: seed of the built-in corpus (keep it apart from the experiment's)")
     plan_dir: PathStr | None = Field(None, description="where reference sets are planned/reused; default <run dir>/primed")
-
-
-def batch_statistics_teacher(model: torch.nn.Module) -> torch.nn.Module:
-    """:func:`frozen_copy` whose BatchNorm layers normalise with the batch's statistics, as the
-    student's do while training, without updating their buffers (momentum 0): at the start of a
-    task teacher and student are then the same function on a reference batch (L_CKT = 0). With
-    eval-mode BatchNorm the teacher would use running statistics, which for a randomly initialised
-    model (medcl-tiny's ResNet) are the untrained 0/1 and make it a different, near-degenerate model."""
-    teacher = frozen_copy(model)
-    for module in teacher.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.train()
-            module.momentum = 0.0
-    return teacher
-
-
-@contextlib.contextmanager
-def running_statistics_kept(model: torch.nn.Module):
-    """BatchNorm still normalises with batch statistics (training) but its running statistics are
-    not updated (momentum 0): reference images of other domains must not shift the statistics the
-    model is evaluated with on the tasks."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-    try:
-        yield model
-    finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
 
 
 @register_strategy("primed")
@@ -121,7 +93,7 @@ class Primed(Strategy):
         from medcl.primed.scorer import StartingModelScorer
 
         self._tmp = tempfile.TemporaryDirectory(prefix="medcl-primed-")
-        scorer = StartingModelScorer(frozen_copy(ctx.model), ctx.tokenizer, ctx.preprocess, self.image_size)
+        scorer = StartingModelScorer(teacher_copy(ctx.model), ctx.tokenizer, ctx.preprocess, self.image_size)
         threads = ctx.train_config.torch_threads if ctx.train_config is not None else 1
         plan_reference_sets(ctx.tasks, Path(self._tmp.name), self.params, seed=ctx.seed, model={"worker": True},
                             threads=threads, scorer=scorer, mode=self.plan_mode,
@@ -131,7 +103,7 @@ class Primed(Strategy):
     def before_task(self, ctx) -> None:
         from medcl.primed.stream import ReferenceStream
 
-        self.teacher = batch_statistics_teacher(ctx.model)
+        self.teacher = teacher_copy(ctx.model)
         self.anchor = snapshot(ctx.model) if self.params.dfg else {}
         self.reference = ReferenceStream(self.plan_dir, ctx.stage_index, self.image_size)
         self.tokens = ctx.tokenizer(self.reference.captions) if len(self.reference) >= 2 else None
@@ -149,7 +121,8 @@ class Primed(Strategy):
             student = pair_cosines(ctx.model, images, tokens)
         with torch.no_grad():
             teacher = pair_cosines(self.teacher, images, tokens)
-        ckt, cmc = ckt_loss(teacher, student, p.tau), cmc_loss(student, p.tau)
+        tau = p.tau if p.tau is not None else float(1.0 / ctx.model.logit_scale.exp())
+        ckt, cmc = ckt_loss(teacher, student, tau), cmc_loss(student, tau)
         non_ce = p.alpha * ckt + p.beta * cmc
         terms = {"ce": ce, "ckt": ckt, "cmc": cmc}
         loss = ce + non_ce

@@ -11,9 +11,16 @@ is the text-to-image direction. theta_start is the model at the start of the tas
 Unlike ZSCL's released code, which scores the current images against the reference model's text
 features, both towers of the current model are used, so the distillation also holds the text tower.
 
-Weight ensemble: after every ``ensemble_every``-th step and the last step of a task,
+Weight ensemble: every ``P = max(1, round(ensemble_period * S))`` steps of a task of S steps (ZSCL:
+every 100 of 1,000 iterations, period 0.1) and after its last step,
 theta_avg <- theta_avg + (theta - theta_avg) / (n + 1), starting from theta_avg = theta_start
 (n = 1); at the end of the task theta_avg replaces the weights (the average is what is kept).
+theta covers every floating tensor of the state dict, so BatchNorm running statistics are averaged
+with the weights they belong to (:mod:`medcl.models.norm`).
+
+Normalisation: the teacher is :func:`medcl.models.norm.teacher_copy` of the starting model and the
+student's reference pass runs inside :func:`medcl.models.norm.running_statistics_kept`, so
+reference images of other domains never move the running statistics the tasks are evaluated with.
 """
 from __future__ import annotations
 
@@ -23,9 +30,9 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from medcl.data.reference import ReferenceConfig
+from medcl.models.norm import floating_state, running_statistics_kept, teacher_copy
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
 from medcl.strategies.l2 import l2_penalty, snapshot
-from medcl.strategies.lwf import frozen_copy
 
 
 def distill_ce(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -52,16 +59,19 @@ class ZSCL(Strategy):
         image_weight: float = Field(1.0, ge=0, description="weight of the image-to-text term")
         text_weight: float = Field(1.0, ge=0, description="weight of the text-to-image (transposed) term")
         l2: float = Field(0.01, ge=0, description="weight of ||theta - theta_task_start||^2 (0: off)")
-        ensemble_every: int = Field(100, ge=0, description="weight-ensemble snapshot period in steps (0: off)")
+        ensemble_period: float = Field(0.1, ge=0, le=1, description="weight-ensemble snapshot period as a fraction "
+                                       "of the task's steps (ZSCL: 100 of 1,000 iterations = 0.1; 0: off)")
 
     def setup(self, ctx) -> None:
-        self.teacher = frozen_copy(ctx.model)
+        self.teacher = teacher_copy(ctx.model)
         self.reference = self.params.reference.load()
         self.tokens = ctx.tokenizer(list(self.reference.captions))
 
     def before_task(self, ctx) -> None:
         self.anchor = snapshot(ctx.model) if self.params.l2 else {}
-        self.average, self.snapshots = snapshot(ctx.model), 1
+        self.average, self.snapshots = floating_state(ctx.model), 1
+        period = self.params.ensemble_period
+        self.every = max(1, round(period * ctx.total_steps)) if period else 0
 
     def loss(self, ctx, batch) -> dict[str, torch.Tensor]:
         ce = ctx.task_loss(batch)
@@ -69,7 +79,8 @@ class ZSCL(Strategy):
         size = min(self.params.reference_batch_size, len(self.reference))
         rows = np.sort(rng.choice(len(self.reference), size, replace=False))
         images, tokens = ctx.preprocess(self.reference.images[rows]), self.tokens[rows].to(ctx.device)
-        z = pair_logits(ctx.model, images, tokens)
+        with running_statistics_kept(ctx.model):
+            z = pair_logits(ctx.model, images, tokens)
         with torch.no_grad():
             z_ref = pair_logits(self.teacher, images, tokens)
         image_term = distill_ce(z_ref, z, self.params.temperature)
@@ -83,17 +94,14 @@ class ZSCL(Strategy):
 
     @torch.no_grad()
     def after_step(self, ctx) -> None:
-        every = self.params.ensemble_every
-        if every and (ctx.step % every == 0 or ctx.step == ctx.total_steps):
+        if self.every and (ctx.step % self.every == 0 or ctx.step == ctx.total_steps):
             self.snapshots += 1
-            for name, p in ctx.model.named_parameters():
+            for name, tensor in ctx.model.state_dict().items():
                 if name in self.average:
-                    self.average[name] += (p.detach() - self.average[name]) / self.snapshots
+                    self.average[name] += (tensor.detach() - self.average[name]) / self.snapshots
 
     @torch.no_grad()
     def after_task(self, ctx) -> None:
-        if self.params.ensemble_every:
-            for name, p in ctx.model.named_parameters():
-                if name in self.average:
-                    p.copy_(self.average[name])
+        if self.every:
+            ctx.model.load_state_dict(self.average, strict=False)
         self.anchor, self.average = {}, {}

@@ -68,6 +68,19 @@ def test_the_strategy_loss_reads_each_task_modality():
     p = [strategy.adapter_tensors(k) for k in range(3)]
     expected = (1 - adapter_similarity(p[2], p[0])) + adapter_similarity(p[2], p[1])
     assert terms["cr"].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert terms["ortho"].item() == pytest.approx(orthogonality(strategy.pool.lora_pairs(2)).item(), rel=1e-6)
+    every_adapter = [pair for k in range(3) for pair in strategy.pool.lora_pairs(k)]
+    assert terms["ortho"].item() == pytest.approx(orthogonality(every_adapter).item(), rel=1e-6)
     total = terms["ce"] + 0.1 * terms["cr"] + 0.01 * terms["ortho"]
     assert terms["loss"].item() == pytest.approx(total.item(), rel=1e-6)
+
+
+def test_l_ortho_is_skipped_on_the_first_task():
+    """The authors' code adds L_ortho from the second task on."""
+    tasks = SynthMed().build({"domains": ["xray", "ultrasound"], "num_tasks": 2, "train_per_class": 4, "val_per_class": 1,
+                              "test_per_class": 2}, seed=0)
+    strategy, ctx = build_strategy("mslora_cr", SMALL), make_ctx(tasks)
+    strategy.setup(ctx)
+    strategy.before_task(ctx)
+    split = tasks[0].split("train")
+    terms = strategy.loss(ctx, ctx.make_batch(split.images[:4], split.labels[:4], np.zeros(4, dtype=int)))
+    assert terms["ortho"].item() == 0.0 and terms["loss"].item() == pytest.approx(terms["ce"].item(), rel=1e-6)
