@@ -1,5 +1,6 @@
 """Whole sweeps: Tune trials that are sequence runs, ASHA pruning recorded in Optuna, best.yaml,
-and ``--resume`` after the sweep process is killed.
+``--resume`` after the sweep process is killed, trials with Ray Train workers (resources reserved
+and released), and a trial retried after its process dies.
 
 Trials are 2-task synthmed sequences of 3 steps a task, trained in the trial process
 (``train_workers: 0``, Ray Train local mode) so that a trial costs seconds after the first. The
@@ -9,6 +10,7 @@ task is certain to be in ASHA's worse half.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -67,6 +69,52 @@ def test_sweep_prunes_the_hopeless_arm_and_writes_a_runnable_best(ray_session, t
     best = load_experiment(result.outputs["best"], output_dir=str(tmp_path / "runs"))
     assert best.benchmark.options()["classes"] == TWO and best.name == "prune-best"
     assert run_local(best).metrics["complete"]  # medcl run's worker loop accepts it
+
+
+def _live_placement_groups(ray) -> set[str]:
+    return {pg for pg, v in ray.util.placement_group_table().items() if v["state"] != "REMOVED"}
+
+
+def test_trials_with_train_workers_side_by_side_then_one_after_another(ray_session, tmp_path):
+    """Issue #16: 3 trials of one Train worker each, 2 at a time on 2 CPUs (0.5 CPU for the trial,
+    0.5 for its worker), the third once a slot is free; ASHA stops some. Every trial gets its
+    worker (none FAIL), and no placement group of the sweep is left afterwards."""
+    from medcl.sweep.driver import run_sweep
+
+    before = _live_placement_groups(ray_session)
+    sweep = validate_sweep(tiny_sweep(
+        tmp_path, "workers", num_samples=3, max_concurrent_trials=2,
+        resources={"trial_cpus": 0.5, "train_workers": 1, "worker_cpus": 0.5},
+        space={"benchmark.classes": {"choice": [TWO, FIVE]}},
+        enqueue=[{"benchmark.classes": TWO}, {"benchmark.classes": FIVE}, {"benchmark.classes": TWO}],
+        scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2}))
+    result = run_sweep(sweep)
+    states = [t.state.name for t in result.study.get_trials()]
+    assert len(states) == 3 and set(states) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in states, states
+    assert _live_placement_groups(ray_session) <= before  # the trials' and their workers' groups are gone
+    for trial in result.study.get_trials():
+        run_dir = tmp_path / "workers" / "trials" / f"trial-{trial.number:04d}"
+        assert (run_dir / "checkpoints" / f"task-{trial.user_attrs['tasks_trained']}").is_dir()
+
+
+def test_a_trial_whose_process_dies_is_retried_and_resumes_after_its_last_task(ray_session, tmp_path, monkeypatch):
+    """The trial process (in-process training) exits after task 1 is checkpointed, as on a lost
+    node; Tune runs the trial again (``trial_retries: 1``) and it trains task 2 only."""
+    from medcl.engine.checkpoint import read_state
+    from medcl.sweep.driver import run_sweep
+
+    marker = tmp_path / "fired"
+    monkeypatch.setenv("MEDCL_FAULT", "after_stage=1,rank=0")
+    monkeypatch.setenv("MEDCL_FAULT_ONCE", str(marker))
+    sweep = validate_sweep(tiny_sweep(tmp_path, "retry", num_samples=1, scheduler={"name": "none"},
+                                      resources={"trial_cpus": 1, "train_workers": 0, "trial_retries": 1}))
+    result = run_sweep(sweep)
+    assert marker.exists() and [t.state.name for t in result.study.get_trials()] == ["COMPLETE"]
+    checkpoints = tmp_path / "retry" / "trials" / "trial-0000" / "checkpoints"
+    first, final = read_state(checkpoints / "task-1"), read_state(checkpoints / "task-2")
+    assert final.wall_time_s[0] == first.wall_time_s[0] and final.rows[0] == first.rows[0]  # task 1 not trained again
+    events = [json.loads(line) for line in (checkpoints.parent / "events.jsonl").read_text().splitlines()]
+    assert [e["stage"] for e in events if e["kind"] == "stage_start"] == [1, 2]
 
 
 def _study_states(db: Path) -> list[str]:

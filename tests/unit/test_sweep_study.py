@@ -1,9 +1,8 @@
-"""The Optuna side of a sweep without Tune: ask/tell states, resumption, resource checks."""
+"""The Optuna side of a sweep without Tune: ask/tell states, resumption (resources: test_sweep_capacity)."""
 from __future__ import annotations
 
 import pytest
 
-from medcl.engine.cluster import ResourceError
 from medcl.sweep import validate_sweep
 from medcl.sweep.searcher import StudySearcher, classify
 from medcl.sweep.space import optuna_distributions
@@ -83,24 +82,6 @@ def test_multi_objective_study_and_pruned_trials(tmp_path):
     assert study.best_trials[0].values == [40.0, 30.0]
     with pytest.raises(SweepError, match="directions"):
         open_study(config(tmp_path, objective=["avg"]), resume=True, fresh=False, enqueue=[])
-
-
-def test_resources_are_checked_and_concurrency_fits_the_cluster(tmp_path, monkeypatch):
-    import ray
-
-    from medcl.sweep.driver import check_sweep_resources
-
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
-    big = config(tmp_path, resources={"trial_cpus": 0.5, "train_workers": 2, "worker_cpus": 1})
-    with pytest.raises(ResourceError, match=r"resources.trial_cpus=0.5 \+ resources.train_workers=2 x "
-                                            r"resources.worker_cpus=1\), the cluster has 2"):
-        check_sweep_resources(big)
-    gpu = config(tmp_path, resources={"train_workers": 1, "worker_gpus": 1})
-    with pytest.raises(ResourceError, match="resources.worker_gpus"):
-        check_sweep_resources(gpu)
-    fits = config(tmp_path, max_concurrent_trials=4, resources={"trial_cpus": 0.25, "train_workers": 1, "worker_cpus": 0.5})
-    assert check_sweep_resources(fits) == 2  # 0.75 CPU a trial on 2 CPUs
 
 
 def test_trial_statuses_go_to_telemetry(tmp_path, monkeypatch):

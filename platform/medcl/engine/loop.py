@@ -39,7 +39,9 @@ from medcl.strategies import build_strategy
 
 def train_sequence(loop_config: dict) -> None:
     """Ray Train entry point. ``loop_config``: ``experiment`` (dict), ``tasks`` (ObjectRef of the
-    ordered task list), ``run_dir`` (str)."""
+    ordered task list), ``run_dir`` (str), optionally ``gate`` (a sweep trial's
+    :class:`medcl.sweep.gate.GateClient`: after each task's report, the loop goes on only when the
+    trial says so, and otherwise returns, which ends the Train run normally)."""
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])
     _quiet_ray_train_reports()
     torch.set_num_threads(cfg.train.torch_threads)
@@ -68,7 +70,8 @@ def train_sequence(loop_config: dict) -> None:
     if state.zero_shot is None:
         state.zero_shot = evaluate()
         log.row("zero_shot", state)
-        _checkpoint_and_report(ctx, strategy, state, with_model=False)
+        if not _checkpoint_and_report(ctx, strategy, state, with_model=False, gate=loop_config.get("gate")):
+            return
     for stage_index in range(state.stages_done, len(stages)):
         ctx.stage_index = stage_index
         started = time.perf_counter()
@@ -79,8 +82,10 @@ def train_sequence(loop_config: dict) -> None:
         state.trainable_parameters.append(n_params)
         state.strategy_metrics.append(strategy.extra_metrics(ctx))
         log.row(stages[stage_index].name, state)
-        _checkpoint_and_report(ctx, strategy, state, with_model=True)
+        go_on = _checkpoint_and_report(ctx, strategy, state, with_model=True, gate=loop_config.get("gate"))
         maybe_fail("after_stage", stage=state.stages_done, rank=rank)
+        if not go_on:
+            return
 
 
 def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log: ProgressLog) -> tuple[int, int]:
@@ -136,7 +141,8 @@ def _load(ctx: TrainContext, strategy, directory: Path) -> SequenceState:
     return state
 
 
-def _checkpoint_and_report(ctx: TrainContext, strategy, state: SequenceState, *, with_model: bool) -> None:
+def _checkpoint_and_report(ctx: TrainContext, strategy, state: SequenceState, *, with_model: bool, gate=None) -> bool:
+    """Checkpoint and report ``state``; False when the sweep trial's ``gate`` says stop."""
     done = state.stages_done
     with tempfile.TemporaryDirectory(prefix="medcl-ckpt-") as tmp:
         model_files = strategy.model_files(ctx) if with_model else None
@@ -146,6 +152,7 @@ def _checkpoint_and_report(ctx: TrainContext, strategy, state: SequenceState, *,
         metrics = {"stage": done, "stages": len(ctx.stages), "row": row,
                    "mean_seen": _mean(row[: done] if done else row), "done": done == len(ctx.stages)}
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"task-{done}")
+        return gate is None or gate.after_report(ctx.rank, done, Path(tmp))
 
 
 def _quiet_ray_train_reports() -> None:

@@ -137,9 +137,15 @@ def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], dashboard: bo
                        f"{run.checkpoints}; run the same command again to resume.") from exc
 
 
-def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, joined: bool, callbacks=()):
+def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, joined: bool, callbacks=(),
+                  file_rendezvous: bool | None = None, controller_failure_limit: int = 3,
+                  loop_extras: dict | None = None):
     """The sequence's TorchTrainer (Ray must be initialised); ``callbacks`` are added to its
-    ``RunConfig`` (a sweep trial adds the one that reports each task to Tune)."""
+    ``RunConfig``. Workers meet through a file on one machine (``file_rendezvous``; by default when
+    not ``joined`` or every node is on loopback), else through Ray's TCP rendezvous.
+    ``controller_failure_limit``: worker-group starts that may fail (e.g. time out waiting for
+    nodes) before the run fails. ``loop_extras`` join the worker loop's config (a sweep trial's
+    ``gate``)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -148,11 +154,13 @@ def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, j
     from medcl.engine.cluster import loopback_only
     from medcl.engine.loopback import local_torch_config
 
-    torch_config = None if joined and not loopback_only() else local_torch_config(config.train.use_gpu)
+    if file_rendezvous is None:
+        file_rendezvous = not joined or loopback_only()
+    torch_config = local_torch_config(config.train.use_gpu) if file_rendezvous else None
     return TorchTrainer(
         train_sequence,
         train_loop_config={"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks),
-                           "run_dir": str(run.path)},
+                           "run_dir": str(run.path), **(loop_extras or {})},
         scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=config.train.use_gpu,
                                      resources_per_worker={"CPU": config.train.cpus_per_worker}),
         run_config=RunConfig(name="checkpoints", storage_path=str(run.path), callbacks=list(callbacks) or None,
@@ -160,7 +168,7 @@ def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, j
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
                              logging_config=LoggingConfig(log_level=train_log_level()),
                              failure_config=FailureConfig(max_failures=config.train.max_failures,
-                                                          controller_failure_limit=3)),
+                                                          controller_failure_limit=controller_failure_limit)),
         **({"torch_config": torch_config} if torch_config is not None else {}),
     )
 

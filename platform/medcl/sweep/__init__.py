@@ -5,7 +5,9 @@
 
 Modules: ``config`` (the sweep file), ``space`` (dimensions, orders, a trial's experiment),
 ``running`` (per-task metrics), ``searcher`` (Tune searcher over an Optuna study), ``study``
-(storage, resume), ``trainable`` (one trial), ``driver`` (the whole sweep), ``outputs``, ``plots``.
+(storage, resume), ``trainable`` (one trial), ``gate`` (trial <-> workers, task by task),
+``capacity`` (cluster files, packing trials onto nodes), ``placement`` (concurrency, time-outs,
+rendezvous, retries), ``driver`` (the whole sweep), ``outputs``, ``plots``.
 """
 from medcl.sweep.config import SweepConfig, SweepConfigError, load_sweep, validate_sweep
 

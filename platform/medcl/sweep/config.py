@@ -143,18 +143,28 @@ class Scheduler(_Model):
 
 
 class Resources(_Model):
-    """What each trial takes from the cluster.
+    """What each trial takes from the cluster, and how the sweep fits the cluster.
 
-    ``trial_cpus``: CPUs the Tune trial reserves. ``train_workers``: Ray Train workers per trial
-    (each ``worker_cpus`` CPUs, ``worker_gpus`` 0 or 1 GPU), scheduled beside the trial; with
-    ``train_workers: 0`` the sequence trains inside the trial process (Ray Train local mode, one
-    worker, ``trial_cpus`` should then be at least 1). A trial thus takes ``trial_cpus +
-    train_workers * worker_cpus`` CPUs; the sweep never runs more trials at once than fit."""
+    ``trial_cpus``: CPUs the Tune trial reserves (it drives its Train run). ``train_workers``: Ray
+    Train workers per trial (each ``worker_cpus`` CPUs and ``worker_gpus`` 0 or 1 GPU), placed by
+    Ray Train in their own placement group; with ``train_workers: 0`` the sequence trains inside
+    the trial process (Ray Train local mode, one worker; ``trial_cpus`` should then be at least 1).
+    The sweep never runs more trials at once than the cluster (at its largest, when its autoscaler
+    is known) holds; see :mod:`medcl.sweep.placement`.
+
+    ``cluster``: the cluster file the autoscaler reads (launcher YAML or KubeRay RayCluster/RayJob;
+    default on a launcher head: ``~/ray_bootstrap_config.yaml``). ``node_wait_s``: how long a
+    trial's workers may wait for autoscaled nodes per try. ``trial_retries``: runs of a trial after
+    an error or a lost node, each resuming after its last finished task (default: 2 on a joined
+    cluster, 0 on a local Ray)."""
 
     trial_cpus: float = Field(default=0.25, gt=0)
     train_workers: int = Field(default=1, ge=0)
     worker_cpus: float = Field(default=1.0, gt=0)
     worker_gpus: Literal[0, 1] = 0
+    cluster: PathStr | None = None
+    node_wait_s: float = Field(default=1800.0, gt=0)
+    trial_retries: int | None = Field(default=None, ge=0)
 
     @property
     def cpus_per_trial(self) -> float:

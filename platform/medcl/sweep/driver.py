@@ -5,11 +5,12 @@
 
 Each invocation runs one Tune experiment (``sweeps/<name>/tune/<stamp>/``) of ``num_samples`` minus
 the trials the study has already finished; trials a crash left RUNNING are run again first, under
-their own number and run directory (see :mod:`medcl.sweep.study`).
+their own number and run directory (see :mod:`medcl.sweep.study`). How many trials run at once,
+how long their Train workers may wait for nodes, and how often a trial is retried come from the
+cluster (:mod:`medcl.sweep.placement`).
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -44,8 +45,8 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, fresh: bool = False) 
     total = sweep.num_samples
     if sweep.orders_only:
         enqueue, total = [{"order": ORDER_SEP.join(o)} for o in orders], len(orders)
-    connect(None, dashboard=False)
-    concurrency = check_sweep_resources(sweep)
+    joined = connect(None, dashboard=False)
+    plan = sweep_plan(sweep, joined)
     study = open_study(sweep, resume=resume, fresh=fresh, enqueue=enqueue)
     (sweep.sweep_dir / "sweep.yaml").write_text(_sweep_yaml(sweep))
     interrupted = interrupted_trials(study)
@@ -57,52 +58,36 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, fresh: bool = False) 
         print(f"medcl: resuming {len(interrupted)} interrupted trial(s): "
               f"{', '.join(f'trial-{t.number:04d}' for t in interrupted)}", flush=True)
     if remaining > 0:
-        print(f"medcl: sweep {sweep.name}: {remaining} trial(s) to run, at most {concurrency} at once; "
+        print(f"medcl: sweep {sweep.name}: {remaining} trial(s) to run, at most {plan.concurrency} at once; "
               f"study {sweep.storage_url}", flush=True)
-        _tune(sweep, study, distributions, interrupted, remaining, concurrency, len(task_names))
+        _tune(sweep, study, distributions, interrupted, remaining, plan, len(task_names))
     from medcl.sweep.outputs import write_sweep_outputs
 
     outputs = write_sweep_outputs(sweep, study, orders)
     return SweepResult(sweep.sweep_dir, study, outputs, time.perf_counter() - started)
 
 
-def check_sweep_resources(sweep: SweepConfig) -> int:
-    """How many trials may run at once: ``max_concurrent_trials``, lowered to what the cluster
-    holds. A trial that cannot fit at all raises :class:`ResourceError` naming the fields (on a
-    cluster joined through ``RAY_ADDRESS`` the autoscaler may add nodes: then a warning)."""
-    import ray
+def sweep_plan(sweep: SweepConfig, joined: bool):
+    """The sweep's :class:`~medcl.sweep.placement.SweepPlan` for the connected Ray; prints its notes.
+    Raises :class:`ResourceError` (naming the ``resources`` fields) when no trial can ever fit."""
+    from medcl.sweep.capacity import ClusterFileError
+    from medcl.sweep.placement import cluster_spec, current_nodes, plan_sweep
 
-    res, have = sweep.resources, ray.cluster_resources()
-    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
-    need_gpu = res.worker_gpus if res.train_workers == 0 else res.gpus_per_trial
-    short = []
-    if res.cpus_per_trial > cpus + 1e-9:
-        short.append(f"a trial needs {res.cpus_per_trial:g} CPUs (resources.trial_cpus={res.trial_cpus:g} + "
-                     f"resources.train_workers={res.train_workers} x resources.worker_cpus={res.worker_cpus:g}), "
-                     f"the cluster has {cpus:g}")
-    if need_gpu > gpus:
-        short.append(f"a trial needs {need_gpu} GPU(s) (resources.worker_gpus), the cluster has {gpus:g}")
-    if short:
-        message = "not enough resources for a trial: " + "; ".join(short)
-        if os.environ.get("RAY_ADDRESS"):
-            print(f"medcl: warning: {message} (waiting for the autoscaler)", flush=True)
-            return sweep.max_concurrent_trials
-        raise ResourceError(message)
-    fit = math.floor(cpus / res.cpus_per_trial + 1e-9)
-    if need_gpu:
-        fit = min(fit, math.floor(gpus / need_gpu + 1e-9))
-    if sweep.max_concurrent_trials > fit and not os.environ.get("RAY_ADDRESS"):
-        print(f"medcl: running at most {fit} trial(s) at once: max_concurrent_trials={sweep.max_concurrent_trials} "
-              f"x {res.cpus_per_trial:g} CPUs each would oversubscribe the cluster's {cpus:g} CPUs", flush=True)
-        return fit
-    return sweep.max_concurrent_trials
+    try:
+        spec = cluster_spec(sweep.resources.cluster, joined)
+    except ClusterFileError as exc:
+        raise ResourceError(f"resources.cluster: {exc}") from None
+    plan = plan_sweep(sweep, nodes=current_nodes(), joined=joined, spec=spec)
+    for note in plan.notes:
+        print(f"medcl: {note}", flush=True)
+    return plan
 
 
-def _tune(sweep, study, distributions, interrupted, remaining: int, concurrency: int, n_tasks: int) -> None:
+def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_tasks: int) -> None:
     from ray import tune
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
-    from medcl.sweep.trainable import make_trainable, trial_name
+    from medcl.sweep.trainable import SequenceTrial, trial_name
 
     # The zero-shot report and early tasks carry no value for some metrics (BWT after one task):
     # ASHA skips such results; Tune's strict check would reject them.
@@ -117,14 +102,17 @@ def _tune(sweep, study, distributions, interrupted, remaining: int, concurrency:
         scheduler = AsyncHyperBandScheduler(time_attr=TIME_ATTR, metric=sweep.prune_metric, mode=mode,
                                             max_t=n_tasks, grace_period=sweep.scheduler.grace_period,
                                             reduction_factor=sweep.scheduler.reduction_factor)
+    trainable = tune.with_parameters(SequenceTrial, sweep=sweep, plan=plan.trial)
     tuner = tune.Tuner(
-        tune.with_resources(make_trainable(sweep), trial_resources),
+        tune.with_resources(trainable, trial_resources),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                    max_concurrent_trials=concurrency, reuse_actors=res.train_workers == 0,
+                                    max_concurrent_trials=plan.concurrency, reuse_actors=False,
                                     trial_name_creator=lambda t: trial_name(t.config["trial_number"]),
                                     trial_dirname_creator=lambda t: trial_name(t.config["trial_number"])),
         run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), storage_path=str(sweep.sweep_dir / "tune"),
-                                  verbose=0, failure_config=tune.FailureConfig(max_failures=0)),
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=plan.trial_retries),
+                                  # no Tune checkpoints: a trial's run directory is its checkpoint
+                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
     )
     tuner.fit()
 
@@ -158,4 +146,4 @@ def _sweep_yaml(sweep: SweepConfig) -> str:
     return yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
 
 
-__all__ = ["run_sweep", "check_sweep_resources", "SweepResult", "SweepError"]
+__all__ = ["run_sweep", "sweep_plan", "SweepResult", "SweepError"]

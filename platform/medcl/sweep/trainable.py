@@ -1,73 +1,45 @@
-"""One sweep trial = one sequence run, as a Ray Tune function trainable.
+"""One sweep trial = one sequence run, as a Ray Tune class trainable (public Tune and Train APIs only).
 
 The trial's experiment is the base experiment with the trial's parameters (``space.trial_experiment``);
 its run directory is ``sweeps/<name>/trials/trial-<number>/``, a full run directory (``medcl report``
-reads it; rerunning the trial resumes after its last finished task). After every task the engine
-reports a checkpoint; the trial then writes ``matrix.csv``/``metrics.json`` and reports to Tune::
+reads it; a trial run again, after a crash or a lost node, resumes after its last finished task).
+Each :meth:`SequenceTrial.step` is one task: it returns the running metrics after that task::
 
-    {"task": k, "tasks": T, "avg": ..., "last": ..., "transfer": ..., ...}   # running metrics, k = 0..T
+    {"task": k, "tasks": T, "avg": ..., "last": ..., "transfer": ..., ...}   # k = 0..T, "done" at k = T
 
 ``task`` is ASHA's time attribute (``k = 0`` is the zero-shot row, without metrics).
 
-Two ways to train, by ``resources.train_workers``:
+How it trains: ``setup`` starts ``TorchTrainer.fit()`` in a thread of the trial process, with a
+:class:`~medcl.sweep.gate.GateClient` in the worker loop's config. After each task the workers wait
+at the gate until Tune has seen the task: ``step`` returns it, and the next ``step`` (Tune wants
+more) lets them go on; ``cleanup`` (Tune stopped the trial: ASHA, the last task, an error) closes
+the gate, the workers return, and Ray Train ends the run normally, removing its worker group and
+placement group before Tune releases the trial's own resources. ``resources.train_workers``:
 
-* ``>= 1``: a ``TorchTrainer`` with that many workers is built inside the Tune function
-  (``engine.runner.build_trainer``) with :class:`SequenceReportCallback`, a ``TuneReportCallback``
-  that forwards each task's running metrics instead of the worker's raw report.
+* ``>= 1``: a ``TorchTrainer`` with that many workers (``engine.runner.build_trainer``), scheduled
+  by Ray Train in its own placement group; the trial itself reserves only ``trial_cpus``.
 * ``0``: Ray Train local mode (``ScalingConfig(num_workers=0)``): the worker loop runs in the trial
-  process, whose Train report is bridged to ``ray.tune.report`` (no worker processes to start, so a
-  small trial costs seconds instead of a worker's start-up).
+  process (no worker start-up, the right choice for small trials); the gate client copies each
+  task's checkpoint into the run directory, as Ray Train does for workers.
 """
 from __future__ import annotations
 
-import shutil
+import os
+import threading
 from pathlib import Path
 
-from medcl.sweep.config import SweepConfig
+from ray import tune
+
 from medcl.sweep.running import running_metrics
 from medcl.sweep.searcher import TIME_ATTR
+
+START_TIMEOUT_VARIABLE = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # named by Ray Train's own time-out error
+STOP_WAIT_S = 120.0  # how long cleanup waits for the Train run to end after closing the gate
+POLL_S = 2.0
 
 
 def trial_name(number: int) -> str:
     return f"trial-{number:04d}"
-
-
-def make_trainable(sweep: SweepConfig):
-    """The Tune function for ``sweep`` (config: ``{"trial_number", "params"}``)."""
-
-    def sequence_trial(config: dict) -> None:
-        run_trial(sweep, config["trial_number"], config["params"])
-
-    return sequence_trial
-
-
-def run_trial(sweep: SweepConfig, number: int, params: dict) -> None:
-    import ray.tune
-
-    from medcl.config import validate_experiment
-    from medcl.engine.checkpoint import latest_checkpoint, read_state
-    from medcl.engine.runner import build_tasks, prepare_run_dir, prepare_strategy
-    from medcl.strategies import build_strategy
-    from medcl.sweep.space import trial_experiment
-
-    raw = trial_experiment(sweep, params, name=trial_name(number), output_dir=str(sweep.sweep_dir / "trials"))
-    experiment = validate_experiment(raw, source=trial_name(number))
-    tasks = build_tasks(experiment)
-    run = prepare_run_dir(experiment, fresh=False)
-    strategy = build_strategy(experiment.strategy.name, experiment.strategy.params())
-    stages = strategy.stages(tasks)
-    last = latest_checkpoint(run.checkpoints)
-    if last is not None and read_state(last).stages_done == len(stages):  # finished before a crash
-        ray.tune.report(task_report(run.path, last, experiment))
-        return
-    experiment = prepare_strategy(strategy, experiment, tasks, run)
-    if sweep.resources.train_workers == 0:
-        _fit_local(experiment, run, tasks)
-    else:
-        from medcl.engine.runner import build_trainer
-
-        build_trainer(experiment, run, tasks, joined=_joined(),
-                      callbacks=[SequenceReportCallback(str(run.path), experiment.model_dump(mode="json"))]).fit()
 
 
 def task_report(run_dir: str | Path, checkpoint_dir: Path, experiment) -> dict:
@@ -87,85 +59,125 @@ def task_report(run_dir: str | Path, checkpoint_dir: Path, experiment) -> dict:
     return report
 
 
-def _fit_local(experiment, run, tasks) -> None:
-    """Train in this process through Ray Train's local mode, reporting each task to Tune.
+class SequenceTrial(tune.Trainable):
+    """Tune config: ``{"trial_number", "params"}`` (from the searcher); ``sweep`` (the
+    :class:`~medcl.sweep.config.SweepConfig`) and ``plan`` (:class:`medcl.sweep.placement.TrialPlan`)
+    come through ``tune.with_parameters``."""
 
-    Ray 2.60 refuses ``ray.train.*`` calls while a Tune session is active (it wants Tune functions
-    to use ``ray.tune.*``); the engine's worker loop must stay a Train loop, so for the duration of
-    the fit the Tune session is marked as a rank-0 worker session (what Ray's check looks at) and
-    the bridge reports to it directly. The mark is removed afterwards, also on a stop or an error.
-    """
+    def setup(self, config: dict, sweep=None, plan=None) -> None:
+        from medcl.config import validate_experiment
+        from medcl.engine.checkpoint import latest_checkpoint, read_state
+        from medcl.engine.runner import build_tasks, prepare_run_dir, prepare_strategy
+        from medcl.strategies import build_strategy
+        from medcl.sweep.space import trial_experiment
+
+        self.gate, self.thread, self.final, self.pending = None, None, None, None
+        os.environ.update(plan.environment)  # fault injection variables, forwarded to the workers too
+        number = config["trial_number"]
+        raw = trial_experiment(sweep, config["params"], name=trial_name(number), output_dir=str(sweep.sweep_dir / "trials"))
+        self.experiment = validate_experiment(raw, source=trial_name(number))
+        tasks = build_tasks(self.experiment)
+        self.run = prepare_run_dir(self.experiment, fresh=False)
+        strategy = build_strategy(self.experiment.strategy.name, self.experiment.strategy.params())
+        last = latest_checkpoint(self.run.checkpoints)
+        if last is not None and read_state(last).stages_done == len(strategy.stages(tasks)):  # finished before a crash
+            self.final = task_report(self.run.path, last, self.experiment)
+            return
+        experiment = prepare_strategy(strategy, self.experiment, tasks, self.run)
+        self._start(experiment, tasks, sweep.resources.train_workers, plan)
+
+    def _start(self, experiment, tasks, train_workers: int, plan) -> None:
+        from medcl.sweep.gate import GateClient, start_gate
+
+        self.gate = start_gate()
+        if train_workers == 0:
+            trainer = _local_trainer(experiment, self.run, tasks, GateClient(self.gate, str(self.run.checkpoints)))
+        else:
+            from medcl.engine.runner import build_trainer
+
+            os.environ.setdefault(START_TIMEOUT_VARIABLE, f"{plan.start_timeout_s:g}")
+            trainer = build_trainer(experiment, self.run, tasks, joined=True, file_rendezvous=plan.rendezvous == "file",
+                                    controller_failure_limit=plan.controller_failure_limit,
+                                    loop_extras={"gate": GateClient(self.gate)})
+        self.thread = _FitThread(trainer)
+        self.thread.start()
+
+    def step(self) -> dict:
+        import ray
+
+        if self.final is not None:
+            return {**self.final, "done": True}
+        if self.pending is not None:  # Tune asked for more: the workers may train the next task
+            ray.get(self.gate.decide.remote(self.pending, True))
+            self.pending = None
+        done = self._next_report()
+        report = task_report(self.run.path, self.run.checkpoints / f"task-{done}", self.experiment)
+        if done >= report["tasks"]:
+            report["done"] = True
+        else:
+            self.pending = done
+        return report
+
+    def _next_report(self) -> int:
+        """The next task index rank 0 reported; raises the run's error if it ended without one."""
+        import ray
+
+        while True:
+            alive = self.thread.is_alive()
+            done = ray.get(self.gate.next_report.remote(POLL_S))
+            if done is not None:
+                return done
+            if not alive:
+                self.thread.join()
+                raise RuntimeError(f"{self.run.path}: training ended without reporting the next task: "
+                                   f"{self.thread.error or 'no error raised'}")
+
+    def cleanup(self) -> None:
+        """Close the gate and wait (at most ``STOP_WAIT_S``) for Ray Train to end the run, so its
+        placement group is gone before Tune releases this trial's resources."""
+        import ray
+
+        if self.gate is None:
+            return
+        try:
+            ray.get(self.gate.stop.remote(), timeout=30)
+        except Exception:  # the gate is gone: the workers stop at their next task anyway
+            pass
+        if self.thread is not None:
+            self.thread.join(timeout=STOP_WAIT_S)
+        ray.kill(self.gate)
+        self.gate = None
+
+
+class _FitThread(threading.Thread):
+    """Runs ``trainer.fit()``; keeps its exception (root cause first) for the trial to raise."""
+
+    def __init__(self, trainer):
+        super().__init__(name="medcl-sequence", daemon=True)
+        self.trainer, self.error = trainer, None
+
+    def run(self) -> None:
+        try:
+            self.trainer.fit()
+        except BaseException as exc:  # noqa: BLE001 - reported through the trial's step
+            self.error = _root_cause(exc)
+
+
+def _local_trainer(experiment, run, tasks, gate):
+    """Ray Train local mode: the worker loop in this process, world size 1."""
     import ray
     from ray.train import RunConfig, ScalingConfig
-    from ray.train._internal.session import get_session
     from ray.train.torch import TorchTrainer
 
     from medcl.engine.loop import train_sequence
 
-    session = get_session()
-
-    def bridged(loop_config: dict) -> None:
-        from ray.train.v2._internal.execution.train_fn_utils import set_train_fn_utils
-
-        set_train_fn_utils(_TuneBridge(run.path, experiment, session))
-        train_sequence(loop_config)
-
-    trainer = TorchTrainer(bridged, scaling_config=ScalingConfig(num_workers=0),
-                           train_loop_config={"experiment": experiment.model_dump(mode="json"),
-                                              "tasks": ray.put(tasks), "run_dir": str(run.path)},
-                           run_config=RunConfig(name="checkpoints", storage_path=str(run.path)))
-    session.world_rank = 0
-    try:
-        trainer.fit()
-    finally:
-        session.world_rank = None
+    return TorchTrainer(train_sequence, scaling_config=ScalingConfig(num_workers=0),
+                        train_loop_config={"experiment": experiment.model_dump(mode="json"), "tasks": ray.put(tasks),
+                                           "run_dir": str(run.path), "gate": gate},
+                        run_config=RunConfig(name="checkpoints", storage_path=str(run.path)))
 
 
-def _tune_bridge_base():
-    from ray.train.v2._internal.execution.train_fn_utils import LocalTrainFnUtils
-
-    return LocalTrainFnUtils
-
-
-class _TuneBridge(_tune_bridge_base()):
-    """Local-mode Train utilities whose ``report`` keeps the checkpoint in the run directory (as a
-    Train run with workers does) and reports the task's running metrics to the Tune session."""
-
-    def __init__(self, run_dir: Path, experiment, session):
-        super().__init__(experiment_name="checkpoints")
-        self.run_dir, self.experiment, self.session = Path(run_dir), experiment, session
-
-    def report(self, metrics, checkpoint=None, checkpoint_dir_name=None, **kwargs) -> None:
-        super().report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name, **kwargs)
-        target = self.run_dir / "checkpoints" / checkpoint_dir_name
-        shutil.copytree(checkpoint.path, target, dirs_exist_ok=True)
-        self.session.report(task_report(self.run_dir, target, self.experiment))
-
-
-def _callback_base():
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    return TuneReportCallback
-
-
-class SequenceReportCallback(_callback_base()):
-    """Runs in the Train controller: after each task's report, write the run directory's outputs
-    and forward the running metrics (not the worker's raw row) to the Tune trial."""
-
-    def __init__(self, run_dir: str, experiment: dict):
-        super().__init__()
-        self.run_dir, self.experiment = run_dir, experiment
-
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        from medcl.config import ExperimentConfig
-
-        if checkpoint is None:
-            return
-        report = task_report(self.run_dir, Path(checkpoint.path), ExperimentConfig.model_validate(self.experiment))
-        self._training_actor_item_queue.put(report)
-
-
-def _joined() -> bool:
-    import os
-
-    return bool(os.environ.get("RAY_ADDRESS"))
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}"
