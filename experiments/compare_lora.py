@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from medcl.cli import main as medcl_main
-from medcl.config import apply_overrides, validate_experiment
+from medcl.config import ExperimentConfig, apply_overrides, validate_experiment
+from medcl.paths import resolve_paths
 from medcl.engine.runner import run_experiment
 
 DEFAULT = Path(__file__).with_name("mslora_synthmed.yaml")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = copy.deepcopy(raw)
         experiment["name"] = f"{raw['name']}-{name}"
         experiment["strategy"] = strategy_section(raw["strategy"], name)
-        config = validate_experiment(experiment, str(args.experiment))
+        config = validate_experiment(resolve_paths(experiment, ExperimentConfig), str(args.experiment))
         run_dirs.append(run_experiment(config, fresh=args.fresh).run.path)
     out = Path(raw.get("output_dir", "runs")) / raw["name"]
     status = medcl_main(["compare", *map(str, run_dirs), "--out", str(out)])

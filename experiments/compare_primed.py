@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from medcl.cli import main as medcl_main
-from medcl.config import apply_overrides, validate_experiment
+from medcl.config import ExperimentConfig, apply_overrides, validate_experiment
+from medcl.paths import resolve_paths
 from medcl.engine.runner import run_experiment
 
 EXPERIMENTS = {"synthmed": "primed_synthmed.yaml", "medical": "primed_medical.yaml"}
@@ -29,7 +30,7 @@ PARAMS = {
     "rehearsal": {"buffer_size": 300, "policy": "class_balanced", "replay_fraction": 0.5},
     # ZSCL's reference pairs: synthmed domains outside the synthmed sequence (the ZSCL default style)
     "zscl": {"reference": {"name": "synthmed", "seed": 1, "domains": ["histology", "ct", "dermoscopy"], "per_class": 20},
-             "ensemble_every": 10},
+             "ensemble_period": 0.1},
 }
 
 
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             experiment["strategy"] = {"name": name, **PARAMS.get(name, {})}
         experiment["strategy"]["name"] = name
         try:
-            run_dirs.append(str(run_experiment(validate_experiment(experiment, str(path)), fresh=args.fresh).run.path))
+            config = validate_experiment(resolve_paths(experiment, ExperimentConfig), str(path))  # paths: from the cwd
+            run_dirs.append(str(run_experiment(config, fresh=args.fresh).run.path))
         except Exception as exc:  # one failed strategy should not lose the others' comparison
             print(f"compare_primed: {name} failed: {exc}", file=sys.stderr)
             failed.append(name)

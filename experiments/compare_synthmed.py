@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from medcl.cli import main as medcl_main
-from medcl.config import apply_overrides, validate_experiment
+from medcl.config import ExperimentConfig, apply_overrides, validate_experiment
+from medcl.paths import resolve_paths
 from medcl.engine.runner import run_experiment
 from medcl.strategies import STRATEGIES
 
@@ -29,7 +30,7 @@ EXPERIMENT = Path(__file__).with_suffix(".yaml")
 STRATEGY_PARAMS = {
     "rehearsal": {"buffer_size": 300, "policy": "class_balanced", "replay_fraction": 0.5},
     "zscl": {"reference": {"name": "synthmed", "seed": 1, "domains": ["histology", "ct", "dermoscopy"], "per_class": 20},
-             "ensemble_every": 10},
+             "ensemble_period": 0.1},
 }
 
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         experiment["name"] = f"{raw['name']}-{name}"
         experiment["strategy"] = {"name": name, **STRATEGY_PARAMS.get(name, {})}
         try:
-            run_dirs.append(str(run_experiment(validate_experiment(experiment, str(EXPERIMENT)), fresh=args.fresh).run.path))
+            config = validate_experiment(resolve_paths(experiment, ExperimentConfig), str(EXPERIMENT))  # paths: from the cwd
+            run_dirs.append(str(run_experiment(config, fresh=args.fresh).run.path))
         except Exception as exc:  # one broken strategy should not lose the others' comparison
             print(f"compare_synthmed: {name} failed: {exc}", file=sys.stderr)
             failed.append(name)
