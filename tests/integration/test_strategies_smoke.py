@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 STEPS = 5
 # Parameters that keep a strategy cheap here; strategies not listed run with their defaults.
-SMOKE_PARAMS = {"zscl": {"reference": {"name": "synthmed", "per_class": 2}, "ensemble_every": 2, "l2": 1.0},
+SMOKE_PARAMS = {"zscl": {"reference": {"name": "synthmed", "per_class": 2}, "ensemble_period": 0.5, "l2": 1.0},
                 "rehearsal": {"buffer_size": 20}, "ewc": {"fisher_samples": 4}}
 
 

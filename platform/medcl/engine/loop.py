@@ -33,6 +33,7 @@ from medcl.engine.progress import ProgressLog
 from medcl.engine.sampling import StageSampler
 from medcl.engine.preprocess import to_model_input
 from medcl.models import create_model
+from medcl.models.norm import resolve_freeze_norm, sync_running_statistics
 from medcl.rundir import RunDir
 from medcl.strategies import build_strategy
 
@@ -58,7 +59,8 @@ def train_sequence(loop_config: dict) -> None:
     ctx = TrainContext(model=model, tokenizer=bundle.tokenizer, tasks=tasks, stages=stages, device=device,
                        rank=rank, world_size=world, label_smoothing=cfg.train.label_smoothing, seed=cfg.seed,
                        preprocess=lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std, device),
-                       train_config=cfg.train)
+                       train_config=cfg.train, freeze_norm=resolve_freeze_norm(cfg.model.freeze_norm, cfg.model.pretrained))
+    ctx.train_mode()  # teachers taken in setup normalise as the training student does
     strategy.setup(ctx)
     run = RunDir(Path(loop_config["run_dir"]))
     state = _restore(ctx, strategy, run.checkpoints)
@@ -96,12 +98,13 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log
     total = sampler.steps_for(steps, cfg.train.epochs_per_task)
     torch.manual_seed(cfg.seed * 1_000_003 + ctx.stage_index * 1_009 + ctx.rank)
     ctx.step, ctx.total_steps = 0, total
+    ctx.train_mode()  # before the hook: teachers copied there see the training modes
     strategy.before_task(ctx)
     params = list(strategy.trainable_parameters(ctx))
     optimizer, scheduler = build_optimizer(params, cfg.train, total)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
-    ctx.model.train()
+    ctx.train_mode()  # again: before_task may have frozen parameters (a LoRA base and its BatchNorm)
     log.start_stage(stage.name, ctx.stage_index, len(ctx.stages), total)
     for images, labels, task_ids in sampler.batches(total):
         batch = ctx.make_batch(images, labels, task_ids)
@@ -116,6 +119,7 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log
         strategy.after_step(ctx)
         log.step(ctx.step, terms, len(batch) * ctx.world_size)
     strategy.after_task(ctx)
+    sync_running_statistics(ctx.model, ctx.world_size)
     return total, sum(p.numel() for p in params)
 
 

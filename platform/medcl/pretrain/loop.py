@@ -30,6 +30,7 @@ from medcl.engine.preprocess import to_model_input
 from medcl.engine.progress import ProgressLog
 from medcl.faults import maybe_fail
 from medcl.models import create_model
+from medcl.models.norm import sync_running_statistics
 from medcl.pretrain import checkpoint as ckpt
 from medcl.pretrain.config import PretrainConfig
 from medcl.pretrain.data import PairSampler, PretrainData
@@ -71,6 +72,7 @@ def pretrain_worker(loop_config: dict) -> None:
     _train(cfg, model, bundle.tokenizer, preprocess, sampler, (optimizer, scheduler, params), state, run,
            rank=rank, world=world, persist=loop_config.get("persist", False))
     if not state.done:
+        sync_running_statistics(model, world)  # BatchNorm: the saved statistics are every rank's mean
         state.after = evaluate() or {}
         _checkpoint_and_report(state, model, optimizer, scheduler, rank, run, loop_config.get("persist", False))
 
