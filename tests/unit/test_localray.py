@@ -14,7 +14,8 @@ from medcl.engine import localray
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for key in ("MEDCL_DEBUG", "MEDCL_VERBOSE", localray.API_SERVER_VARIABLE, localray.PREEMPTION_WATCHER_VARIABLE):
+    for key in ("MEDCL_DEBUG", "MEDCL_VERBOSE", "RAY_AIR_NEW_OUTPUT", localray.API_SERVER_VARIABLE,
+                localray.PREEMPTION_WATCHER_VARIABLE, localray.NO_DASHBOARD_VARIABLE):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(localray, "_api_server_set_here", None)
     return monkeypatch
@@ -27,17 +28,24 @@ def test_without_dashboard_state_queries_stay_on_this_ray_and_the_cleaner_warnin
     assert os.environ[localray.PREEMPTION_WATCHER_VARIABLE] == "0"
     assert kwargs["include_dashboard"] is False and kwargs["_node_ip_address"] == "127.0.0.1"
     assert kwargs["logging_level"] == logging.WARNING
-    assert kwargs["runtime_env"] == {"worker_process_setup_hook": "medcl.engine.localray.quiet_worker"}
+    assert kwargs["runtime_env"] == {"worker_process_setup_hook": "medcl.engine.localray.quiet_worker",
+                                     "env_vars": {localray.NO_DASHBOARD_VARIABLE: "1"}}
     again = localray.local_init_kwargs(2, dashboard=False)  # a second local Ray: its own port
     assert os.environ[localray.API_SERVER_VARIABLE] == f"http://127.0.0.1:{again['dashboard_port']}"
 
 
 def test_with_dashboard_or_verbose_nothing_is_filtered(clean_env):
     kwargs = localray.local_init_kwargs(1, dashboard=True)
-    assert kwargs["include_dashboard"] is True and "runtime_env" not in kwargs
+    assert kwargs["include_dashboard"] is True and kwargs["runtime_env"]["env_vars"] == {
+        localray.NO_DASHBOARD_VARIABLE: "0"}  # the cleaner's state queries work: its warnings would mean something
+    localray.quiet_tune_output()
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+    clean_env.delenv("RAY_AIR_NEW_OUTPUT")
     clean_env.setenv("MEDCL_VERBOSE", "1")
     kwargs = localray.local_init_kwargs(1, dashboard=False)
     assert "runtime_env" not in kwargs and kwargs["logging_level"] == logging.INFO
+    localray.quiet_tune_output()
+    assert "RAY_AIR_NEW_OUTPUT" not in os.environ
     assert localray.train_log_level() == "INFO"
     clean_env.delenv("MEDCL_VERBOSE")
     clean_env.setenv("MEDCL_DEBUG", "1")
@@ -54,10 +62,14 @@ def test_a_user_set_state_api_address_is_kept(clean_env):
     assert os.environ[localray.PREEMPTION_WATCHER_VARIABLE] == "1"
 
 
-def test_the_worker_filter_drops_only_the_cleaner_unavailable_warning():
+def test_the_worker_hook_keeps_ray_libraries_at_warning_and_drops_only_the_cleaner_unavailable_warning(clean_env):
     logger = logging.getLogger(localray.CLEANER_LOGGER)
-    saved = list(logger.filters)
+    saved = list(logger.filters), {n: logging.getLogger(n).level for n in localray.LIBRARY_LOGGERS}
     try:
+        localray.quiet_worker()
+        assert logger.filters == saved[0], "with a dashboard the cleaner's warnings mean something"
+        assert all(logging.getLogger(n).level == logging.WARNING for n in localray.LIBRARY_LOGGERS)
+        clean_env.setenv(localray.NO_DASHBOARD_VARIABLE, "1")
         localray.quiet_worker()
         localray.quiet_worker()  # idempotent
         assert sum(isinstance(f, localray._DropCleanerUnavailable) for f in logger.filters) == 1
@@ -70,7 +82,9 @@ def test_the_worker_filter_drops_only_the_cleaner_unavailable_warning():
         assert passes("Detected that the Ray Train controller actor (x) is dead. Cleaning up placement group")
         assert passes("Failed to clean up placement group: boom")
     finally:
-        logger.filters[:] = saved
+        logger.filters[:] = saved[0]
+        for name, level in saved[1].items():
+            logging.getLogger(name).setLevel(level)
 
 
 @pytest.mark.parametrize("ray_first, expected", [(False, "token"), (True, None)])

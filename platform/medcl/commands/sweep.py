@@ -19,9 +19,11 @@ def register(subparsers) -> None:
 
 
 def _sweep(args) -> int:
+    from medcl.engine.localray import quiet_tune_output
     from medcl.sweep import load_sweep
     from medcl.sweep.driver import run_sweep
 
+    quiet_tune_output()  # this command prints its own summary; --verbose keeps Tune's reporter
     config = load_sweep(args.sweep_file, args.overrides)
     result = run_sweep(config, resume=args.resume, fresh=args.fresh)
     states: dict[str, int] = {}

@@ -21,6 +21,13 @@ Why Ray used to print dozens of internal lines on a plain run, and what is done 
   (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``, Ray Train's own flag); on a cluster it stays on.
 * Ray warns that token authentication was enabled by default; medcl asks for it explicitly
   (``RAY_AUTH_MODE=token``, set before ``import ray`` by :mod:`medcl.engine.loopback`).
+* Ray Train and Tune log INFO lines in the worker processes (a sweep trial's "Running in local
+  mode..."), while the driver runs Ray at WARNING: the ``ray.train`` and ``ray.tune`` loggers of
+  the workers are set to WARNING too (Ray Train's own ``LoggingConfig`` does the same for Train's
+  controller and workers). Warnings and errors still show.
+* Ray Tune's progress engine prints its header (a configuration table, where results and
+  TensorBoard logs are) even at ``verbose=0``; ``medcl sweep`` uses Tune's plain reporter, which
+  is silent at ``verbose=0`` (``RAY_AIR_NEW_OUTPUT=0``, :func:`quiet_tune_output`).
 
 ``MEDCL_DEBUG=1`` or ``--verbose`` (``MEDCL_VERBOSE=1``) keeps every Ray log line: no filter,
 Ray and Ray Train at INFO.
@@ -33,6 +40,8 @@ import socket
 
 CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 CLEANER_UNAVAILABLE = "Failed to query Ray Train Controller actor state"
+LIBRARY_LOGGERS = ("ray.train", "ray.tune")  # INFO chatter of Ray's libraries in worker processes
+NO_DASHBOARD_VARIABLE = "MEDCL_RAY_NO_DASHBOARD"  # set for the workers of a dashboard-less local Ray
 API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 PREEMPTION_WATCHER_VARIABLE = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 _api_server_set_here: str | None = None
@@ -71,9 +80,17 @@ def local_init_kwargs(num_cpus: int, *, dashboard: bool) -> dict:
     os.environ.setdefault(PREEMPTION_WATCHER_VARIABLE, "0")
     kwargs = dict(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", dashboard_port=port,
                   _node_ip_address="127.0.0.1", logging_level=ray_log_level())
-    if not dashboard and not verbose():
-        kwargs["runtime_env"] = {"worker_process_setup_hook": f"{__name__}.quiet_worker"}
+    if not verbose():
+        kwargs["runtime_env"] = {"worker_process_setup_hook": f"{__name__}.quiet_worker",
+                                 "env_vars": {NO_DASHBOARD_VARIABLE: "0" if dashboard else "1"}}
     return kwargs
+
+
+def quiet_tune_output() -> None:
+    """Let Ray Tune use its plain reporter (silent at ``verbose=0``) unless :func:`verbose`; call
+    before ``Tuner.fit`` in a command that prints its own summary (``medcl sweep``)."""
+    if not verbose():
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def init_local_ray(num_cpus: int, *, dashboard: bool = False):
@@ -91,11 +108,15 @@ class _DropCleanerUnavailable(logging.Filter):
 
 
 def quiet_worker() -> None:
-    """``worker_process_setup_hook`` of a dashboard-less local Ray: installs the filter above on the
-    cleaner's logger in every Ray worker process. Never raises (a failing hook fails the worker)."""
+    """``worker_process_setup_hook`` of a local Ray (not verbose): Ray Train and Tune at WARNING in
+    every Ray worker process and, without a dashboard, the filter above on the cleaner's logger.
+    Never raises (a failing hook fails the worker)."""
     try:
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         logger = logging.getLogger(CLEANER_LOGGER)
-        if not any(isinstance(f, _DropCleanerUnavailable) for f in logger.filters):
+        if os.environ.get(NO_DASHBOARD_VARIABLE) == "1" and not any(
+                isinstance(f, _DropCleanerUnavailable) for f in logger.filters):
             logger.addFilter(_DropCleanerUnavailable())
     except Exception:  # pragma: no cover - best effort only
         pass
