@@ -106,14 +106,18 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
 
 
 def findings(summary: dict) -> list[dict]:
-    """Each finding: its claim, the compared means and whether it holds (None: a strategy missing)."""
-    def mean(strategy, metric):
-        return summary.get(strategy, {}).get(metric, {}).get("mean")
+    """Each finding: its claim, the compared means, whether it holds (None: a strategy missing) and
+    whether the difference exceeds the seeds' noise, sqrt(std_left^2 + std_right^2) ("clear")."""
+    def stat(strategy, metric, key):
+        return summary.get(strategy, {}).get(metric, {}).get(key)
 
     def compare(claim, left, right, metric, strict=True):
-        a, b = mean(left, metric), mean(right, metric)
-        holds = None if a is None or b is None else (a > b if strict else a >= b)
-        return {"claim": claim, "metric": metric, left: a, right: b, "holds": holds}
+        a, b = stat(left, metric, "mean"), stat(right, metric, "mean")
+        if a is None or b is None:
+            return {"claim": claim, "metric": metric, "holds": None}
+        noise = (stat(left, metric, "std") ** 2 + stat(right, metric, "std") ** 2) ** 0.5
+        return {"claim": claim, "metric": metric, left: a, right: b, "difference": a - b, "noise": noise,
+                "holds": a > b if strict else a >= b, "clear": abs(a - b) > noise}
 
     checks = [compare(f"(a) {s} keeps more Transfer than finetune", s, "finetune", "transfer")
               for s in ("zscl", "primed", "wiseft", "lwf")]
@@ -138,8 +142,11 @@ def table(sequence: str, summary: dict, checks: list[dict]) -> str:
     for strategy, row in summary.items():
         ratio = f"{row['wall_vs_finetune']:.2f}" if "wall_vs_finetune" in row else "–"
         lines.append(f"| {strategy} | " + " | ".join(cell(row, k) for k in METRICS) + f" | {ratio} |")
-    lines += ["", "| finding | holds |", "|---|---|"]
-    lines += [f"| {c['claim']} | {'yes' if c['holds'] else 'no' if c['holds'] is False else 'not run'} |" for c in checks]
+    lines += ["", "| finding | difference (noise) | holds |", "|---|---|---|"]
+    for c in checks:
+        verdict = "not run" if c["holds"] is None else ("yes" if c["holds"] else "no") + ("" if c["clear"] else ", within noise")
+        numbers = f"{c['difference']:+.1f} ({c['noise']:.1f})" if c["holds"] is not None else "–"
+        lines.append(f"| {c['claim']} | {numbers} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
