@@ -122,7 +122,7 @@ def _shape(res) -> str:
         return own + (f" + resources.worker_gpus={res.worker_gpus} GPU" if res.worker_gpus else "")
     worker = f"resources.worker_cpus={res.worker_cpus:g} CPU" + (
         f" + resources.worker_gpus={res.worker_gpus} GPU" if res.worker_gpus else "")
-    return f"{own} + resources.train_workers={res.train_workers} x ({worker}), each worker on one node"
+    return f"{own} + resources.train_workers={res.train_workers} x ({worker}), each within one node"
 
 
 def _shortfall(res, where: str) -> str:
