@@ -57,7 +57,7 @@ def test_weights_load_into_an_experiment_and_classify_zero_shot(pretrained):
     from medcl.strategies import build_strategy
 
     _, result = pretrained
-    overrides = [f"model.pretrained={result.weights}", "benchmark.num_tasks=1", "benchmark.test_per_class=40",
+    overrides = [f"model.pretrained={result.weights}", "model.name=medcl-tiny", "benchmark.num_tasks=1", "benchmark.test_per_class=40",
                  "benchmark.train_per_class=1", "train.workers=1"]
     experiment = load_experiment(REPO / "experiments" / "quickstart.yaml", overrides)
     from medcl.engine.runner import build_tasks
