@@ -43,13 +43,14 @@ def sync_gradients(params: list[torch.nn.Parameter], world_size: int) -> None:
         bucket.append(p.grad)
         size += p.grad.numel() * p.grad.element_size()
         if size >= BUCKET_BYTES:
-            _allreduce_mean(bucket, world_size)
+            allreduce_mean(bucket, world_size)
             bucket, size = [], 0
     if bucket:
-        _allreduce_mean(bucket, world_size)
+        allreduce_mean(bucket, world_size)
 
 
-def _allreduce_mean(grads: list[torch.Tensor], world_size: int) -> None:
+def allreduce_mean(grads: list[torch.Tensor], world_size: int) -> None:
+    """In place: each tensor (one dtype for all) becomes its mean over workers, in one flat all-reduce."""
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= world_size

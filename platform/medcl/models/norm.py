@@ -32,8 +32,9 @@ import copy
 from typing import Iterator
 
 import torch
-import torch.distributed as dist
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from medcl.engine.optim import allreduce_mean
 
 
 def batch_norms(model: torch.nn.Module) -> list[_BatchNorm]:
@@ -119,10 +120,4 @@ def sync_running_statistics(model: torch.nn.Module, world_size: int) -> None:
     buffers = [b for m in batch_norms(model) for b in (m.running_mean, m.running_var) if b is not None]
     if not buffers:
         return
-    flat = torch.cat([b.reshape(-1).float() for b in buffers])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= world_size
-    offset = 0
-    for b in buffers:
-        b.copy_(flat[offset: offset + b.numel()].view_as(b))
-        offset += b.numel()
+    allreduce_mean(buffers, world_size)  # the gradients' flat all-reduce, reused
