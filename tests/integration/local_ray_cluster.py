@@ -106,7 +106,10 @@ class LocalRayCluster:
         if runtime_env is not None:
             args += ["--runtime-env", str(runtime_env)]
         args += ["--", *entrypoint]
-        return subprocess.run(args, env=self.env, check=True, timeout=180, capture_output=True, text=True)
+        proc = subprocess.run(args, env=self.env, timeout=180, capture_output=True, text=True)
+        if proc.returncode:  # say why: a bare CalledProcessError hides ray's own message
+            raise AssertionError(f"ray job submit exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
 
     def status(self, submission_id: str) -> str:
         return self.api(f"/api/jobs/{submission_id}")["status"]
