@@ -54,7 +54,9 @@ class LocalRayCluster:
         self.num_cpus = num_cpus
         bin_dir = str(Path(sys.executable).parent)
         self.ray = str(Path(bin_dir) / "ray")
-        base = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        # Not another Ray's address: RAY_API_SERVER_ADDRESS is pinned by a local Ray this process
+        # started (medcl.engine.localray), and `ray job submit` would follow it there.
+        base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
         self.env = {**base, "PATH": f"{bin_dir}{os.pathsep}{base.get('PATH', '')}", "RAY_AUTH_MODE": "token",
                     "RAY_AUTH_TOKEN": self.token, "RAY_TMPDIR": self.temp_dir, "GLOO_SOCKET_IFNAME": "lo",
                     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
