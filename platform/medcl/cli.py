@@ -111,6 +111,10 @@ def _run(args) -> int:
     labels, tasks, values = read_matrix_csv(result.run.matrix)
     print("\nAccuracy matrix (%): rows = before training, then after each task; columns = tasks")
     print(format_matrix(labels, tasks, values))
+    if result.run.auc.exists():
+        labels, tasks, values = read_matrix_csv(result.run.auc)
+        print("\nAUC matrix (%, macro one-vs-rest over each task's classes): rows and columns as above")
+        print(format_matrix(labels, tasks, values))
     print("\nMetrics (%):")
     print(format_metrics(result.metrics))
     if result.metrics.get("note"):

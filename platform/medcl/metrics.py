@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 
 METRIC_KEYS = ("transfer", "avg", "last", "bwt", "forgetting", "fwt")
+AUC_METRIC_KEYS = tuple(f"auc_{k}" for k in METRIC_KEYS)  # the same formulas on the AUC matrix (medcl.auc)
+ALL_METRIC_KEYS = METRIC_KEYS + AUC_METRIC_KEYS
 
 
 def summarize(matrix, zero_shot=None) -> dict:

@@ -24,7 +24,7 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from medcl.metrics import METRIC_KEYS, per_task, summarize
+from medcl.metrics import AUC_METRIC_KEYS, METRIC_KEYS, per_task, summarize
 from medcl.rundir import ZERO_SHOT_ROW, RunDir, read_events, read_matrix_csv
 
 METRIC_LEGEND = {
@@ -74,9 +74,10 @@ def format_matrix(row_labels: list[str], task_names: list[str], values) -> str:
 
 
 def format_metrics(metrics: dict) -> str:
-    """transfer/avg/last/bwt/forgetting/fwt as a two-column table (2 decimals, None -> "n/a"),
-    followed by a one-line legend."""
-    rows = [[key, _fmt(metrics.get(key))] for key in METRIC_KEYS]
+    """transfer/avg/last/bwt/forgetting/fwt as a two-column table (2 decimals, None -> "n/a"), the
+    same on the AUC matrix (auc_<key>) when the run recorded AUC, then a one-line legend."""
+    keys = METRIC_KEYS + (AUC_METRIC_KEYS if metrics.get("auc_zero_shot") is not None else ())
+    rows = [[key, _fmt(metrics.get(key))] for key in keys]
     legend = "; ".join(f"{key}: {text}" for key, text in METRIC_LEGEND.items())
     return _text_table(["metric", "value (%)"], rows) + "\n" + legend
 
@@ -93,6 +94,7 @@ class _Run:
     metrics: dict
     config_text: str | None = None
     events: list[dict] = field(default_factory=list)
+    auc: np.ndarray | None = None  # auc.csv's values (same rows and columns), when the run recorded AUC
 
     @property
     def name(self) -> str:
@@ -123,7 +125,10 @@ def _load_run(run_dir: Path) -> _Run:
     else:
         metrics = _metrics_from_matrix(labels, tasks, values)
     config_text = paths.config.read_text() if paths.config.exists() else None
-    return _Run(paths.path, labels, tasks, values, metrics, config_text, read_events(paths.events))
+    auc = read_matrix_csv(paths.auc)[2] if paths.auc.exists() else None
+    if auc is not None and auc.shape != values.shape:
+        auc = None  # written before the newest accuracy row: not shown rather than misaligned
+    return _Run(paths.path, labels, tasks, values, metrics, config_text, read_events(paths.events), auc)
 
 
 def _metrics_from_matrix(labels: list[str], tasks: list[str], values: np.ndarray) -> dict:
@@ -152,7 +157,7 @@ def _data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _matrix_figure(row_labels: list[str], task_names: list[str], values) -> Figure:
+def _matrix_figure(row_labels: list[str], task_names: list[str], values, label: str = "accuracy (%)") -> Figure:
     values = np.asarray(values, dtype=float).reshape(len(row_labels), len(task_names))
     fig = Figure(figsize=(1.2 + 1.0 * len(task_names), 1.0 + 0.55 * len(row_labels)))
     ax = fig.add_subplot()
@@ -163,7 +168,7 @@ def _matrix_figure(row_labels: list[str], task_names: list[str], values) -> Figu
     ax.set_xticks(range(len(task_names)), task_names, rotation=30, ha="right")
     ax.set_yticks(range(len(row_labels)), [_display_label(label) for label in row_labels])
     ax.set_xlabel("evaluated on task")
-    fig.colorbar(image, ax=ax, label="accuracy (%)")
+    fig.colorbar(image, ax=ax, label=label)
     return fig
 
 
@@ -284,6 +289,8 @@ def _report_body(run: _Run) -> list[str]:
     facts.append(("trainable parameters", run.metrics.get("trainable_parameters")))
     facts_text = "; ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in facts if v is not None)
     metric_rows = [[k, _fmt(run.metrics.get(k)), METRIC_LEGEND[k]] for k in METRIC_KEYS]
+    if run.auc is not None:
+        metric_rows += [[k, _fmt(run.metrics.get(k)), "on the AUC matrix"] for k in AUC_METRIC_KEYS]
     parts = [
         f"<h1>medcl run: {esc(run.name)}</h1>",
         f"<p>{esc(facts_text)}</p>" if facts_text else "",
@@ -291,6 +298,7 @@ def _report_body(run: _Run) -> list[str]:
         "<h2>Accuracy matrix (%)</h2>",
         f'<img alt="accuracy matrix" src="{_data_uri(_matrix_figure(run.row_labels, run.task_names, run.values))}">',
         f"<pre>{esc(format_matrix(run.row_labels, run.task_names, run.values))}</pre>",
+        *(_auc_parts(run) if run.auc is not None else []),
         "<h2>Metrics (%)</h2>",
         _html_table(["metric", "value", "meaning"], metric_rows),
     ]
@@ -307,11 +315,17 @@ def _report_body(run: _Run) -> list[str]:
     return [p for p in parts if p]
 
 
+def _auc_parts(run: _Run) -> list[str]:
+    figure = _matrix_figure(run.row_labels, run.task_names, run.auc, label="macro one-vs-rest AUC (%)")
+    return ["<h2>AUC matrix (%, macro one-vs-rest)</h2>", f'<img alt="AUC matrix" src="{_data_uri(figure)}">',
+            f"<pre>{html.escape(format_matrix(run.row_labels, run.task_names, run.auc))}</pre>"]
+
+
 def write_report(run_dir: Path) -> Path:
     """Write ``<run_dir>/report.html`` and return its path.
 
     Self-contained: images are base64 PNG data URIs, CSS is inline, all text is HTML-escaped.
-    Contents: run name, accuracy heat map and text matrix, metrics table, per-task table (when
+    Contents: run name, accuracy heat map and text matrix, the same for auc.csv (when present), metrics table, per-task table (when
     metrics.json has ``per_task``), accuracy-over-stages plot, loss curves per stage (when
     events.jsonl has step events), and config.yaml (when present). Without metrics.json the
     metrics are computed from a complete matrix (else shown as "n/a").
@@ -335,7 +349,8 @@ def compare_runs(run_dirs: list[Path]) -> tuple[str, list[dict]]:
     """One row per run: name, strategy, model and the summarize() metrics.
 
     Returns ``(text_table, rows)``; each row is ``{"name", "strategy", "model", "benchmark",
-    "transfer", "avg", "last", "bwt", "forgetting", "fwt"}`` (missing values None; "n/a" in text).
+    "transfer", "avg", "last", "bwt", "forgetting", "fwt", "auc_<each>"}`` (missing values None; "n/a" in
+    text; the AUC columns only when some run recorded AUC).
 
     Raises:
         FileNotFoundError: a directory has no matrix.csv.
@@ -343,11 +358,11 @@ def compare_runs(run_dirs: list[Path]) -> tuple[str, list[dict]]:
     rows = []
     for run in (_load_run(Path(d)) for d in run_dirs):
         row = {"name": run.name, **{k: run.describe(k) for k in ("strategy", "model", "benchmark")}}
-        row.update({k: run.metrics.get(k) for k in METRIC_KEYS})
+        row.update({k: run.metrics.get(k) for k in METRIC_KEYS + AUC_METRIC_KEYS})
         rows.append(row)
-    header = ["run", "strategy", "model", *METRIC_KEYS]
-    cells = [[r["name"], r["strategy"] or "n/a", r["model"] or "n/a", *(_fmt(r[k]) for k in METRIC_KEYS)]
-             for r in rows]
+    keys = _shown_keys(rows)
+    header = ["run", "strategy", "model", *keys]
+    cells = [[r["name"], r["strategy"] or "n/a", r["model"] or "n/a", *(_fmt(r[k]) for k in keys)] for r in rows]
     return _text_table(header, cells, left=3), rows
 
 
@@ -358,11 +373,12 @@ def comparison_markdown(run_dirs: list[Path], rows: list[dict]) -> str:
                for d in run_dirs]
     wall = [sum(m.get("wall_time_s_per_task") or []) or None for m in metrics]
     base = next((w for w, r in zip(wall, rows) if r["strategy"] == "finetune" and w), None)
-    header = ["run", "strategy", *METRIC_KEYS, "wall (s)", "wall / finetune"]
+    keys = _shown_keys(rows)
+    header = ["run", "strategy", *keys, "wall (s)", "wall / finetune"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, seconds in zip(rows, wall):
         ratio = seconds / base if seconds and base else None
-        cells = [row["name"], row["strategy"] or "n/a", *(_num(row[k]) for k in METRIC_KEYS), _num(seconds, 1), _num(ratio)]
+        cells = [row["name"], row["strategy"] or "n/a", *(_num(row.get(k)) for k in keys), _num(seconds, 1), _num(ratio)]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {row['name']}: {m['note']}" for row, m in zip(rows, metrics) if m.get("note")]
     extras = [f"- {row['name']}: " + ", ".join(f"{k} {v}" for k, v in m["strategy_metrics_per_task"][-1].items())
@@ -372,3 +388,9 @@ def comparison_markdown(run_dirs: list[Path], rows: list[dict]) -> str:
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _shown_keys(rows: list[dict]) -> tuple[str, ...]:
+    """The accuracy metrics, plus the AUC ones when any run has an AUC value."""
+    has_auc = any(r.get(k) is not None for r in rows for k in AUC_METRIC_KEYS)
+    return METRIC_KEYS + (AUC_METRIC_KEYS if has_auc else ())

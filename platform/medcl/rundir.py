@@ -5,7 +5,8 @@ Layout (``runs/<name>/``)::
     config.yaml            resolved experiment, package versions, git revision
     matrix.csv             accuracy (percent); first row "zero_shot" (before training), then one
                            row per training stage, named after the task it trained; columns: tasks
-    metrics.json           summarize() keys, per-task numbers, wall time per task, parameter counts
+    auc.csv                the same layout: macro one-vs-rest AUC (percent) of every task (medcl.auc)
+    metrics.json           summarize() keys (and auc_<key> on the AUC matrix), per-task numbers, wall time per task, parameter counts
     events.jsonl           one JSON object per line: step logs and task ends
     checkpoints/task-<t>/  model.safetensors + strategy.pt + state.json + manifest.json
     report.html            heat map and tables (``medcl report RUN_DIR`` rebuilds it)
@@ -34,6 +35,10 @@ class RunDir:
     @property
     def matrix(self) -> Path:
         return self.path / "matrix.csv"
+
+    @property
+    def auc(self) -> Path:
+        return self.path / "auc.csv"
 
     @property
     def metrics(self) -> Path:

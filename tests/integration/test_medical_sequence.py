@@ -37,6 +37,9 @@ def test_pneumonia_then_breast_ultrasound_writes_a_full_matrix(ray_session, shar
     assert metrics["complete"] and set(metrics) >= {"transfer", "avg", "last", "bwt", "forgetting", "fwt"}
     assert metrics["last"] == pytest.approx(values[2].mean())
     assert "pneumoniamnist" in result.run.report.read_text()
+    _, _, auc = read_matrix_csv(result.run.auc)  # macro AUC beside accuracy, same rows and columns
+    assert auc.shape == (3, 2) and ((auc >= 0) & (auc <= 100)).all()
+    assert metrics["auc_last"] == pytest.approx(auc[2].mean()) and "AUC matrix" in result.run.report.read_text()
 
 
 @pytest.mark.parametrize("name, order", [("medical.yaml", ["pneumoniamnist", "breastmnist", "mednist"]),

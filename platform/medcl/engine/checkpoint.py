@@ -39,6 +39,8 @@ class SequenceState:
     steps: list[int] = field(default_factory=list)
     trainable_parameters: list[int] = field(default_factory=list)
     strategy_metrics: list[dict] = field(default_factory=list)  # Strategy.extra_metrics per stage
+    auc_zero_shot: list[float] | None = None  # macro one-vs-rest AUC (%) beside zero_shot and rows;
+    auc_rows: list[list[float]] = field(default_factory=list)  # absent from checkpoints before AUC
 
     @property
     def stages_done(self) -> int:

@@ -1,7 +1,11 @@
-"""Evaluation of every task's test split, sharded over workers (counts all-reduced).
+"""Evaluation of every task's test split, sharded over workers.
 
 a[t, j] = 100 * (number of test images of task j whose arg-max class is right) / (test size of j),
-with logits over task j's own classes (MTIL protocol, METHODS.md section 1).
+with logits over task j's own classes (MTIL protocol, METHODS.md section 1); counts are all-reduced.
+
+auc[t, j] = macro one-vs-rest AUC (percent, :func:`medcl.auc.macro_auc`) of the softmax of the same
+logits: AUC is not a sum over shards, so each worker's probabilities (rows ``rank::world``) are
+all-gathered (padded to one length) and every worker computes the same value.
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from medcl.auc import macro_auc, softmax
 from medcl.engine.context import TrainContext
 from medcl.engine.preprocess import to_model_input
 from medcl.models import clip_logits, encode_class_prompts
@@ -20,28 +25,55 @@ from medcl.strategies.base import Strategy
 def evaluate_all(ctx: TrainContext, strategy: Strategy, *, image_size: int, mean, std, batch_size: int,
                  split: str = "test") -> list[float]:
     """Accuracy (percent) of every task in ``ctx.tasks``, each with ``strategy.eval_model(ctx, k)``."""
-    counts = torch.zeros(len(ctx.tasks), 2, dtype=torch.float64)
+    return evaluate_tasks(ctx, strategy, image_size=image_size, mean=mean, std=std, batch_size=batch_size,
+                          split=split)[0]
+
+
+@torch.no_grad()
+def evaluate_tasks(ctx: TrainContext, strategy: Strategy, *, image_size: int, mean, std, batch_size: int,
+                   split: str = "test") -> tuple[list[float], list[float]]:
+    """``(accuracy, auc)``, percent, one value per task of ``ctx.tasks`` (NaN for an empty split;
+    AUC NaN when no class has both positives and negatives)."""
+    accuracy, auc = [], []
     for k, task in enumerate(ctx.tasks):
         data = task.split(split)
         rows = np.arange(ctx.rank, len(data), ctx.world_size)
         with strategy.eval_model(ctx, k) as model, eval_mode(model):
-            counts[k, 0] = _count_correct(ctx, model, task, data, rows, image_size, mean, std, batch_size)
-        counts[k, 1] = len(rows)
-    if ctx.world_size > 1:
-        reduced = counts.to(ctx.device)
-        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-        counts = reduced.cpu()
-    return [float(100.0 * c / n) if n else float("nan") for c, n in counts.tolist()]
+            logits = _logits(ctx, model, task, data, rows, image_size, mean, std, batch_size)
+        probabilities = _gather_rows(ctx, softmax(logits), len(data), len(task.classes))
+        if len(data) == 0:
+            accuracy.append(float("nan"))
+            auc.append(float("nan"))
+            continue
+        accuracy.append(float(100.0 * np.mean(probabilities.argmax(axis=1) == data.labels)))
+        auc.append(macro_auc(probabilities, data.labels)[0])
+    return accuracy, auc
 
 
-def _count_correct(ctx, model, task, data, rows, image_size, mean, std, batch_size) -> int:
+def _logits(ctx, model, task, data, rows, image_size, mean, std, batch_size) -> np.ndarray:
     embeddings = encode_class_prompts(model, ctx.tokenizer, task.class_prompts, ctx.device)
     scale = model.logit_scale.exp()
-    correct = 0
+    out = np.zeros((len(rows), len(task.classes)), dtype=np.float64)
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
         images = to_model_input(data.images[idx], image_size, mean, std, ctx.device)
         features = model.encode_image(images, normalize=True)
-        pred = clip_logits(features, embeddings, scale).argmax(dim=1).cpu().numpy()
-        correct += int((pred == data.labels[idx]).sum())
-    return correct
+        out[start : start + len(idx)] = clip_logits(features, embeddings, scale).float().cpu().numpy()
+    return out
+
+
+def _gather_rows(ctx: TrainContext, local: np.ndarray, n: int, classes: int) -> np.ndarray:
+    """The ``n x classes`` matrix whose rows ``r::world`` are worker ``r``'s ``local`` rows."""
+    world = ctx.world_size
+    if world == 1:
+        return local
+    width = -(-n // world)  # rows of the largest shard
+    padded = torch.zeros(width, classes, dtype=torch.float64, device=ctx.device)
+    padded[: len(local)] = torch.from_numpy(local).to(ctx.device)
+    shards = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(shards, padded)
+    full = np.zeros((n, classes), dtype=np.float64)
+    for r, shard in enumerate(shards):
+        count = len(range(r, n, world))
+        full[r::world] = shard[:count].cpu().numpy()
+    return full

@@ -27,7 +27,7 @@ from medcl.config import ExperimentConfig
 from medcl.faults import maybe_fail
 from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, restore_checkpoint, write_checkpoint
 from medcl.engine.context import TrainContext
-from medcl.engine.evaluate import evaluate_all
+from medcl.engine.evaluate import evaluate_tasks
 from medcl.engine.optim import build_optimizer, optimizer_step, sync_gradients
 from medcl.engine.progress import ProgressLog
 from medcl.engine.sampling import StageSampler
@@ -67,10 +67,10 @@ def train_sequence(loop_config: dict) -> None:
     if state is None:
         state = SequenceState(task_names=[t.name for t in tasks], stage_names=[s.name for s in stages])
     log = ProgressLog(run, enabled=rank == 0, log_every=cfg.train.log_every, telemetry=cfg.telemetry)
-    evaluate = lambda: evaluate_all(ctx, strategy, image_size=bundle.image_size, mean=bundle.mean,  # noqa: E731
+    evaluate = lambda: evaluate_tasks(ctx, strategy, image_size=bundle.image_size, mean=bundle.mean,  # noqa: E731
                                     std=bundle.std, batch_size=cfg.train.eval_batch_size)
     if state.zero_shot is None:
-        state.zero_shot = evaluate()
+        state.zero_shot, state.auc_zero_shot = evaluate()
         log.row("zero_shot", state)
         if not _checkpoint_and_report(ctx, strategy, state, with_model=False, gate=loop_config.get("gate")):
             return
@@ -78,7 +78,9 @@ def train_sequence(loop_config: dict) -> None:
         ctx.stage_index = stage_index
         started = time.perf_counter()
         steps, n_params = _train_stage(ctx, strategy, cfg, bundle, log)
-        state.rows.append(evaluate())
+        accuracy, auc = evaluate()
+        state.rows.append(accuracy)
+        state.auc_rows.append(auc)
         state.wall_time_s.append(time.perf_counter() - started)
         state.steps.append(steps)
         state.trainable_parameters.append(n_params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from medcl.engine.checkpoint import SequenceState
-from medcl.metrics import per_task, summarize
+from medcl.metrics import METRIC_KEYS, per_task, summarize
 from medcl.rundir import ZERO_SHOT_ROW, RunDir, write_json, write_matrix_csv
 
 
@@ -34,6 +34,7 @@ def write_outputs(run: RunDir, state: SequenceState, *, strategy: str, model: st
                            f"{len(state.stage_names)} training stage(s) for {len(state.task_names)} tasks: "
                            "the continual metrics need one stage per task; 'last' is after the final stage")
     metrics["zero_shot"] = state.zero_shot
+    metrics.update(write_auc(run, state, square=square))
     metrics["wall_time_s_per_task"] = state.wall_time_s
     metrics["steps_per_task"] = state.steps
     metrics["trainable_parameters"] = max(state.trainable_parameters, default=0)
@@ -43,3 +44,32 @@ def write_outputs(run: RunDir, state: SequenceState, *, strategy: str, model: st
     metrics["strategy_metrics_per_task"] = state.strategy_metrics
     write_json(run.metrics, metrics)
     return metrics
+
+
+def write_auc(run: RunDir, state: SequenceState, *, square: bool) -> dict:
+    """Write ``auc.csv`` (when the run recorded AUC) and return ``auc_<key>`` for every key of
+    :func:`medcl.metrics.summarize` on the AUC matrix, ``auc_zero_shot`` and ``auc_per_task``;
+    None where undefined (no AUC recorded, not one stage per task, a task whose test split never
+    had both a positive and a negative image: ``auc_note`` says which)."""
+    out: dict = {f"auc_{k}": None for k in METRIC_KEYS}
+    out.update(auc_zero_shot=state.auc_zero_shot, auc_per_task=None)
+    if state.auc_zero_shot is None or len(state.auc_rows) != state.stages_done:
+        if state.stages_done:
+            out["auc_note"] = "this run recorded no AUC for some stages (a checkpoint from before AUC)"
+        return out
+    labels = [ZERO_SHOT_ROW] + state.stage_names[: state.stages_done]
+    write_matrix_csv(run.auc, labels, state.task_names, np.array([state.auc_zero_shot] + state.auc_rows, dtype=float))
+    if not state.auc_rows:
+        return out
+    if not square:
+        out["auc_last"] = float(np.nanmean(state.auc_rows[-1]))
+        return out
+    matrix = np.array(state.auc_rows, dtype=float)
+    undefined = [n for n, v in zip(state.task_names, matrix.T) if not np.all(np.isfinite(v))]
+    if undefined:
+        out["auc_note"] = f"AUC undefined for {undefined} (a test split without two classes)"
+        return out
+    zero_shot = state.auc_zero_shot if np.all(np.isfinite(state.auc_zero_shot)) else None
+    out.update({f"auc_{k}": v for k, v in summarize(matrix, zero_shot=zero_shot).items()})
+    out["auc_per_task"] = per_task(matrix, zero_shot, state.task_names)
+    return out

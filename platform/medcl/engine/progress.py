@@ -62,9 +62,16 @@ class ProgressLog:
             return
         row = state.zero_shot if label == ZERO_SHOT_ROW else state.rows[-1]
         shown = "  ".join(f"{n} {a:.1f}" for n, a in zip(state.task_names, row))
-        print(f"[eval after {label}] accuracy %: {shown}", flush=True)
-        append_event(self.run.events, {"kind": "row", "after": label, "accuracy": row, "time": time.time()})
+        in_step = state.auc_zero_shot is not None and len(state.auc_rows) == state.stages_done
+        auc_row = (state.auc_zero_shot if label == ZERO_SHOT_ROW else state.auc_rows[-1] if state.auc_rows else None
+                   ) if in_step else None
+        print(f"[eval after {label}] accuracy %: {shown}"
+              + (f" | mean AUC % {np.nanmean(auc_row):.1f}" if auc_row and np.isfinite(auc_row).any() else ""), flush=True)
+        append_event(self.run.events, {"kind": "row", "after": label, "accuracy": row, "auc": auc_row, "time": time.time()})
         if self.telemetry:
             telemetry.record_eval(self.run.path.name, label, dict(zip(state.task_names, row)))
         labels = [ZERO_SHOT_ROW] + state.stage_names[: state.stages_done]
         write_matrix_csv(self.run.matrix, labels, state.task_names, np.array([state.zero_shot] + state.rows))
+        if auc_row is not None:
+            write_matrix_csv(self.run.auc, labels, state.task_names,
+                             np.array([state.auc_zero_shot] + state.auc_rows, dtype=float))

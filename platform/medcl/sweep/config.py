@@ -32,9 +32,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medcl.config import ConfigError, _explain, apply_overrides
+from medcl.metrics import ALL_METRIC_KEYS
 from medcl.paths import PathStr, resolve_paths
 
-METRICS = ("transfer", "avg", "last", "bwt", "forgetting", "fwt")
+METRICS = ALL_METRIC_KEYS  # accuracy metrics, then auc_<metric> on the AUC matrix
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 ORDER_PARAM = "order"  # the search-space name of the task-order dimension (sets benchmark.order)
 
@@ -110,16 +111,16 @@ def _plain(value) -> bool:
 
 
 class Objective(_Model):
-    """A metric of :func:`medcl.metrics.summarize` to optimise; ``mode`` defaults to ``max``
-    (``min`` for ``forgetting``)."""
+    """A metric of :func:`medcl.metrics.summarize` on the accuracy matrix, or ``auc_<metric>`` on the
+    AUC matrix (``auc_last``...), to optimise; ``mode`` defaults to ``max`` (``min`` for forgetting)."""
 
-    metric: Literal["transfer", "avg", "last", "bwt", "forgetting", "fwt"]
+    metric: Literal[METRICS]
     mode: Literal["max", "min"] | None = None
 
     @model_validator(mode="after")
     def _default_mode(self) -> "Objective":
         if self.mode is None:
-            self.mode = "min" if self.metric == "forgetting" else "max"
+            self.mode = "min" if self.metric in ("forgetting", "auc_forgetting") else "max"
         return self
 
 
@@ -139,7 +140,7 @@ class Scheduler(_Model):
     name: Literal["asha", "none"] = "asha"
     grace_period: int = Field(default=1, ge=1)
     reduction_factor: float = Field(default=2.0, gt=1)
-    metric: Literal["transfer", "avg", "last", "bwt", "forgetting", "fwt"] | None = None
+    metric: Literal[METRICS] | None = None
 
 
 class Resources(_Model):

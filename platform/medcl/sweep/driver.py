@@ -130,7 +130,7 @@ def _task_names(sweep: SweepConfig) -> list[str]:
 
 def _check_objective(sweep: SweepConfig, n_tasks: int) -> None:
     if n_tasks < 2:
-        bad = [o.metric for o in sweep.objective if o.metric not in ("avg", "last")]
+        bad = [o.metric for o in sweep.objective if o.metric not in ("avg", "last", "auc_avg", "auc_last")]
         if bad:
             raise SweepConfigError(sweep.name, [("objective", f"{', '.join(bad)} need at least 2 tasks; "
                                                  f"the benchmark has {n_tasks}")])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medcl.metrics import METRIC_KEYS
+from medcl.metrics import ALL_METRIC_KEYS
 from medcl.sweep.config import SweepConfig
 from medcl.sweep.space import ORDER_SEP, trial_experiment
 
@@ -94,7 +94,7 @@ def write_best(sweep: SweepConfig, study, path: Path) -> Path | None:
 def write_order_summary(table, path: Path) -> Path:
     """Mean, spread (sample std) and range of every metric over COMPLETE trials, across orders."""
     done = table[table["state"] == "COMPLETE"] if len(table) else table
-    cols = [f"final.{m}" for m in METRIC_KEYS if f"final.{m}" in table]
+    cols = [f"final.{m}" for m in ALL_METRIC_KEYS if f"final.{m}" in table]
     lines = [f"# Metrics across task orders ({len(done)} complete trial(s))", "",
              "| metric | mean | std | min | max |", "|---|---|---|---|---|"]
     summary = {}
@@ -123,7 +123,7 @@ def _run_metrics(run_dir: Path) -> dict:
     if not file.is_file():
         return {}
     data = json.loads(file.read_text())
-    row = {f"final.{m}": data.get(m) for m in METRIC_KEYS}
+    row = {f"final.{m}": data.get(m) for m in ALL_METRIC_KEYS}
     row.update({f"acc.{p['task']}": p["final"] for p in data.get("per_task") or []})
     return row
 

@@ -11,6 +11,8 @@ the rows that exist, and equals it at ``k = T``::
     forgetting_k = 1/(k-1) * sum_{i=1..k-1} ( max_{t=i..k-1} a[t, i] - a[k, i] )   (k >= 2)
     fwt_k        = mean_{i=2..min(k+1, T)} ( a[i-1, i] - a[0, i] )                   (zero-shot row given)
 
+:func:`running_auc_metrics` gives the same on the AUC matrix as ``auc_<metric>``.
+
 A metric that is undefined at ``k`` (BWT after one task; everything but avg/last with T = 1) is
 left out, so ASHA ignores that report for it.
 """
@@ -35,3 +37,13 @@ def running_metrics(rows, zero_shot=None) -> dict[str, float]:
         z = np.asarray(zero_shot, dtype=float)
         out["fwt"] = float(np.mean([a[i - 1, i] - z[i] for i in range(1, min(k + 1, T))]))
     return out
+
+
+def running_auc_metrics(auc_rows, auc_zero_shot=None) -> dict[str, float]:
+    """:func:`running_metrics` of the AUC rows as ``auc_<metric>``; empty while some task's AUC is
+    undefined (a test split without two classes), so ASHA ignores the report for these keys."""
+    a = np.asarray(auc_rows, dtype=float)
+    if not np.all(np.isfinite(a)):
+        return {}
+    z = auc_zero_shot if auc_zero_shot is not None and np.all(np.isfinite(auc_zero_shot)) else None
+    return {f"auc_{k}": v for k, v in running_metrics(a, z).items()}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ray import tune
 
-from medcl.sweep.running import running_metrics
+from medcl.sweep.running import running_auc_metrics, running_metrics
 from medcl.sweep.searcher import TIME_ATTR
 
 START_TIMEOUT_VARIABLE = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # named by Ray Train's own time-out error
@@ -54,6 +54,8 @@ def task_report(run_dir: str | Path, checkpoint_dir: Path, experiment) -> dict:
     report = {TIME_ATTR: state.stages_done, "tasks": len(state.stage_names)}
     if state.rows and len(state.rows) <= len(state.task_names):
         report.update(running_metrics(state.rows, state.zero_shot))
+        if len(state.auc_rows) == len(state.rows) and state.auc_zero_shot is not None:
+            report.update(running_auc_metrics(state.auc_rows, state.auc_zero_shot))
     if state.zero_shot:
         report["zero_shot_mean"] = sum(state.zero_shot) / len(state.zero_shot)
     return report
