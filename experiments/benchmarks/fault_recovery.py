@@ -1,4 +1,4 @@
-"""What injected faults cost: work lost and recovery time (the timed rows of README "Reliability").
+"""What injected faults cost: work lost and recovery time (the timed rows of docs/reliability.md).
 
     .venv/bin/python experiments/benchmarks/fault_recovery.py [--steps 20] [--fault-step 10] [--out FILE]
         [--only driver_kill,worker_kill,corrupt_checkpoint,bad_config]

@@ -1,4 +1,4 @@
-"""Continual-learning metrics over an accuracy matrix (METHODS.md section 1, MTIL protocol).
+"""Continual-learning metrics over an accuracy matrix (docs/methods.md#1-evaluation-protocol, MTIL protocol).
 
 Notation: ``a[t, j]`` is the accuracy (percent) on task ``j`` after training task ``t``, tasks in
 training order, ``t, j = 1..T``; ``a[0, j]`` is the accuracy before any continual training

@@ -1,4 +1,4 @@
-"""medcl.metrics against accuracy matrices computed by hand (METHODS.md section 1)."""
+"""medcl.metrics against accuracy matrices computed by hand (docs/methods.md#1-evaluation-protocol)."""
 from __future__ import annotations
 
 import math

@@ -92,7 +92,7 @@ INFO: dict[str, MedMNISTInfo] = {i.flag: i for i in (
                  1, (13940, 2452, 8829), "e5c39f1af030238290b9557d9503af9d", "LiTS abdominal CT, sagittal view"),
 )}
 
-# How each task type is scored on this platform (README "Real medical benchmarks").
+# How each task type is scored on this platform (docs/benchmarks.md).
 SCORING = {
     "binary-class": "top-1 accuracy over the 2 classes",
     "multi-class": "top-1 accuracy over the task's classes",

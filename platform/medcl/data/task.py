@@ -41,7 +41,7 @@ class Task:
     """One classification task of a continual sequence.
 
     ``class_prompts[c]`` is a non-empty list of text prompts for class ``c``; the zero-shot head
-    averages their normalised text embeddings (MTIL protocol, METHODS.md section 1).
+    averages their normalised text embeddings (MTIL protocol, docs/methods.md#1-evaluation-protocol).
     ``modality`` names the imaging modality (``"xray"``, ``"ultrasound"``, ``"ct"``...), which
     modality-aware methods (MSLoRA-CR) and retrieval (PRIMED) read.
     """

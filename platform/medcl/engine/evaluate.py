@@ -1,7 +1,7 @@
 """Evaluation of every task's test split, sharded over workers.
 
 a[t, j] = 100 * (number of test images of task j whose arg-max class is right) / (test size of j),
-with logits over task j's own classes (MTIL protocol, METHODS.md section 1); counts are all-reduced.
+with logits over task j's own classes (MTIL protocol, docs/methods.md#1-evaluation-protocol); counts are all-reduced.
 
 auc[t, j] = macro one-vs-rest AUC (percent, :func:`medcl.auc.macro_auc`) of the softmax of the same
 logits: AUC is not a sum over shards, so each worker's probabilities (rows ``rank::world``) are

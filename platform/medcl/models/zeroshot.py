@@ -1,4 +1,4 @@
-"""CLIP-style classification heads from text prompts (MTIL protocol, METHODS.md section 1).
+"""CLIP-style classification heads from text prompts (MTIL protocol, docs/methods.md#1-evaluation-protocol).
 
 Class c of a task is described by one or more prompts. Its embedding is the mean of the
 prompts' L2-normalised text embeddings, normalised again. The logit of image x for class c is

@@ -1,4 +1,4 @@
-"""PRIMED (METHODS.md section 5): retrieval-guided continual learning, one module per job.
+"""PRIMED (docs/methods.md#5-primed): retrieval-guided continual learning, one module per job.
 
     questions.py   question pool M0 (domain -> site -> disease; default_questions.yaml) and M^i
     siphon.py      dynamic siphon: M_task / M_domain / M_gen queries with a / b / c pairs each

@@ -1,4 +1,4 @@
-"""PRIMED's training objectives (METHODS.md section 5), on a batch of B retrieved image-caption pairs.
+"""PRIMED's training objectives (docs/methods.md#5-primed), on a batch of B retrieved image-caption pairs.
 
 With M^i the current model's (B, B) image-text cosine matrix (row r: image r against every
 caption), M^{i-1} the previous-task teacher's, and logits Z = M / tau:

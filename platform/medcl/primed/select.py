@@ -1,4 +1,4 @@
-"""PRIMED's per-query retrieval stages (METHODS.md section 5), on one query's dense search result.
+"""PRIMED's per-query retrieval stages (docs/methods.md#5-primed), on one query's dense search result.
 
 1. **Dense, dynamic threshold.** Scores are cosine similarities (rounded to ``decimals`` places
    before comparing, so float noise does not split a tie). With U the distinct scores in

@@ -1,4 +1,4 @@
-"""PRIMED's dynamic siphon (METHODS.md section 5): which queries of M^i feed task i's reference set.
+"""PRIMED's dynamic siphon (docs/methods.md#5-primed): which queries of M^i feed task i's reference set.
 
 Before task i (0-based, tasks in training order), M^i splits into three levels:
 

@@ -1,4 +1,4 @@
-"""Elastic weight consolidation with a diagonal Fisher (METHODS.md section 3, "EWC").
+"""Elastic weight consolidation with a diagonal Fisher (docs/methods.md#3-baselines, "EWC").
 
     L = CE_ls + (lam / 2) * sum over stored tasks k of sum_i F_k,i (theta_i - theta*_k,i)^2
 

@@ -1,4 +1,4 @@
-"""Joint training: one model on the union of every task's training data (METHODS.md section 2).
+"""Joint training: one model on the union of every task's training data (docs/methods.md#2-paradigms).
 
     L = (1 / |B|) * sum over (x, y, k) in B of CE_ls(logit_scale * f(x) . g(prompts of task k), y)
 

@@ -1,4 +1,4 @@
-"""L2 regularisation towards the weights at the start of each task (METHODS.md section 3, "L2").
+"""L2 regularisation towards the weights at the start of each task (docs/methods.md#3-baselines, "L2").
 
     L = CE_ls + lam * sum over trainable parameters i of (theta_i - theta_start_i)^2
 

@@ -1,5 +1,5 @@
-"""Incremental LoRA: MSLoRA-CR's pool without its regularisers (alpha = beta = 0; METHODS.md
-section 4, the "unconstrained incremental LoRA fine-tuning" baseline).
+"""Incremental LoRA: MSLoRA-CR's pool without its regularisers (alpha = beta = 0;
+docs/methods.md#4-mslora-cr, the "unconstrained incremental LoRA fine-tuning" baseline).
 
     L = L_task;  training task t: adapters 1..t active (summed), only adapter t trainable;
     evaluating task k: adapters 1..k active.

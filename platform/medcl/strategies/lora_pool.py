@@ -4,7 +4,7 @@
     evaluating task k:  active adapters S_eval(k) = the trained ones among S_train(k)
 
 Incremental pools (``mslora_cr``, ``lora_incremental``) use S_train(t) = {1..t}, so task k is
-evaluated with adapters 1..k (METHODS.md section 4); ``lora_separate`` uses S_train(t) = {t}.
+evaluated with adapters 1..k (docs/methods.md#4-mslora-cr); ``lora_separate`` uses S_train(t) = {t}.
 A task not trained yet (the matrix's upper triangle, Transfer) is evaluated with the adapters
 trained so far among its set: for an incremental pool that is 1..t at time t (the model as it
 stands, the natural zero-shot reading; adapter k > t has B = 0 and would add nothing anyway), for

@@ -1,4 +1,4 @@
-"""One separate LoRA adapter per task (METHODS.md section 4, the "separate LoRA per task" baseline).
+"""One separate LoRA adapter per task (docs/methods.md#4-mslora-cr, the "separate LoRA per task" baseline).
 
     L = L_task;  training task t: only adapter t active and trainable;
     evaluating task k: only adapter k (the base model while task k is not trained yet).

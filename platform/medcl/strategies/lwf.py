@@ -1,4 +1,4 @@
-"""Learning without Forgetting (Li & Hoiem, 2016) with CLIP heads (METHODS.md section 3, "LwF").
+"""Learning without Forgetting (Li & Hoiem, 2016) with CLIP heads (docs/methods.md#3-baselines, "LwF").
 
     L = CE_ls + lam * (1 / |K|) * sum over k in K of
             T^2 * KL( softmax(z_k^prev(x) / T) || softmax(z_k(x) / T) )

@@ -1,5 +1,5 @@
 """MSLoRA-CR: modality-specific LoRA pools with contrastive regularisation (Zhang et al., ACM MM 2025;
-METHODS.md section 4).
+docs/methods.md#4-mslora-cr).
 
 Frozen CLIP, one LoRA adapter per task (:mod:`.lora_pool`); while task t trains, adapters 1..t are
 active (summed) and only adapter t is trainable; task k is evaluated with adapters 1..k.

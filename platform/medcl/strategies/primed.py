@@ -1,4 +1,4 @@
-"""PRIMED: retrieval-guided continual learning (Chen et al., "Forging a Dynamic Memory"; METHODS.md section 5).
+"""PRIMED: retrieval-guided continual learning (Chen et al., "Forging a Dynamic Memory"; docs/methods.md#5-primed).
 
     L = CE_ls + alpha * L_CKT + beta * L_CMC + dfg * L_DFG            (alpha = 1, beta = 0.25)
 

@@ -1,5 +1,5 @@
 """Experience replay from a sharded buffer: the "continual + rehearsal" paradigm of CLMFM (Yi et al.,
-2023; METHODS.md section 2).
+2023; docs/methods.md#2-paradigms).
 
     L = (1 / (|B| + |R|)) * sum over (x, y, k) in B + R of CE_ls(logit_scale * f(x) . g(prompts of task k), y)
 

@@ -1,5 +1,5 @@
 """Task-specialised models: one model per task, each fine-tuned from the same starting weights
-(METHODS.md section 2, the "task-specialised" paradigm).
+(docs/methods.md#2-paradigms, the "task-specialised" paradigm).
 
     theta_k = argmin over theta, started at theta_0, of CE_ls(task k)        for every task k
     a[t, j] = acc(theta_j, task j) if j <= t else acc(theta_0, task j)

@@ -1,4 +1,4 @@
-"""WiSE-FT between consecutive tasks (Wortsman et al., 2022; METHODS.md section 3, "WiSE-FT").
+"""WiSE-FT between consecutive tasks (Wortsman et al., 2022; docs/methods.md#3-baselines, "WiSE-FT").
 
     after each task:  theta = (1 - w) * theta_prev + w * theta_new          (w = 0.5 by default)
 

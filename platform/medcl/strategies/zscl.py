@@ -1,4 +1,4 @@
-"""ZSCL: zero-shot continual learning (Zheng et al., ICCV 2023; METHODS.md section 3, "ZSCL").
+"""ZSCL: zero-shot continual learning (Zheng et al., ICCV 2023; docs/methods.md#3-baselines, "ZSCL").
 
     L = CE_ls + w_img * D(Z_ref, Z) + w_txt * D(Z_ref^T, Z^T) + lam_l2 * sum_i (theta_i - theta_start_i)^2
     D(A, B) = T^2 * mean over rows r of CE( softmax(A_r / T), B_r / T )             (T = 2)

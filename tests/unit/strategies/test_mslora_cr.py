@@ -1,4 +1,4 @@
-"""MSLoRA-CR's regularisers (METHODS.md section 4) against hand computations and their intended direction."""
+"""MSLoRA-CR's regularisers (docs/methods.md#4-mslora-cr) against hand computations and their intended direction."""
 from __future__ import annotations
 
 import math
