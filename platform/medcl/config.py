@@ -130,8 +130,12 @@ class ExperimentConfig(_Section):
     telemetry: bool = True  # Ray metrics of training and evaluation (medcl.telemetry); MEDCL_TELEMETRY=0 also turns them off
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
+    def run_dir(self):
+        """``output_dir / name``: a local :class:`~pathlib.Path`, or a :class:`medcl.storage.Location`
+        when ``output_dir`` is a URI (``s3://bucket/runs``)."""
+        from medcl.storage import place
+
+        return place(self.output_dir) / self.name
 
 
 # --------------------------------------------------------------------------- loading

@@ -7,9 +7,11 @@ from pathlib import Path
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+    """Hex sha256 of a file (a local path or a :class:`medcl.storage.Location`), read in 1 MiB chunks."""
+    from medcl import storage
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with storage.open_input(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -14,6 +14,7 @@ Layout (``runs/<name>/``)::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -21,11 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from medcl import storage
+
 ZERO_SHOT_ROW = "zero_shot"
 
 
 @dataclass(frozen=True)
 class RunDir:
+    """``path``: a local :class:`~pathlib.Path` or a :class:`medcl.storage.Location` (``s3://...``);
+    every helper below reads and writes through :mod:`medcl.storage`."""
+
     path: Path
 
     @property
@@ -65,17 +71,17 @@ def write_matrix_csv(path: Path, row_labels: list[str], task_names: list[str], v
     values = np.asarray(values, dtype=float)
     if values.shape != (len(row_labels), len(task_names)):
         raise ValueError(f"matrix shape {values.shape} != ({len(row_labels)}, {len(task_names)})")
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["after", *task_names])
-        for label, row in zip(row_labels, values):
-            writer.writerow([label, *("" if math.isnan(v) else f"{v:.4f}" for v in row)])
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(["after", *task_names])
+    for label, row in zip(row_labels, values):
+        writer.writerow([label, *("" if math.isnan(v) else f"{v:.4f}" for v in row)])
+    storage.write_text(path, handle.getvalue())
 
 
 def read_matrix_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Inverse of :func:`write_matrix_csv`: ``(row_labels, task_names, values)``."""
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
+    rows = list(csv.reader(io.StringIO(storage.read_text(path), newline="")))
     if not rows or rows[0][:1] != ["after"]:
         raise ValueError(f"{path}: not a medcl matrix.csv (first cell must be 'after')")
     task_names = rows[0][1:]
@@ -85,21 +91,17 @@ def read_matrix_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def append_event(path: Path, event: dict) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(event, default=_json_default) + "\n")
+    storage.append_text(path, json.dumps(event, default=_json_default) + "\n")
 
 
 def read_events(path: Path) -> list[dict]:
-    if not path.exists():
+    if not storage.exists(path):
         return []
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
 
 
 def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    tmp.replace(path)
+    storage.write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(value):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from medcl.models import load_weights, save_weights
+from medcl.storage import is_remote, local_copy
 from medcl.hashing import sha256_file
 from medcl.models.weights import describe_mismatch
 
@@ -76,7 +77,11 @@ def read_state(directory: Path) -> SequenceState:
 
 
 def restore_checkpoint(directory: Path, *, rank: int, model: torch.nn.Module) -> tuple[SequenceState, dict]:
-    """Load the model weights (if saved) and this rank's strategy state; verify sha256 first."""
+    """Load the model weights (if saved) and this rank's strategy state; verify sha256 first. A
+    checkpoint in an object store (:class:`medcl.storage.Location`) is downloaded first."""
+    if is_remote(directory):
+        with local_copy(directory) as local:
+            return restore_checkpoint(local, rank=rank, model=model)
     state = read_state(directory)
     if (directory / MODEL_FILE).exists():
         _verify(directory, 0, [MODEL_FILE])

@@ -35,6 +35,7 @@ from medcl.engine.preprocess import to_model_input
 from medcl.models import create_model
 from medcl.models.norm import resolve_freeze_norm, sync_running_statistics
 from medcl.rundir import RunDir
+from medcl.storage import place
 from medcl.strategies import build_strategy
 
 
@@ -62,7 +63,7 @@ def train_sequence(loop_config: dict) -> None:
                        train_config=cfg.train, freeze_norm=resolve_freeze_norm(cfg.model.freeze_norm, cfg.model.pretrained))
     ctx.train_mode()  # teachers taken in setup normalise as the training student does
     strategy.setup(ctx)
-    run = RunDir(Path(loop_config["run_dir"]))
+    run = RunDir(place(loop_config["run_dir"]))  # a local path or an object-store URI (medcl.storage)
     state = _restore(ctx, strategy, run.checkpoints)
     if state is None:
         state = SequenceState(task_names=[t.name for t in tasks], stage_names=[s.name for s in stages])

@@ -11,8 +11,9 @@ is refused (the fields that differ are named), since its matrix would mix two ex
 """
 from __future__ import annotations
 
-import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -27,6 +28,7 @@ from medcl.models import ModelLoadError, check_model_source
 from medcl.paths import resolve_paths
 from medcl.registry import UnknownNameError
 from medcl.rundir import RunDir
+from medcl.storage import is_remote, ray_storage, read_bytes, rmtree, write_bytes
 from medcl.strategies import build_strategy
 
 # Fields that may change between a run and its resumption without changing its results.
@@ -73,16 +75,15 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
     if resumed_after is not None:
         print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name})", flush=True)
     if resumed_after != len(stages):
-        _fit(prepare_strategy(strategy, config, tasks, run), run, tasks, dashboard)
+        joined = connect_checked(config, run, dashboard=dashboard)
+        _fit(prepare_strategy(strategy, config, tasks, run), run, tasks, joined)
     final = latest_checkpoint(run.checkpoints)
     if final is None:
         raise RunError(f"{run.path}: the run wrote no checkpoint; see the errors above")
     state = read_state(final)
     metrics = write_outputs(run, state, strategy=config.strategy.name, model=config.model.name,
                             benchmark=config.benchmark.name)
-    from medcl.report import write_report
-
-    write_report(run.path)
+    write_run_report(run)
     return RunResult(run=run, state=state, metrics=metrics, resumed_after=resumed_after)
 
 
@@ -103,7 +104,7 @@ def prepare_run_dir(config, *, fresh: bool, resumable: set[str] = RESUMABLE_CHAN
     paths compares equal to the same command run from the same directory."""
     run = RunDir(config.run_dir.resolve())
     if fresh and run.path.exists():
-        shutil.rmtree(run.path)
+        rmtree(run.path)
     if run.config.exists():
         previous = yaml.safe_load(run.config.read_text()) or {}
         previous.pop("provenance", None)
@@ -124,11 +125,41 @@ def _diff(old, new, prefix: str = "") -> set[str]:
     return set() if old == new else {prefix.rstrip(".")}
 
 
-def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], dashboard: bool) -> None:
+def connect_checked(config: ExperimentConfig, run: RunDir, *, dashboard: bool = False) -> bool:
+    """Join or start Ray (True when joined), then refuse, before any training, workers that cannot
+    fit (:func:`~medcl.engine.cluster.check_resources`) and a run directory not every node sees
+    (:func:`~medcl.engine.shared.check_shared`, naming ``output_dir``)."""
     from medcl.engine.cluster import check_resources, connect
+    from medcl.engine.shared import check_shared
+    from medcl.storage import StorageError
 
     joined = connect(config, dashboard=dashboard)
     check_resources(config)
+    try:
+        check_shared(run.path.parent, field="output_dir")
+    except StorageError as exc:
+        raise RunError(str(exc)) from None
+    return joined
+
+
+def write_run_report(run: RunDir) -> None:
+    """``report.html`` of the run; for a run in an object store, built from a local copy of its
+    top-level files (not its checkpoints) and uploaded beside them."""
+    from medcl.report import write_report
+
+    if not is_remote(run.path):
+        write_report(run.path)
+        return
+    with tempfile.TemporaryDirectory(prefix="medcl-report-") as tmp:
+        local = RunDir(Path(tmp) / run.path.name)
+        local.path.mkdir()
+        for name in ("config.yaml", "matrix.csv", "auc.csv", "metrics.json", "events.jsonl"):
+            if (run.path / name).is_file():
+                (local.path / name).write_bytes(read_bytes(run.path / name))
+        write_bytes(run.report, write_report(local.path).read_bytes())
+
+
+def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], joined: bool) -> None:
     trainer = build_trainer(config, run, tasks, joined=joined)
     try:
         trainer.fit()
@@ -163,7 +194,7 @@ def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, j
                            "run_dir": str(run.path), **(loop_extras or {})},
         scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=config.train.use_gpu,
                                      resources_per_worker={"CPU": config.train.cpus_per_worker}),
-        run_config=RunConfig(name="checkpoints", storage_path=str(run.path), callbacks=list(callbacks) or None,
+        run_config=RunConfig(name="checkpoints", **ray_storage(run.path), callbacks=list(callbacks) or None,
                              worker_runtime_env={"env_vars": forwarded_environment()} if forwarded_environment() else None,
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
                              logging_config=LoggingConfig(log_level=train_log_level()),
