@@ -6,7 +6,8 @@ then `medcl run experiments/quickstart.yaml --fresh` starting from its weights.
 Prints JSON: wall seconds of each command and of both, the pretraining's own training time and
 held-out recall, Ray start-up to the quickstart's first training step, its training and evaluation
 time per task (from the run's events), and its metrics. ``--random-init`` skips the pretraining
-and runs the quickstart with ``model.pretrained=null`` (the comparison the README quotes).
+and runs the quickstart with ``model.pretrained=null`` (the comparison docs/pretraining.md quotes;
+the figures of docs/performance.md are kept in docs/results/performance.json).
 Target: < 180 s for the quickstart on a 2-core machine after install.
 """
 from __future__ import annotations
