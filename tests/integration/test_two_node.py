@@ -1,0 +1,105 @@
+"""A real two-node Ray cluster with separate node-local disks and an S3-compatible store, on loopback.
+
+One cluster for the module (``two_node_cluster.py``): a head on 127.0.0.2 and a worker node on
+127.0.0.3, one CPU each, each node in its own mount namespace where the same path
+(``cluster.node_local``) is that node's private directory; ``moto_server`` on 127.0.0.1 is the
+shared object store. Jobs go through ``ray job submit`` (the entrypoint runs on the head, in the
+head's namespace). With one CPU per node, the run's two Train workers (one CPU each) can only be
+placed one per node: its checkpoints and progress are written from both nodes into S3.
+Skipped, with the exact error, where this machine cannot make mount namespaces.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from s3server import MotoS3, apply_env, restore_env  # noqa: E402
+from two_node_cluster import HEAD_IP, WORKER_IP, TwoNodeCluster, namespace_error  # noqa: E402
+
+from medcl import storage  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "medcl-two-node"
+EXPERIMENT = {
+    "name": "two-node", "seed": 0,
+    "benchmark": {"name": "synthmed", "num_tasks": 2, "train_per_class": 8, "val_per_class": 2, "test_per_class": 4},
+    "model": {"name": "medcl-tiny"}, "strategy": {"name": "finetune"},
+    "train": {"workers": 2, "cpus_per_worker": 1, "batch_size": 8, "lr": 2e-3, "steps_per_task": 4, "log_every": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with MotoS3() as server:
+        previous = apply_env(server.env)  # this process reads the results from the same store
+        try:
+            server.create_bucket(BUCKET)
+            yield server
+        finally:
+            restore_env(previous)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
+    reason = namespace_error()
+    if reason is not None:
+        pytest.skip(f"no private node-local directories on this machine: {reason}")
+    with TwoNodeCluster(head_cpus=1, worker_cpus=1, env={**s3.env, "MEDCL_TELEMETRY": "0"}) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def job_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("job")
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(EXPERIMENT))
+    return folder
+
+
+def _run_job(cluster: TwoNodeCluster, name: str, output_dir: str, job_dir: Path) -> tuple[str, str]:
+    cluster.submit(name, ["medcl", "run", "tiny.yaml", "--output-dir", output_dir], working_dir=job_dir,
+                   runtime_env=REPO / "cluster" / "runtime_env.yaml")
+    return cluster.wait(name, timeout=600), cluster.logs(name)
+
+
+def test_the_nodes_are_two_with_one_cpu_each(cluster):
+    nodes = sorted((n["node_ip"], n["resources_total"]["CPU"]) for n in cluster.alive_nodes())
+    assert nodes == [(HEAD_IP, 1.0), (WORKER_IP, 1.0)]
+
+
+def test_a_node_local_output_dir_is_refused_before_training(cluster, job_dir):
+    output_dir = str(cluster.node_local / "runs")
+    status, logs = _run_job(cluster, "node-local", output_dir, job_dir)
+    assert status == "FAILED", logs[-3000:]
+    assert f"output_dir: {output_dir} is a node-local path: it is not visible on node(s) {WORKER_IP}" in logs, logs[-3000:]
+    assert HEAD_IP + " (" not in logs.split("not visible on node(s)", 1)[1].split("of this", 1)[0]
+    assert "s3://BUCKET/runs" in logs and "[task 1/2" not in logs  # the fix is named; no step was trained
+    # the namespaces at work: the head's driver wrote the run directory on the head's disk only
+    assert (cluster.disks["head"] / "runs" / "two-node" / "config.yaml").is_file()
+    assert list(cluster.disks["worker"].iterdir()) == []
+    assert not list((cluster.disks["head"] / "runs").glob(".medcl-shared-*")), "the probe marker is removed"
+
+
+def test_a_two_worker_run_with_output_in_s3(cluster, job_dir):
+    status, logs = _run_job(cluster, "s3-run", f"s3://{BUCKET}/runs", job_dir)
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert "Accuracy matrix" in logs
+    run = storage.place(f"s3://{BUCKET}/runs/two-node")
+    lines = storage.read_text(run / "matrix.csv").splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["zero_shot", "xray", "ultrasound"]
+    metrics = json.loads(storage.read_text(run / "metrics.json"))
+    assert metrics["complete"] and metrics["tasks"] == ["xray", "ultrasound"]
+    events = [json.loads(line) for line in storage.read_text(run / "events.jsonl").splitlines()]
+    assert [e["after"] for e in events if e["kind"] == "row"] == ["zero_shot", "xray", "ultrasound"]
+    assert storage.listdir(run / "checkpoints" / "task-2") == [
+        "manifest-rank0.json", "manifest-rank1.json", "model.safetensors", "state.json",
+        "strategy-rank0.pt", "strategy-rank1.pt"]
+    assert storage.is_file(run / "report.html") and storage.is_file(run / "config.yaml")
+    assert not any((disk / "s3:").exists() for disk in cluster.disks.values()) and not Path("s3:").exists()
