@@ -65,12 +65,12 @@ def _folders(root, names, per=2, suffix=".png", nest=""):
 
 def _breakhis(root):
     base = root / "BreaKHis_v1" / "histology_slides" / "breast"
-    for i in range(PATIENTS):
+    for i in range(12):
         kind, tumour, code = ("benign", "A", "B") if i % 2 else ("malignant", "DC", "M")
         slide = f"SOB_{code}_{tumour}_14-{1000 + i}AB"
         for mag in ("40", "100"):
             image(base / kind / "SOB" / tumour / slide / f"{mag}X" / f"SOB_{code}_{tumour}-14-{1000 + i}AB-{mag}-001.png", i)
-    return PATIENTS * 2
+    return 24
 
 
 def _chaoyang(root):
@@ -100,9 +100,9 @@ def _airogs(root):
 
 def _farfum(root):
     for c, name in enumerate(("Normal", "Pre-Plus", "Plus")):
-        for patient in range(2):
+        for patient in range(4):
             image(root / name / f"P{c}{patient}" / "img1.jpg", c * 10 + patient)
-    return 6
+    return 12
 
 
 def _aod(root):
@@ -151,10 +151,10 @@ def _pitvis(root):
 
 MAKERS = {
     "ranzcr": _ranzcr, "chexchonet": _chexchonet, "breakhis": _breakhis, "chaoyang": _chaoyang,
-    "pd_cxr": lambda r: _folders(r, ("COVID", "normal", "pneumonia"), 2, ".jpg"),
-    "gashissdb": lambda r: _folders(r / "160", ("Abnormal", "Normal"), 3),
+    "pd_cxr": lambda r: _folders(r, ("COVID", "normal", "pneumonia"), 4, ".jpg"),
+    "gashissdb": lambda r: _folders(r / "160", ("Abnormal", "Normal"), 5),
     "eyepacs": _eyepacs, "airogs": _airogs, "farfum_rop": _farfum, "aod": _aod,
-    "bmc": lambda r: _folders(r / "bone_marrow_cell_dataset", BMC_CLASSES[:3], 2, ".jpg", nest="0001-1000"),
+    "bmc": lambda r: _folders(r / "bone_marrow_cell_dataset", BMC_CLASSES[:3], 4, ".jpg", nest="0001-1000"),
     "isic2024": _isic, "nct_crc": _nct, "nih_cxr14": _nih, "pitvis": _pitvis,
 }
 assert NIH_CLASSES  # the NIH labels above are among its classes

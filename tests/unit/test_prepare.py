@@ -81,6 +81,16 @@ def test_patient_split_is_seeded_disjoint_and_independent_of_order():
     assert set(patient_split(["x", "y"], 0).values()) == {"train"}
 
 
+def test_split_does_not_depend_on_where_the_download_lies(tmp_path):
+    make_download("gashissdb", tmp_path / "a" / "download")
+    shutil.copytree(tmp_path / "a" / "download", tmp_path / "b" / "elsewhere")
+    splits = []
+    for folder in (tmp_path / "a" / "download", tmp_path / "b" / "elsewhere"):
+        prepare(DATASETS["gashissdb"], folder, folder.parent / "out", seed=5)
+        splits.append(pq.read_table(folder.parent / "out" / "gashissdb.parquet", columns=["patient", "split"]).to_pydict())
+    assert splits[0] == splits[1] and splits[0]["patient"][0].startswith("160/")
+
+
 def test_embedded_manifest_is_read_by_the_parquet_adapter(tmp_path):
     from medcl.data.parquet import ParquetTask, load_task
 

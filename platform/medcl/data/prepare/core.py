@@ -16,7 +16,8 @@ Split, when the publisher gives none (or gives train/test without val): the pati
 val (``round(0.1 n)``, at least 1) and train (the rest; with fewer than 3 patients all are train
 and test is empty), so no patient is in two splits and the split does not depend on file order.
 A publisher's train/test split is kept; val is then cut from its train patients the same way
-(``round(0.125 n_train)``). Without patient identifiers each image is its own patient.
+(``round(0.125 n_train)``). Without patient identifiers each image is its own patient (named by its path under the download
+folder, so the split does not depend on where the download was extracted).
 """
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ def collect(root: Path, spec: DatasetSpec, *, policy: str, strict: bool, options
             tally.skip("image file missing", str(record.image), strict, where)
             continue
         for (label,) in resolve_labels(record, spec, policy):
-            rows.append({"image": record.image, "label": label, "patient": record.patient or str(record.image),
+            rows.append({"image": record.image, "label": label, "patient": record.patient or _relative(record.image, root),
                          "split": record.split})
         if len(record.labels) > 1 and policy == "single":
             tally.skip("several labels (--multi-label single)", str(record.image), False, where)
@@ -173,6 +174,15 @@ def collect(root: Path, spec: DatasetSpec, *, policy: str, strict: bool, options
     if not rows:
         raise DataError(f"{where} --from", f"{root}: no usable image rows; expected the layout:\n{spec.layout}")
     return rows, tally
+
+
+def _relative(image: Path, root: Path) -> str:
+    """The image's path under the download folder: the patient of an image-level split, so the split
+    does not depend on where the download was extracted."""
+    try:
+        return image.relative_to(root).as_posix()
+    except ValueError:
+        return image.as_posix()
 
 
 def prepare(spec: DatasetSpec, source: Path, out: Path, *, seed: int = 0, strict: bool = False,
