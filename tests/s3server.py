@@ -18,6 +18,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+BUCKET = "medcl-test"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -93,3 +97,16 @@ def restore_env(previous: dict[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server for the module with bucket :data:`BUCKET`; this process's environment points
+    at it while the module runs (import the fixture into a test module to use it)."""
+    with MotoS3() as server:
+        previous = apply_env(server.env)
+        try:
+            server.create_bucket(BUCKET)
+            yield server
+        finally:
+            restore_env(previous)

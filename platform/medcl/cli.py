@@ -25,6 +25,8 @@ import os
 import sys
 from pathlib import Path
 
+from medcl.storage import place
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -58,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                           "start, while a local Ray runs)")
     run.set_defaults(handler=_run)
     report = commands.add_parser("report", help="rebuild report.html of a run directory")
-    report.add_argument("run_dir", type=Path)
+    report.add_argument("run_dir", type=place, help="a run directory: a local path or s3://... / gs://...")
     report.set_defaults(handler=_report)
     compare = commands.add_parser("compare", help="compare runs: one metrics table and per-task accuracy curves")
     compare.add_argument("run_dirs", type=Path, nargs="+")
@@ -126,7 +128,14 @@ def _run(args) -> int:
 def _report(args) -> int:
     from medcl.report import write_report
 
-    print(write_report(args.run_dir))
+    if isinstance(args.run_dir, Path):
+        print(write_report(args.run_dir))
+        return 0
+    from medcl.engine.runner import write_run_report  # a run in an object store (medcl.storage)
+    from medcl.rundir import RunDir
+
+    write_run_report(RunDir(args.run_dir))
+    print(RunDir(args.run_dir).report)
     return 0
 
 

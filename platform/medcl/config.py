@@ -31,6 +31,16 @@ class ConfigError(ValueError):
         lines = [f"{source}: invalid experiment"] + [f"  {field}: {msg}" for field, msg in problems]
         super().__init__("\n".join(lines))
 
+    def __reduce__(self):  # picklable, subclasses too: it crosses Ray task boundaries (prepare_run, trials)
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuild_error(cls, args: tuple, state: dict) -> ConfigError:
+    error = Exception.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)

@@ -313,6 +313,22 @@ def local_copy(value) -> Iterator[Path]:
         yield Path(tmp)
 
 
+@contextlib.contextmanager
+def staged_dir(value) -> Iterator[Path]:
+    """A local directory to write the place's files in: the place itself when local (created),
+    else a temporary directory holding a copy of what is there, uploaded back when the block
+    finishes without an exception (for writers that need files: parquet, FAISS, planners)."""
+    where = place(value)
+    if isinstance(where, Path):
+        where.mkdir(parents=True, exist_ok=True)
+        yield where
+        return
+    with tempfile.TemporaryDirectory(prefix="medcl-stage-") as tmp:
+        download_dir(where, tmp)
+        yield Path(tmp)
+        upload_dir(tmp, where)
+
+
 def ray_storage(value) -> dict:
     """``RunConfig`` keywords that make Ray Train persist checkpoints at the place: ``storage_path``
     (and ``storage_filesystem`` for an object store, so Ray uses the same filesystem as medcl)."""

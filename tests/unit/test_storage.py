@@ -14,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from s3server import MotoS3, apply_env, restore_env  # noqa: E402
+from s3server import BUCKET, s3  # noqa: E402,F401  (s3: the moto server fixture)
 
 from medcl import storage  # noqa: E402
 from medcl.config import validate_experiment  # noqa: E402
@@ -22,19 +22,6 @@ from medcl.engine.checkpoint import (CorruptCheckpointError, SequenceState, late
                                      restore_checkpoint, verify_checkpoint, write_checkpoint)
 from medcl.rundir import RunDir, append_event, read_events, read_matrix_csv, write_json, write_matrix_csv  # noqa: E402
 from medcl.storage import Location, StorageError, place  # noqa: E402
-
-BUCKET = "medcl-unit"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with MotoS3() as server:
-        previous = apply_env(server.env)
-        try:
-            server.create_bucket(BUCKET)
-            yield server
-        finally:
-            restore_env(previous)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -152,3 +139,7 @@ def test_run_dir_prepared_resumed_refreshed_and_reported_in_s3(s3):
     write_run_report(run)
     assert json.loads(run.metrics.read_text())["last"] == pytest.approx(metrics["last"])
     assert "<html" in run.report.read_text().lower() and "s3run" in run.report.read_text()
+    storage.write_text(run.report, "stale")
+    from medcl.cli import main
+
+    assert main(["report", str(run.path)]) == 0 and "<html" in run.report.read_text().lower()  # medcl report s3://...

@@ -76,7 +76,7 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
         print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name})", flush=True)
     if resumed_after != len(stages):
         joined = connect_checked(config, run, dashboard=dashboard)
-        _fit(prepare_strategy(strategy, config, tasks, run), run, tasks, joined)
+        _fit(prepare_strategy(strategy, config, tasks, run, as_task=True), run, tasks, joined)
     final = latest_checkpoint(run.checkpoints)
     if final is None:
         raise RunError(f"{run.path}: the run wrote no checkpoint; see the errors above")
@@ -87,12 +87,36 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
     return RunResult(run=run, state=state, metrics=metrics, resumed_after=resumed_after)
 
 
-def prepare_strategy(strategy, config: ExperimentConfig, tasks: list[Task], run: RunDir) -> ExperimentConfig:
-    """Driver-side work a strategy needs before the workers start (PRIMED plans its reference sets):
-    its optional ``prepare_run(config, tasks, run_dir)`` hook, which may return the config the
-    workers get (e.g. with a resolved path); the run's saved config.yaml is not changed."""
+def prepare_strategy(strategy, config: ExperimentConfig, tasks: list[Task], run: RunDir, *,
+                     as_task: bool = False) -> ExperimentConfig:
+    """Work a strategy needs before the workers start (PRIMED plans its reference sets): its
+    optional ``prepare_run(config, tasks, run_dir)`` hook, which may return the config the workers
+    get (e.g. with a resolved path); the run's saved config.yaml is not changed.
+
+    ``as_task`` (``medcl run``; Ray initialised): the hook runs as a Ray task that declares
+    ``train.torch_threads`` CPUs (and as many OpenMP threads), so on a cluster it is scheduled on a
+    node with free CPUs, inside Ray's accounting, rather than on a head with ``CPU: 0``; what it
+    writes goes to the run's storage (:mod:`medcl.storage`)."""
     hook = getattr(strategy, "prepare_run", None)
-    return (hook(config, tasks, run.path) or config) if hook is not None else config
+    if hook is None:
+        return config
+    if not as_task:
+        return hook(config, tasks, run.path) or config
+    import ray
+
+    threads = config.train.torch_threads
+    task = ray.remote(_run_hook).options(num_cpus=threads, max_retries=0, name=f"medcl-prepare-{config.strategy.name}",
+                                         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}})
+    try:
+        return ray.get(task.remote(hook, config, tasks, run.path))
+    except ray.exceptions.RayTaskError as exc:  # the hook's own error (ConfigError...), not Ray's wrapper
+        if isinstance(exc.cause, Exception):
+            raise exc.cause from None
+        raise
+
+
+def _run_hook(hook, config: ExperimentConfig, tasks: list[Task], run_path) -> ExperimentConfig:
+    return hook(config, tasks, run_path) or config
 
 
 def prepare_run_dir(config, *, fresh: bool, resumable: set[str] = RESUMABLE_CHANGES,
@@ -137,6 +161,9 @@ def connect_checked(config: ExperimentConfig, run: RunDir, *, dashboard: bool = 
     check_resources(config)
     try:
         check_shared(run.path.parent, field="output_dir")
+        for key, value in config.strategy.params().items():  # PRIMED's index_dir, corpus_dir, plan_dir
+            if key.endswith("_dir") and isinstance(value, str):
+                check_shared(value, field=f"strategy.{key}", output=key == "plan_dir")
     except StorageError as exc:
         raise RunError(str(exc)) from None
     return joined

@@ -26,30 +26,39 @@ def alive_nodes() -> list[dict]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def check_shared(value, *, field: str, example: str = "s3://BUCKET/runs") -> None:
+def check_shared(value, *, field: str, output: bool = True, example: str = "s3://BUCKET/runs") -> None:
     """Raise :class:`~medcl.storage.StorageError` when ``value`` (the place of ``field``) is a local
     path that some alive node of a multi-node cluster does not see; the message names the field,
     the nodes and the fix. Nothing is checked for a URI or on a one-node cluster. Ray must be
-    initialised. The directory is created (on the driver) for the probe."""
+    initialised. ``output``: a directory medcl writes (created on the driver, then a marker file
+    written there must be seen by every node); else an input, which must exist on every node."""
     where = place(value)
     if isinstance(where, Location):
         return
     nodes = alive_nodes()
-    if len({node["NodeManagerAddress"] for node in nodes}) < 2 and len(nodes) < 2:
+    if len(nodes) < 2:
         return
-    makedirs(where)
-    marker = where / f".medcl-shared-{uuid.uuid4().hex}"
-    marker.write_text("medcl shared-storage probe\n")
-    try:
-        blind = _nodes_not_seeing(str(marker), nodes)
-    finally:
-        marker.unlink(missing_ok=True)
-    if blind:
-        raise StorageError(
-            f"{field}: {where} is a node-local path: it is not visible on node(s) {', '.join(blind)} of this "
-            f"{len(nodes)}-node cluster, where Ray Train workers write checkpoints and progress. Use storage every "
-            f"node sees: an object store ({field}: {example}, or gs://BUCKET/runs; e.g. --output-dir {example}), "
-            "or a shared mount (NFS, EFS, Filestore) at the same path on every node. See docs/cluster.md.")
+    if not output:
+        blind = _nodes_not_seeing(str(where), nodes)
+    else:
+        makedirs(where)
+        marker = where / f".medcl-shared-{uuid.uuid4().hex}"
+        marker.write_text("medcl shared-storage probe\n")
+        try:
+            blind = _nodes_not_seeing(str(marker), nodes)
+        finally:
+            marker.unlink(missing_ok=True)
+    if not blind:
+        return
+    problem = (f"{field}: {where} is a node-local path: it is not visible on node(s) {', '.join(blind)} of this "
+               f"{len(nodes)}-node cluster, ")
+    if output:
+        raise StorageError(problem + f"where Ray Train workers write checkpoints and progress. Use storage every node "
+                           f"sees: an object store ({field}: {example}, or gs://BUCKET/runs; e.g. --output-dir "
+                           f"{example}), or a shared mount (NFS, EFS, Filestore) at the same path on every node. "
+                           "See docs/cluster.md.")
+    raise StorageError(problem + "where Ray tasks read it. Put it on a shared mount (NFS, EFS, Filestore) at the same "
+                       "path on every node, or into the node image at that path. See docs/cluster.md.")
 
 
 def _nodes_not_seeing(marker: str, nodes: list[dict]) -> list[str]:

@@ -45,8 +45,11 @@ PLANNING_FIELDS = ("k", "k_v", "a", "b", "c", "n", "over_fetch", "tie_decimals",
                    "builtin_per_class", "builtin_seed")
 
 
-def reference_file(plan_dir: Path, index: int) -> Path:
-    return Path(plan_dir) / f"reference-{index:03d}.parquet"
+def reference_file(plan_dir, index: int):
+    """Task ``index``'s reference set in ``plan_dir`` (a local Path, or a Location for a URI)."""
+    from medcl.storage import place
+
+    return place(plan_dir) / f"reference-{index:03d}.parquet"
 
 
 class DynamicPlanner:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from medcl import storage
 from medcl.data.reference import _decode
 from medcl.primed.planner import reference_file
 
@@ -20,11 +21,12 @@ class ReferenceStream:
     """``images`` uint8 (N, S, S, 3) and ``captions`` of task ``index``'s plan, decoded at ``image_size``."""
 
     def __init__(self, plan_dir: str | Path, index: int, image_size: int):
-        path = reference_file(Path(plan_dir), index)
-        if not path.is_file():
+        path = reference_file(plan_dir, index)  # local, or in an object store (medcl.storage)
+        if not storage.is_file(path):
             raise FileNotFoundError(f"{path}: PRIMED's reference set for task {index} was not planned; "
                                     "the driver plans it in Primed.prepare_run (medcl run does this)")
-        table = pq.read_table(path, columns=["image", "caption"])
+        filesystem, in_filesystem = storage.resolve(path)
+        table = pq.read_table(in_filesystem, columns=["image", "caption"], filesystem=filesystem)
         self.captions = table["caption"].to_pylist()
         images = [_decode(b, image_size) for b in table["image"].to_pylist()]
         self.images = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)

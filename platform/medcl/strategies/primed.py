@@ -12,7 +12,7 @@ all-reduce; the student's reference pass keeps its running statistics
 
 Reference sets are planned on the driver before the TorchTrainer starts (``prepare_run``,
 :mod:`medcl.primed.planner`): question pool M^i -> dynamic siphon -> three-stage retrieval through
-the retriever (``index_dir`` in process, or the ``service``) -> ``<run dir>/primed/reference-<i>.parquet``.
+the retriever (``index_dir`` in process, or the ``service``) -> ``<run dir>/primed/reference-<i>.parquet`` (a local path or an object store, :mod:`medcl.storage`).
 Workers read their task's file in ``before_task``; a restart re-runs ``before_task`` after the engine
 restored the previous task's weights, so no state is saved.
 
@@ -30,6 +30,7 @@ from medcl.models.norm import running_statistics_kept, teacher_copy
 from medcl.paths import PathStr
 from medcl.primed.losses import ckt_loss, cmc_loss, fisher_guard_weights, pair_cosines
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
+from medcl.storage import place, staged_dir
 from medcl.strategies.l2 import l2_penalty, snapshot
 
 PLAN_DIR = "primed"
@@ -72,9 +73,10 @@ class Primed(Strategy):
         from medcl.primed.planner import plan_reference_sets
 
         params = cls.Params.model_validate(config.strategy.params())
-        plan_dir = Path(params.plan_dir) if params.plan_dir else Path(run_dir) / PLAN_DIR
-        plan_reference_sets(tasks, plan_dir, params, seed=config.seed, model=config.model.model_dump(mode="json"),
-                            threads=config.train.torch_threads, mode=cls.plan_mode)
+        plan_dir = place(params.plan_dir) if params.plan_dir else place(run_dir) / PLAN_DIR
+        with staged_dir(plan_dir) as local:  # an object-store plan is planned locally, then uploaded
+            plan_reference_sets(tasks, local, params, seed=config.seed, model=config.model.model_dump(mode="json"),
+                                threads=config.train.torch_threads, mode=cls.plan_mode)
         strategy = config.strategy.model_copy(update={"plan_dir": str(plan_dir.resolve())})
         return config.model_copy(update={"strategy": strategy})
 
