@@ -1,13 +1,17 @@
 """``medcl corpus build``: every source of a spec to one corpus directory (store.py layout).
 
-For each source in spec order: the reader lists raw records on the driver (sources/) as Arrow
-chunks of ``CHUNK_ROWS`` rows, ``WINDOW_CHUNKS`` chunks at a time; the normalise/validate step
-(normalise.py: read image files, decode with PIL, decode captions) runs on Ray Data
-(``from_arrow`` + ``map_batches``, order preserved) or in process (``use_ray=False``, small builds
-and tests, same function). The driver then drops
-duplicate ids (the first occurrence is kept), counts every skip by reason with a few example ids,
-and writes shards of ``spec.shard_rows`` rows. ``strict`` raises :class:`CorpusError` at the first
-bad row in source order, naming the source, the id, where it was read from and the reason.
+Two paths, the same result (rows, reasons, kept duplicates; build_ray.py documents the Ray one):
+
+* ``use_ray=True``: build_ray.py, the whole pipeline on Ray Data (reads in tasks, hash-shuffle
+  de-duplication, shards written and hashed by the workers); the driver holds listings and
+  per-shard statistics only.
+* ``use_ray=False`` (``--local``, small builds and tests): the sources are read here in source
+  order (``iter_source``), normalised in chunks of ``CHUNK_ROWS`` (normalise.py, the same function),
+  duplicate ids dropped (the first occurrence is kept) and shards of ``spec.shard_rows`` rows
+  written serially; ``strict`` raises :class:`CorpusError` at the first bad row without reading on.
+
+Either way ``strict`` names the first bad row in source order (source, id, where it was read from,
+reason), and every skip is counted by reason with a few example ids (the first in source order).
 
 ``build_report.json``: ``{"rows": N, "shards": S, "sources": {name: {"type", "read", "written",
 "skipped": {reason: n}, "examples": {reason: [id, ...]}}}}``.
@@ -30,7 +34,6 @@ from medcl.corpus.spec import CorpusError, CorpusSpec
 from medcl.corpus.store import BUILD_REPORT, CORPUS_MANIFEST, CorpusShard, write_corpus_manifest, write_corpus_shard
 
 CHUNK_ROWS = 512
-WINDOW_CHUNKS = 64  # chunks handed to one Ray Data execution (32k rows)
 EXAMPLES = 5
 
 
@@ -81,23 +84,34 @@ def build_corpus(spec: CorpusSpec, out: str | Path, *, strict: bool = False, use
     """Build the corpus of ``spec`` into ``out`` (its previous shards are replaced); return the report."""
     out = Path(out)
     _clear(out)
+    if use_ray:
+        from medcl.corpus.build_ray import build_on_ray
+
+        try:
+            shards, sources = build_on_ray(spec, out, strict=strict, log=log)
+        finally:
+            shutil.rmtree(out / ".tmp", ignore_errors=True)
+    else:
+        shards, sources = _build_locally(spec, out, strict)
+    for name, r in sources.items():
+        log(f"{name}: read {r['read']}, wrote {r['written']}, skipped {r['skipped'] or 0}")
+    write_corpus_manifest(out, shards, {name: r["written"] for name, r in sources.items()})
+    body = {"rows": sum(s.rows for s in shards), "shards": len(shards), "sources": sources}
+    (out / BUILD_REPORT).write_text(json.dumps(body, indent=2))
+    return body
+
+
+def _build_locally(spec: CorpusSpec, out: Path, strict: bool) -> tuple[list[CorpusShard], dict]:
     writer = _ShardWriter(out, spec.shard_rows)
     seen: set[str] = set()
     reports: dict[str, SourceReport] = {}
     for source in spec.sources:
         report = reports.setdefault(source.name, SourceReport(source.type))
-        for table in _normalised(source, spec, use_ray):
-            keep = _screen(table, source.name, report, seen, strict)
+        for chunk in raw_chunks(source, spec):
+            keep = _screen(normalise_table(chunk, spec.max_side), source.name, report, seen, strict)
             writer.add(keep)
             report.written += keep.num_rows
-        log(f"{source.name}: read {report.read}, wrote {report.written}, skipped {report.skipped or 0}")
-    shards = writer.close()
-    sources = {name: r.written for name, r in reports.items()}
-    write_corpus_manifest(out, shards, sources)
-    body = {"rows": sum(s.rows for s in shards), "shards": len(shards),
-            "sources": {name: vars(r) for name, r in reports.items()}}
-    (out / BUILD_REPORT).write_text(json.dumps(body, indent=2))
-    return body
+    return writer.close(), {name: vars(r) for name, r in reports.items()}
 
 
 def _screen(table: pa.Table, name: str, report: SourceReport, seen: set, strict: bool) -> pa.Table:
@@ -122,29 +136,6 @@ def raw_chunks(source, spec: CorpusSpec) -> Iterator[pa.Table]:
     records = iter_source(source, spec)
     while chunk := list(islice(records, CHUNK_ROWS)):
         yield pa.Table.from_pylist(chunk, schema=RAW_SCHEMA)
-
-
-def _normalised(source, spec: CorpusSpec, use_ray: bool) -> Iterator[pa.Table]:
-    chunks = raw_chunks(source, spec)
-    if not use_ray:
-        for chunk in chunks:
-            yield normalise_table(chunk, spec.max_side)
-        return
-    while window := list(islice(chunks, WINDOW_CHUNKS)):  # bounds what the driver holds at once
-        yield from _normalised_on_ray(window, spec.max_side)
-
-
-def _normalised_on_ray(chunks: list[pa.Table], max_side: int | None) -> Iterator[pa.Table]:
-    import ray.data
-
-    from medcl.corpus.raydata import data_context
-
-    data_context()
-    dataset = ray.data.from_arrow(chunks).map_batches(
-        normalise_table, fn_kwargs={"max_side": max_side}, batch_format="pyarrow", batch_size=None, num_cpus=0.5)
-    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-        if batch.num_rows:
-            yield batch
 
 
 def _clear(out: Path) -> None:

@@ -4,6 +4,7 @@
 data_root: ../shared/data          # relative source paths are taken under it (else under the cwd)
 shard_rows: 10000                  # rows per output Parquet shard
 max_side: null                     # re-encode images whose longer side exceeds this (keeps format)
+partitions: null                   # hash partitions of the Ray build's de-duplication (default: by input size)
 sources:
   - {type: roco, path: roco/data, limit: 1000}
   - {type: medpix, path: medpix/MedPix-2-0}
@@ -123,6 +124,8 @@ class CorpusSpec(BaseModel):
     data_root: PathStr | None = Field(None, description="relative source paths are taken under it")
     shard_rows: int = Field(10000, ge=1)
     max_side: int | None = Field(None, ge=8, description="re-encode images longer than this on a side")
+    partitions: int | None = Field(None, ge=1, description="hash partitions of the de-duplicating shuffle on Ray "
+                                                           "(default: one per 256 MiB of listed input)")
     sources: list[SourceSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

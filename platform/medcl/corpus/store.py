@@ -50,9 +50,10 @@ def corpus_shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def write_corpus_shard(directory: Path, index: int, table: pa.Table) -> CorpusShard:
-    """Write one shard (cast to CORPUS_SCHEMA) and return its manifest entry."""
-    path = Path(directory) / corpus_shard_name(index)
+def write_corpus_shard(directory: Path, index: int, table: pa.Table, *, name: str | None = None) -> CorpusShard:
+    """Write one shard (cast to CORPUS_SCHEMA) as ``name`` (default ``part-{index:05d}.parquet``)
+    and return its manifest entry (rows, sha256 of the written file)."""
+    path = Path(directory) / (name or corpus_shard_name(index))
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.select(list(CORPUS_COLUMNS)).cast(CORPUS_SCHEMA), path)
     return CorpusShard(path.name, table.num_rows, sha256_file(path))

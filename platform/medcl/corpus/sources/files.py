@@ -9,6 +9,8 @@
 * WebDataset (BIOMEDICA style): members grouped by key (the member path up to the first dot of its
   base name); the image is ``<key>.jpg|jpeg|png|webp|tif|tiff|bmp``, the caption ``<key>.txt`` or
   ``<key>.json[caption_field]``. Read with :mod:`tarfile`, streaming, in member order.
+
+Units (read in parallel Ray Data tasks by build_ray.py): the JSONL file; each Parquet file; each tar.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import glob
 import json
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import pyarrow.parquet as pq
@@ -31,8 +34,16 @@ def _existing(spec, path: Path, what: str) -> Path:
     return path
 
 
-def read_jsonl(spec, corpus) -> Iterator[dict]:
-    path = _existing(spec, corpus.resolve(spec.path), "file")
+def _file_unit(path: Path) -> dict:
+    return {"path": str(path), "bytes": path.stat().st_size}
+
+
+def jsonl_units(spec, corpus) -> list[dict]:
+    return [_file_unit(_existing(spec, corpus.resolve(spec.path), "file"))]
+
+
+def read_jsonl(spec, corpus, unit: dict) -> Iterator[dict]:
+    path = Path(unit["path"])
     images = corpus.resolve(spec.images) if spec.images else path.parent
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
@@ -52,18 +63,32 @@ def read_jsonl(spec, corpus) -> Iterator[dict]:
                              modality=_field(record, spec.modality_field), license=_field(record, spec.license_field))
 
 
-def read_parquet(spec, corpus) -> Iterator[dict]:
+def parquet_units(spec, corpus) -> list[dict]:
+    """One unit per file; a file without the spec's columns is named here, before any task runs."""
     root = _existing(spec, corpus.resolve(spec.path), "path")
     files = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
     for file in files:
+        _check_columns(spec, file, set(pq.read_schema(file).names))
+    return [_file_unit(f) for f in files]
+
+
+def _wanted(spec) -> list[str]:
+    return [c for c in (spec.id_column, spec.image_column, spec.image_path_column, spec.caption_column,
+                        spec.modality_column, spec.license_column) if c]
+
+
+def _check_columns(spec, file: Path, names: set) -> None:
+    missing = [c for c in _wanted(spec) if c not in names]
+    if missing:
+        raise FileNotFoundError(f"source {spec.name!r} (parquet): {file} has no column(s) {missing}; "
+                                f"it has {sorted(names)}")
+
+
+def read_parquet(spec, corpus, unit: dict) -> Iterator[dict]:
+    for file in [Path(unit["path"])]:
         parquet = pq.ParquetFile(file)
-        names = set(parquet.schema_arrow.names)
-        wanted = [c for c in (spec.id_column, spec.image_column, spec.image_path_column, spec.caption_column,
-                              spec.modality_column, spec.license_column) if c]
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            raise FileNotFoundError(f"source {spec.name!r} (parquet): {file} has no column(s) {missing}; "
-                                    f"it has {sorted(names)}")
+        wanted = _wanted(spec)
+        _check_columns(spec, file, set(parquet.schema_arrow.names))
         images = corpus.resolve(spec.images) if spec.images else file.parent
         number = 0
         for batch in parquet.iter_batches(batch_size=1024, columns=wanted):
@@ -77,8 +102,12 @@ def read_parquet(spec, corpus) -> Iterator[dict]:
                 number += 1
 
 
-def read_webdataset(spec, corpus) -> Iterator[dict]:
-    for tar in tar_files(spec, corpus):
+def webdataset_units(spec, corpus) -> list[dict]:
+    return [_file_unit(tar) for tar in tar_files(spec, corpus)]
+
+
+def read_webdataset(spec, corpus, unit: dict) -> Iterator[dict]:
+    for tar in [Path(unit["path"])]:
         with tarfile.open(tar, "r:*") as archive:
             for key, members in _grouped(archive):
                 yield _wds_record(spec, f"{tar}:{key}", key, members)
@@ -133,3 +162,8 @@ def _field(record: dict, name: str | None) -> str | None:
 
 def _clean_id(value) -> str:
     return str(value).strip()
+
+
+JSONL = SimpleNamespace(units=jsonl_units, read_unit=read_jsonl)
+PARQUET = SimpleNamespace(units=parquet_units, read_unit=read_parquet)
+WEBDATASET = SimpleNamespace(units=webdataset_units, read_unit=read_webdataset)

@@ -7,18 +7,25 @@ spec's ``license`` (default ``unknown``) is used. The image file is read and val
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Iterator
 
 from medcl.corpus.sources import raw_record
 from medcl.corpus.sources.modality import normalise_modality
 
 
-def read(spec, corpus) -> Iterator[dict]:
-    root = corpus.resolve(spec.path)
-    descriptions = root / "Descriptions.json"
+def units(spec, corpus) -> list[dict]:
+    """One unit: Descriptions.json (its images are read later, in the normalise stage)."""
+    descriptions = corpus.resolve(spec.path) / "Descriptions.json"
     if not descriptions.is_file():
         raise FileNotFoundError(f"source {spec.name!r} (medpix): {descriptions} not found "
                                 "(expected the MedPix-2-0 folder with Descriptions.json and images/)")
+    return [{"path": str(descriptions), "bytes": descriptions.stat().st_size}]
+
+
+def read_unit(spec, corpus, unit: dict) -> Iterator[dict]:
+    descriptions = Path(unit["path"])
+    root = descriptions.parent
     records = json.loads(descriptions.read_text(encoding="utf-8"))
     for number, record in enumerate(records):
         ref = f"{descriptions}[{number}]"

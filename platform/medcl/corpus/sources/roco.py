@@ -21,12 +21,17 @@ def caption_files(root: Path, splits, categories) -> list[Path]:
             if (root / s / c / "captions.txt").is_file()]
 
 
-def read(spec, corpus) -> Iterator[dict]:
+def units(spec, corpus) -> list[dict]:
+    """One unit per captions.txt (its folder's licences.txt is read with it)."""
     root = corpus.resolve(spec.path)
     files = caption_files(root, spec.splits, spec.categories)
     if not files:
         raise FileNotFoundError(f"source {spec.name!r} (roco): no <split>/<category>/captions.txt under {root}")
-    for path in files:
+    return [{"path": str(p), "bytes": p.stat().st_size} for p in files]
+
+
+def read_unit(spec, corpus, unit: dict) -> Iterator[dict]:
+    for path in [Path(unit["path"])]:
         folder = path.parent
         licences = _licences(folder / "licences.txt")
         fallback = "radiology" if folder.name == "radiology" else "other"

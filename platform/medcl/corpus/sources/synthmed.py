@@ -23,7 +23,12 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def read(spec, corpus) -> Iterator[dict]:
+def units(spec, corpus) -> list[dict]:
+    """One unit (generated, no file); ``bytes`` is a rough size for partition planning."""
+    return [{"path": "<synthmed>", "bytes": 1000 * spec.per_class * 5 * max(1, len(spec.domains or [1] * 6))}]
+
+
+def read_unit(spec, corpus, unit: dict) -> Iterator[dict]:
     from medcl.corpus.sources import raw_record
     from medcl.data import BENCHMARKS
 
