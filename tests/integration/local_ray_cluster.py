@@ -32,6 +32,7 @@ PORT_NAMES = ("port", "dashboard-port", "metrics-export-port", "node-manager-por
               "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
               "runtime-env-agent-port")
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_ports(count: int) -> list[int]:
@@ -101,14 +102,15 @@ class LocalRayCluster:
             return json.loads(response.read())
 
     def submit(self, submission_id: str, entrypoint: list[str], *, working_dir: Path,
-               runtime_env: Path | None = None) -> subprocess.CompletedProcess:
-        """``ray job submit --no-wait`` with the cluster's token in the environment."""
+               runtime_env: Path | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+        """``ray job submit --no-wait`` with the cluster's token in the environment, from ``cwd`` (the
+        repository root by default: ``cluster/runtime_env.yaml``'s ``py_modules`` are relative to it)."""
         args = [self.ray, "job", "submit", "--address", self.dashboard_url, "--submission-id", submission_id,
                 "--working-dir", str(working_dir), "--no-wait"]
         if runtime_env is not None:
             args += ["--runtime-env", str(runtime_env)]
         args += ["--", *entrypoint]
-        proc = subprocess.run(args, env=self.env, timeout=180, capture_output=True, text=True)
+        proc = subprocess.run(args, env=self.env, timeout=180, capture_output=True, text=True, cwd=cwd)
         if proc.returncode:  # say why: a bare CalledProcessError hides ray's own message
             raise AssertionError(f"ray job submit exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc

@@ -11,6 +11,7 @@ Skipped, with the exact error, where this machine cannot make mount namespaces.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "medcl-two-node"
+MARKER = "medcl-local-edit-marker"
 EXPERIMENT = {
     "name": "two-node", "seed": 0,
     "benchmark": {"name": "synthmed", "num_tasks": 2, "train_per_class": 8, "val_per_class": 2, "test_per_class": 4},
@@ -63,9 +65,23 @@ def job_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def _run_job(cluster: TwoNodeCluster, name: str, output_dir: str, job_dir: Path) -> tuple[str, str]:
-    cluster.submit(name, ["medcl", "run", "tiny.yaml", "--output-dir", output_dir], working_dir=job_dir,
-                   runtime_env=REPO / "cluster" / "runtime_env.yaml")
+@pytest.fixture(scope="module")
+def edited_checkout(tmp_path_factory) -> Path:
+    """A copy of the repository's platform/medcl with a local edit: importing it prints a marker."""
+    root = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(REPO / "platform" / "medcl", root / "platform" / "medcl",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with open(root / "platform" / "medcl" / "__init__.py", "a") as handle:
+        handle.write(f"\nprint('{MARKER}', __file__, flush=True)\n")
+    return root
+
+
+def _run_job(cluster: TwoNodeCluster, name: str, output_dir: str, job_dir: Path, cwd: Path = REPO,
+             extra: list[str] = ()) -> tuple[str, str]:
+    """``ray job submit`` from ``cwd`` with the shipped cluster/runtime_env.yaml (its py_modules are
+    taken from ``cwd``); the job's status and logs."""
+    cluster.submit(name, ["medcl", "run", "tiny.yaml", "--output-dir", output_dir, *extra], working_dir=job_dir,
+                   runtime_env=REPO / "cluster" / "runtime_env.yaml", cwd=cwd)
     return cluster.wait(name, timeout=600), cluster.logs(name)
 
 
@@ -74,23 +90,29 @@ def test_the_nodes_are_two_with_one_cpu_each(cluster):
     assert nodes == [(HEAD_IP, 1.0), (WORKER_IP, 1.0)]
 
 
-def test_a_node_local_output_dir_is_refused_before_training(cluster, job_dir):
-    output_dir = str(cluster.node_local / "runs")
-    status, logs = _run_job(cluster, "node-local", output_dir, job_dir)
+def test_node_local_output_dir_and_weights_are_refused_before_training(cluster, job_dir):
+    output_dir, weights = str(cluster.node_local / "runs"), cluster.node_local / "w.safetensors"
+    (cluster.disks["head"] / weights.name).write_bytes(b"only the head has it")
+    status, logs = _run_job(cluster, "node-local", output_dir, job_dir, extra=["--set", f"model.pretrained={weights}"])
     assert status == "FAILED", logs[-3000:]
-    assert f"output_dir: {output_dir} is a node-local path: it is not visible on node(s) {WORKER_IP}" in logs, logs[-3000:]
-    assert HEAD_IP + " (" not in logs.split("not visible on node(s)", 1)[1].split("of this", 1)[0]
-    assert "s3://BUCKET/runs" in logs and "[task 1/2" not in logs  # the fix is named; no step was trained
+    for field, value in (("output_dir", output_dir), ("model.pretrained", weights)):  # one error names both
+        assert f"{field}: {value} is a node-local path: it is not visible on node(s) {WORKER_IP} (" in logs, logs[-3000:]
+    assert "e.g. --output-dir s3://BUCKET/runs" in logs and "or into the node image at that path" in logs  # the fixes
+    assert "[task 1/2" not in logs and "zero_shot" not in logs  # refused before any training or evaluation
     # the namespaces at work: the head's driver wrote the run directory on the head's disk only
     assert (cluster.disks["head"] / "runs" / "two-node" / "config.yaml").is_file()
     assert list(cluster.disks["worker"].iterdir()) == []
     assert not list((cluster.disks["head"] / "runs").glob(".medcl-shared-*")), "the probe marker is removed"
 
 
-def test_a_two_worker_run_with_output_in_s3(cluster, job_dir):
-    status, logs = _run_job(cluster, "s3-run", f"s3://{BUCKET}/runs", job_dir)
+def test_a_two_worker_run_with_output_in_s3_and_local_edits_on_both_nodes(cluster, job_dir, edited_checkout):
+    status, logs = _run_job(cluster, "s3-run", f"s3://{BUCKET}/runs", job_dir, cwd=edited_checkout)
     assert status == "SUCCEEDED", logs[-4000:]
     assert "Accuracy matrix" in logs
+    # py_modules: the entrypoint and the Train worker on the other node import the submitted copy
+    marked = [line for line in logs.splitlines() if MARKER in line]
+    assert any("py_modules_files" in line and "ip=" not in line for line in marked), marked  # the entrypoint
+    assert any("py_modules_files" in line and f"ip={WORKER_IP}" in line for line in marked), marked
     run = storage.place(f"s3://{BUCKET}/runs/two-node")
     lines = storage.read_text(run / "matrix.csv").splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["zero_shot", "xray", "ultrasound"]

@@ -25,7 +25,7 @@ from medcl.engine.outputs import write_outputs
 from medcl.engine.provenance import provenance
 from medcl.faults import forwarded_environment
 from medcl.models import ModelLoadError, check_model_source
-from medcl.paths import resolve_paths
+from medcl.paths import is_weights_file, resolve_paths
 from medcl.registry import UnknownNameError
 from medcl.rundir import RunDir
 from medcl.storage import is_remote, ray_storage, read_bytes, rmtree, write_bytes
@@ -151,21 +151,28 @@ def _diff(old, new, prefix: str = "") -> set[str]:
 
 def connect_checked(config: ExperimentConfig, run: RunDir, *, dashboard: bool = False) -> bool:
     """Join or start Ray (True when joined), then refuse, before any training, workers that cannot
-    fit (:func:`~medcl.engine.cluster.check_resources`) and a run directory not every node sees
-    (:func:`~medcl.engine.shared.check_shared`, naming ``output_dir``)."""
+    fit (:func:`~medcl.engine.cluster.check_resources`) and every location that not every node sees
+    (:func:`~medcl.engine.shared.check_shared`): ``output_dir``, a ``model.pretrained`` file, a
+    strategy's ``*_dir`` (PRIMED's index, corpus, plan); one RunError names them all."""
     from medcl.engine.cluster import check_resources, connect
     from medcl.engine.shared import check_shared
     from medcl.storage import StorageError
 
     joined = connect(config, dashboard=dashboard)
     check_resources(config)
-    try:
-        check_shared(run.path.parent, field="output_dir")
-        for key, value in config.strategy.params().items():  # PRIMED's index_dir, corpus_dir, plan_dir
-            if key.endswith("_dir") and isinstance(value, str):
-                check_shared(value, field=f"strategy.{key}", output=key == "plan_dir")
-    except StorageError as exc:
-        raise RunError(str(exc)) from None
+    checks = [(run.path.parent, "output_dir", True)]
+    if is_weights_file(config.model.pretrained or ""):  # e.g. runs/pretrain-synthmed/model.safetensors
+        checks.append((config.model.pretrained, "model.pretrained", False))
+    checks += [(value, f"strategy.{key}", key == "plan_dir") for key, value in config.strategy.params().items()
+               if key.endswith("_dir") and isinstance(value, str)]
+    problems = []
+    for value, field, output in checks:
+        try:
+            check_shared(value, field=field, output=output)
+        except StorageError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RunError("\n".join(problems))
     return joined
 
 
