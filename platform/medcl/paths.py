@@ -86,8 +86,14 @@ def resolve_weights(value: str | None, base: str | os.PathLike | None = None) ->
 
 
 def cli_path(value: str) -> Path:
-    """``argparse`` type of a path argument: absolute against the working directory."""
-    return Path(resolve_path(value))
+    """``argparse`` type of a path argument: absolute against the working directory. An object-store
+    URI is refused (argparse names the argument), never turned into a local folder named ``s3:``."""
+    if is_uri(value) and not value.startswith("file://"):
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{value}: a local path or a shared mount is needed here; object-store "
+                                         "URIs (s3://, gs://) are taken by medcl run's --output-dir")
+    return Path(resolve_path(value[len("file://"):] if value.startswith("file://") else value))
 
 
 def resolve_paths(raw: Any, model: type[BaseModel], base: str | os.PathLike | None = None) -> Any:

@@ -141,6 +141,14 @@ def place(value: str | os.PathLike | Location) -> Place:
     return Path(resolve_path(text))
 
 
+def local_only(value: str, *, field: str, command: str) -> None:
+    """Raise :class:`StorageError` when ``value`` (``field`` of ``command``) is an object-store URI:
+    the commands other than ``medcl run`` keep their outputs on local or shared-mount paths for now."""
+    if isinstance(value, str) and is_uri(value) and not value.startswith("file://"):
+        raise StorageError(f"{value}: {command} writes {field} to a local path or a shared mount (NFS) only; "
+                           "object-store URIs (s3://, gs://) are taken by medcl run's output_dir")
+
+
 def is_remote(value) -> bool:
     """True for an object-store place (a :class:`Location` or a URI string)."""
     return isinstance(place(value), Location)

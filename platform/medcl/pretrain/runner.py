@@ -27,6 +27,7 @@ from medcl.pretrain import checkpoint as ckpt
 from medcl.pretrain.config import PretrainConfig
 from medcl.pretrain.data import PretrainData, load_pairs
 from medcl.rundir import RunDir, write_json
+from medcl.storage import StorageError, local_only
 
 # Fields that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = {"output_dir", "train.log_every", "train.max_failures", "train.cpus_per_worker",
@@ -70,6 +71,10 @@ def run_pretrain(config: PretrainConfig, *, fresh: bool = False, dashboard: bool
 
 
 def _prepare_run_dir(config: PretrainConfig, *, fresh: bool) -> RunDir:
+    try:
+        local_only(config.output_dir, field="output_dir", command="medcl pretrain")
+    except StorageError as exc:
+        raise ConfigError(config.name, [("output_dir", str(exc))]) from None
     return prepare_run_dir(config, fresh=fresh, resumable=RESUMABLE_CHANGES, kind="a pretraining with another config")
 
 

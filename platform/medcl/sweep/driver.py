@@ -32,7 +32,12 @@ class SweepResult:
 
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, fresh: bool = False) -> SweepResult:
     from medcl.engine.cluster import connect
+    from medcl.storage import StorageError, local_only
 
+    try:
+        local_only(sweep.output_dir, field="output_dir", command="medcl sweep")
+    except StorageError as exc:
+        raise SweepConfigError(sweep.name, [("output_dir", str(exc))]) from None
     started = time.perf_counter()
     task_names = _task_names(sweep)
     _check_objective(sweep, len(task_names))
