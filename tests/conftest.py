@@ -9,7 +9,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.pop("RAY_ADDRESS", None)
-import medcl  # noqa: E402,F401  (keeps the test Ray on loopback: must run before ray is imported)
+from medcl.engine.loopback import prepare_local_environment  # noqa: E402
+
+prepare_local_environment()  # keeps the test Ray on loopback: before ray is imported
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

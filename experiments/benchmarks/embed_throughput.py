@@ -31,7 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import medcl  # noqa: F401  (before ray is imported: keeps the local Ray on loopback)
+from medcl.engine.loopback import prepare_local_environment  # noqa: E402
+
+prepare_local_environment()  # before ray is imported: keeps the local Ray on loopback
 
 DISTINCT = 512
 

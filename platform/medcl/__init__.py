@@ -1,5 +1,8 @@
-"""medcl: continual learning of medical vision-language (CLIP) foundation models on Ray."""
-from medcl.engine.loopback import prepare_local_environment as _prepare_local_environment
+"""medcl: continual learning of medical vision-language (CLIP) foundation models on Ray.
+
+Importing medcl changes nothing in the process: the ``medcl`` command keeps a local Ray on loopback
+(:func:`medcl.engine.loopback.prepare_local_environment`, before Ray is imported); a program that
+drives medcl as a library calls that function itself before it imports ray.
+"""
 
 __version__ = "0.1.0"
-_prepare_local_environment()  # before anything imports ray: keep a local Ray on loopback

@@ -21,22 +21,27 @@ loaded (``medcl.paths``), so Ray workers and Tune trials, which run elsewhere, s
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import pkgutil
 import sys
 from pathlib import Path
 
+import medcl.commands
+from medcl.engine.loopback import prepare_local_environment
+from medcl.errors import MedclError
+from medcl.paths import BASE_NOTE
 from medcl.storage import place
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_local_environment()  # before any command imports ray: a local Ray stays on loopback
     args = _parser().parse_args(argv)
     if getattr(args, "verbose", False):
         os.environ["MEDCL_VERBOSE"] = "1"  # read by medcl.engine.localray (and inherited by Ray)
-    from medcl.errors import USER_ERRORS
-
     try:
         return args.handler(args)
-    except USER_ERRORS as exc:
+    except (MedclError, FileNotFoundError) as exc:
         if os.environ.get("MEDCL_DEBUG"):
             raise
         print(f"medcl: error: {exc}", file=sys.stderr)
@@ -44,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from medcl.paths import BASE_NOTE
-
     parser = argparse.ArgumentParser(prog="medcl", description=__doc__.split("\n\n")[0], epilog=BASE_NOTE)
     _add_verbose(parser)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,22 +96,18 @@ def _finish_subcommands(subparsers, epilog: str) -> None:
 
 
 def _register_command_groups(commands) -> None:
-    import importlib
-    import pkgutil
-
-    import medcl.commands
-
     for module in sorted(pkgutil.iter_modules(medcl.commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"medcl.commands.{module.name}").register(commands)
 
 
 def _run(args) -> int:
     from medcl.config import load_experiment
+
+    config = load_experiment(args.experiment, args.overrides, output_dir=args.output_dir)  # errors before torch loads
     from medcl.engine.runner import run_experiment
     from medcl.report import format_matrix, format_metrics
     from medcl.rundir import read_matrix_csv
 
-    config = load_experiment(args.experiment, args.overrides, output_dir=args.output_dir)
     result = run_experiment(config, fresh=args.fresh, dashboard=args.dashboard)
     labels, tasks, values = read_matrix_csv(result.run.matrix)
     print("\nAccuracy matrix (%): rows = before training, then after each task; columns = tasks")

@@ -12,34 +12,31 @@ error names its dotted path, the bad value and what is allowed::
 """
 from __future__ import annotations
 
-import difflib
+import copy
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from medcl.errors import ConfigError, UnknownNameError
+from medcl.errors import explain as _explain
 from medcl.paths import PathStr, WeightsStr, resolve_paths
-from medcl.registry import UnknownNameError
+
+__all__ = ["ConfigError", "ExperimentConfig", "load_experiment", "validate_experiment", "apply_overrides",
+           "benchmark_options", "strategy_params", "to_yaml"]
 
 
-class ConfigError(ValueError):
-    """An invalid experiment: ``problems`` is a list of ``(dotted field, message)``."""
+def _registry(section: str):
+    """The registry of an open section, imported on first use: the registries load their plugins
+    (torch, open_clip), which an error in the experiment's own fields does not need."""
+    if section == "benchmark":
+        from medcl.data import BENCHMARKS
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        self.source, self.problems = source, problems
-        lines = [f"{source}: invalid experiment"] + [f"  {field}: {msg}" for field, msg in problems]
-        super().__init__("\n".join(lines))
+        return BENCHMARKS
+    from medcl.strategies import STRATEGIES
 
-    def __reduce__(self):  # picklable, subclasses too: it crosses Ray task boundaries (prepare_run, trials)
-        return _rebuild_error, (type(self), self.args, self.__dict__)
-
-
-def _rebuild_error(cls, args: tuple, state: dict) -> ConfigError:
-    error = Exception.__new__(cls)
-    Exception.__init__(error, *args)
-    error.__dict__.update(state)
-    return error
+    return STRATEGIES
 
 
 class _Section(BaseModel):
@@ -53,6 +50,7 @@ class BenchmarkSection(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = "synthmed"
     order: list[str] | None = None
+    _validated: Any = PrivateAttr(default=None)  # the typed Options, set once by validate_experiment
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -60,10 +58,8 @@ class BenchmarkSection(BaseModel):
     @classmethod
     def extras_model(cls, raw: dict) -> type[BaseModel] | None:
         """The benchmark's ``Options`` (which fields are paths: :mod:`medcl.paths`), or None."""
-        from medcl.data import BENCHMARKS
-
-        name = raw.get("name", "synthmed")
-        return BENCHMARKS.get(name).Options if isinstance(name, str) and name in BENCHMARKS else None
+        name, registry = raw.get("name", "synthmed"), _registry("benchmark")
+        return registry.get(name).Options if isinstance(name, str) and name in registry else None
 
 
 class ModelSection(_Section):
@@ -81,6 +77,7 @@ class StrategySection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str = "finetune"
+    _validated: Any = PrivateAttr(default=None)  # the typed Params, set once by validate_experiment
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -88,10 +85,8 @@ class StrategySection(BaseModel):
     @classmethod
     def extras_model(cls, raw: dict) -> type[BaseModel] | None:
         """The strategy's ``Params`` (which fields are paths: :mod:`medcl.paths`), or None."""
-        from medcl.strategies import STRATEGIES
-
-        name = raw.get("name", "finetune")
-        return STRATEGIES.get(name).Params if isinstance(name, str) and name in STRATEGIES else None
+        name, registry = raw.get("name", "finetune"), _registry("strategy")
+        return registry.get(name).Params if isinstance(name, str) and name in registry else None
 
 
 class TrainSection(_Section):
@@ -168,18 +163,17 @@ def load_experiment(path: str | Path, overrides: list[str] = (), output_dir: str
     raw = apply_overrides(raw, overrides, source=str(path))
     if output_dir is not None:
         raw["output_dir"] = output_dir
+    _validate_sections(raw, str(path))  # before resolve_paths loads the registries
     return validate_experiment(resolve_paths(raw, ExperimentConfig), source=str(path))
 
 
 def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentConfig:
-    """Validate a raw mapping, including the benchmark's options and the strategy's params."""
-    try:
-        config = ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(source, _explain(exc, ExperimentConfig)) from None
-    problems = _check_plugin("benchmark", config.benchmark.name, config.benchmark.options())
-    problems += _check_plugin("strategy", config.strategy.name, config.strategy.params())
-    problems += _check_model(config.model.name)
+    """Validate a raw mapping, including the benchmark's options and the strategy's params (each
+    validated once, by its registry; the typed values travel with the config: :func:`strategy_params`)."""
+    config = _validate_sections(raw, source)
+    config.benchmark._validated, problems = _check_plugin("benchmark", config.benchmark.name, config.benchmark.options())
+    config.strategy._validated, found = _check_plugin("strategy", config.strategy.name, config.strategy.params())
+    problems += found + _check_model(config.model.name)
     if config.benchmark.order is not None and len(set(config.benchmark.order)) != len(config.benchmark.order):
         dupes = sorted({n for n in config.benchmark.order if config.benchmark.order.count(n) > 1})
         problems.append(("benchmark.order", f"duplicate task(s) {dupes}"))
@@ -188,82 +182,47 @@ def validate_experiment(raw: dict, source: str = "<experiment>") -> ExperimentCo
     return config
 
 
-def benchmark_options(config: ExperimentConfig):
-    """The benchmark's validated ``Options`` instance."""
-    from medcl.data import BENCHMARKS
+def _validate_sections(raw: dict, source: str) -> ExperimentConfig:
+    """The experiment's own fields (the open sections' plugin fields unchecked); no plugin is loaded."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, _explain(exc, ExperimentConfig)) from None
 
-    return BENCHMARKS.get(config.benchmark.name).Options.model_validate(config.benchmark.options())
+
+def benchmark_options(config: ExperimentConfig):
+    """The benchmark's typed ``Options`` (validated once, by :func:`validate_experiment`)."""
+    if config.benchmark._validated is None:
+        config.benchmark._validated = _registry("benchmark").validate(config.benchmark.name, config.benchmark.options())
+    return config.benchmark._validated
 
 
 def strategy_params(config: ExperimentConfig):
-    """The strategy's validated ``Params`` instance."""
-    from medcl.strategies import STRATEGIES
+    """The strategy's typed ``Params`` (validated once, by :func:`validate_experiment`)."""
+    if config.strategy._validated is None:
+        config.strategy._validated = _registry("strategy").validate(config.strategy.name, config.strategy.params())
+    return config.strategy._validated
 
-    return STRATEGIES.get(config.strategy.name).Params.model_validate(config.strategy.params())
 
-
-def _check_plugin(section: str, name: str, values: dict) -> list[tuple[str, str]]:
-    if section == "benchmark":
-        from medcl.data import BENCHMARKS as registry
-    else:
-        from medcl.strategies import STRATEGIES as registry
+def _check_plugin(section: str, name: str, values: dict) -> tuple[Any, list[tuple[str, str]]]:
+    """``(typed values, [])``, or ``(None, problems)`` naming ``<section>.<field>``."""
+    registry = _registry(section)
     try:
-        cls = registry.get(name)
+        return registry.validate(name, values), []
     except UnknownNameError as exc:
-        return [(f"{section}.name", str(exc))]
-    model = cls.Options if section == "benchmark" else cls.Params
-    try:
-        model.model_validate(values)
+        return None, [(f"{section}.name", str(exc))]
     except ValidationError as exc:
-        return [(f"{section}.{field}", msg) for field, msg in _explain(exc, model)]
-    return []
+        return None, [(f"{section}.{field}", msg) for field, msg in _explain(exc, getattr(registry.get(name), registry.params))]
 
 
 def _check_model(name: str) -> list[tuple[str, str]]:
-    from medcl.models import list_models
+    from medcl.models import list_models  # on use, as _registry: open_clip's model list
+
 
     known = list_models()
     if name in known or name.startswith("hf-hub:"):
         return []
     return [("model.name", str(UnknownNameError("model", name, known[:12] + ["... (medcl list models)"])))]
-
-
-def _explain(exc: ValidationError, root: type[BaseModel]) -> list[tuple[str, str]]:
-    problems = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        field = ".".join(loc) or "<root>"
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_fields(root, loc[:-1])
-            hint = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
-            msg = f"unknown field{f' (did you mean {hint[0]!r}?)' if hint else ''}; allowed: {', '.join(allowed)}"
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
-                msg += f" (got {err['input']!r})"
-        problems.append((field, msg))
-    return problems
-
-
-def _allowed_fields(root: type[BaseModel], path: list[str]) -> list[str]:
-    """Fields of the model at ``path``, through lists (``tasks.0``) and tagged unions (``tasks.0.medmnist``)."""
-    models: list = [root]
-    for part in path:
-        if part.isdigit():
-            continue
-        fields = [m.model_fields[part] for m in models if part in m.model_fields]
-        models = (_models_in(fields[0].annotation) if fields else
-                  [m for m in models if any(part in get_args(f.annotation) for f in m.model_fields.values()
-                                            if get_origin(f.annotation) is Literal)])
-        if not models:
-            return []
-    return list(models[0].model_fields) if len(models) == 1 else []
-
-
-def _models_in(annotation) -> list:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 # --------------------------------------------------------------------------- overrides
@@ -272,8 +231,6 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
     """Return a copy of ``raw`` with each ``a.b.c=value`` applied; values are parsed as YAML
     scalars/lists (``3`` -> int, ``1e-4`` -> float, ``true`` -> bool, ``[a, b]`` -> list,
     ``null`` -> None)."""
-    import copy
-
     result = copy.deepcopy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")

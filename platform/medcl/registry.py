@@ -6,35 +6,20 @@ the config layer turns into a field error.
 """
 from __future__ import annotations
 
-import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from medcl.errors import UnknownNameError, close_match_hint
+
+__all__ = ["Registry", "UnknownNameError", "close_match_hint"]
 
 T = TypeVar("T")
-
-
-class UnknownNameError(KeyError):
-    """A name that is not registered; ``str()`` lists the registered names."""
-
-    def __init__(self, family: str, name: str, known: list[str]):
-        self.family, self.name, self.known = family, name, known
-        super().__init__(name)
-
-    def __str__(self) -> str:
-        hint = close_match_hint(self.name, self.known)
-        return f"unknown {self.family} {self.name!r}{hint}; registered: {', '.join(self.known)}"
-
-
-def close_match_hint(name: str, candidates: list[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the closest candidate, or ``""``."""
-    match = difflib.get_close_matches(str(name), candidates, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 class Registry(Generic[T]):
     """A mapping from names to registered objects of one family."""
 
-    def __init__(self, family: str):
-        self.family = family
+    def __init__(self, family: str, params: str | None = None):
+        self.family, self.params = family, params  # params: the entries' attribute holding their pydantic model
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -55,6 +40,13 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(self.family, name, self.names()) from None
+
+    def validate(self, name: str, values: dict[str, Any] | Any | None = None) -> Any:
+        """The typed parameters of entry ``name``: ``values`` validated by its parameter model (the
+        attribute named by ``params``), or returned as they are when already an instance of it.
+        Raises :class:`UnknownNameError` or pydantic's ``ValidationError``."""
+        model = getattr(self.get(name), self.params)
+        return values if isinstance(values, model) else model.model_validate(values or {})
 
     def names(self) -> list[str]:
         return sorted(self._entries)

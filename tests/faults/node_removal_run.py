@@ -22,8 +22,10 @@ import threading
 import time
 from pathlib import Path
 
-import medcl  # noqa: F401  (loopback settings before ray is imported)
-from faultkit import at_point, fault_experiment, held_fault, process_gone, release, wait_until
+from medcl.engine.loopback import prepare_local_environment
+
+prepare_local_environment()  # loopback settings before ray is imported
+from faultkit import at_point, fault_experiment, held_fault, process_gone, release, wait_until  # noqa: E402
 
 REMOVE_AT_STEP = 3
 

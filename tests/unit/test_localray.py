@@ -90,7 +90,8 @@ def test_the_worker_hook_keeps_ray_libraries_at_warning_and_drops_only_the_clean
 @pytest.mark.parametrize("ray_first, expected", [(False, "token"), (True, None)])
 def test_token_auth_is_asked_for_explicitly_before_ray_is_imported(ray_first, expected):
     code = ("import os, sys\n" + ("import ray\n" if ray_first else "") +
-            "import medcl\nprint(os.environ.get('RAY_AUTH_MODE'))")
+            "from medcl.engine.loopback import prepare_local_environment\n"
+            "prepare_local_environment()\nprint(os.environ.get('RAY_AUTH_MODE'))")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_RAYLET_PID")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(expected)

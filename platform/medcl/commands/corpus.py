@@ -41,26 +41,15 @@ def register(subparsers) -> None:
     embed.set_defaults(handler=_embed)
 
 
-def _user_errors():
-    from medcl.corpus.schema import CorruptArtifactError
-    from medcl.corpus.spec import CorpusError
-
-    return CorpusError, CorruptArtifactError
-
-
 def _build(args) -> int:
     from medcl.corpus.build import build_corpus
     from medcl.corpus.spec import load_spec
 
     spec = load_spec(args.spec)
-    try:
-        if not args.local:
-            _connect()
-        report = build_corpus(spec, args.out, strict=args.strict, use_ray=not args.local,
-                              log=lambda m: print(f"medcl: {m}", flush=True))
-    except _user_errors() as exc:
-        print(f"medcl: error: {exc}", file=sys.stderr)
-        return 2
+    if not args.local:
+        _connect()
+    report = build_corpus(spec, args.out, strict=args.strict, use_ray=not args.local,
+                          log=lambda m: print(f"medcl: {m}", flush=True))
     summary = {name: {k: s[k] for k in ("read", "written", "skipped")} for name, s in report["sources"].items()}
     print(json.dumps({"out": str(args.out), "rows": report["rows"], "shards": report["shards"], "sources": summary}))
     return 0
@@ -81,15 +70,11 @@ def _embed(args) -> int:
         if getattr(args, flag) < 1:
             print(f"medcl: error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}", file=sys.stderr)
             return 2
-    try:
-        if not args.local:
-            _connect()
-        result = embed_corpus(args.corpus_dir, args.out, info, batch_size=args.batch_size, actors=args.actors,
-                              threads=args.threads, shard_rows=args.shard_rows, use_ray=not args.local,
-                              log=lambda m: print(f"medcl: {m}", flush=True))
-    except _user_errors() as exc:
-        print(f"medcl: error: {exc}", file=sys.stderr)
-        return 2
+    if not args.local:
+        _connect()
+    result = embed_corpus(args.corpus_dir, args.out, info, batch_size=args.batch_size, actors=args.actors,
+                          threads=args.threads, shard_rows=args.shard_rows, use_ray=not args.local,
+                          log=lambda m: print(f"medcl: {m}", flush=True))
     print(json.dumps({"out": str(result.out), "rows": result.rows, "with_image": result.with_image,
                       "shards": result.shards, "model": result.model}))
     return 0

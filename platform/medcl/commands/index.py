@@ -38,14 +38,6 @@ def register(subparsers) -> None:
     query.set_defaults(handler=_query)
 
 
-def _user_errors():
-    from medcl.corpus.encoder import QueryModelError
-    from medcl.corpus.index_factory import IndexBuildError
-    from medcl.corpus.schema import CorruptArtifactError
-
-    return (CorruptArtifactError, IndexBuildError, QueryModelError)
-
-
 def _fail(exc: Exception) -> int:
     print(f"medcl: error: {exc}", file=sys.stderr)
     return 2
@@ -54,11 +46,8 @@ def _fail(exc: Exception) -> int:
 def _build(args) -> int:
     from medcl.corpus.index import build_index
 
-    try:
-        manifest = build_index(args.embeddings, args.out, factory=args.factory, space=args.space,
-                               train_sample=args.train_sample, nprobe=args.nprobe, ef_search=args.ef_search)
-    except _user_errors() as exc:
-        return _fail(exc)
+    manifest = build_index(args.embeddings, args.out, factory=args.factory, space=args.space,
+                           train_sample=args.train_sample, nprobe=args.nprobe, ef_search=args.ef_search)
     spaces = ", ".join(f"{s}: {sum(e['rows'] for e in manifest.entries(s))} vectors" for s in manifest.spaces)
     print(f"index of {len(manifest.shard_numbers)} shard(s) in {args.out} (dim {manifest.dim}; {spaces})")
     return 0
@@ -70,8 +59,6 @@ def _query(args) -> int:
     try:
         retriever = LocalRetriever(args.index_dir)
         result = retriever.search_text([args.text], args.k, space=args.space)
-    except _user_errors() as exc:
-        return _fail(exc)
     except ValueError as exc:  # k or space the index cannot answer
         return _fail(exc)
     print(f"{'rank':>4}  {'score':>7}  {'id':<28} {'modality':<10} caption")

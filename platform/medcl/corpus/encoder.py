@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medcl.errors import MedclError
+
 BATCH = 256
 
 
-class QueryModelError(ValueError):
+class QueryModelError(MedclError, ValueError):
     """The query encoder's weights differ from the ones the embeddings were made with."""
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import faiss
 
+from medcl.errors import MedclError
+
 IVF_ALIAS, HNSW_ALIAS, FLAT_ALIAS = "ivf", "hnsw", "flat"
 DEFAULT_FACTORY = IVF_ALIAS
 HNSW_M = 32
@@ -38,7 +40,7 @@ _PQ = re.compile(r"(?<![A-Za-z])PQ(\d+)(?:x(\d+))?(fs)?")
 EXAMPLES = "ivf, hnsw, flat, or a FAISS factory string such as IVF1024,Flat, HNSW32, IVF256,PQ16"
 
 
-class IndexBuildError(ValueError):
+class IndexBuildError(MedclError, ValueError):
     """A factory string or search parameter that cannot be used (names the value and what is allowed)."""
 
 

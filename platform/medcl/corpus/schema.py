@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from medcl.errors import MedclError
 from medcl.hashing import sha256_file
 
 CORPUS_SCHEMA = pa.schema([
@@ -25,7 +26,7 @@ CORPUS_SCHEMA = pa.schema([
 CORPUS_COLUMNS = tuple(CORPUS_SCHEMA.names)
 
 
-class CorruptArtifactError(RuntimeError):
+class CorruptArtifactError(MedclError, RuntimeError):
     """A corpus, embedding or index file whose sha256 does not match its manifest (or is missing)."""
 
 

@@ -27,22 +27,20 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medcl.config import ConfigError, _explain
 from medcl.data.spec import resolve_path
+from medcl.errors import ConfigError, MedclError
+from medcl.errors import explain as _explain
 from medcl.paths import DataPathStr, PathStr, resolve_paths
 
 
-class CorpusError(ValueError):
+class CorpusError(MedclError, ValueError):
     """A corpus problem the user can fix (strict-mode bad row, missing source files...)."""
 
 
 class CorpusSpecError(ConfigError):
     """An invalid corpus spec: ``problems`` is a list of ``(dotted field, message)``."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        self.source, self.problems = source, problems
-        lines = [f"{source}: invalid corpus spec"] + [f"  {field}: {msg}" for field, msg in problems]
-        ValueError.__init__(self, "\n".join(lines))
+    what = "invalid corpus spec"
 
 
 class _Source(BaseModel):

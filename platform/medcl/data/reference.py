@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medcl.paths import PathStr
 from medcl.registry import Registry, UnknownNameError
 
-REFERENCE_SOURCES: Registry[type["ReferenceSource"]] = Registry("reference source")
+REFERENCE_SOURCES: Registry[type["ReferenceSource"]] = Registry("reference source", params="Options")
 register_reference = REFERENCE_SOURCES.register
 
 
@@ -78,7 +78,7 @@ class ReferenceConfig(BaseModel):
         return self
 
     def options(self) -> ReferenceOptions:
-        return REFERENCE_SOURCES.get(self.name).Options.model_validate(self.model_extra or {})
+        return REFERENCE_SOURCES.validate(self.name, self.model_extra)
 
     @classmethod
     def extras_model(cls, raw: dict) -> type[BaseModel] | None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from medcl.data.task import Task
 from medcl.registry import Registry
 
-BENCHMARKS: Registry[type["Benchmark"]] = Registry("benchmark")
+BENCHMARKS: Registry[type["Benchmark"]] = Registry("benchmark", params="Options")
 register_benchmark = BENCHMARKS.register
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medcl.config import ConfigError
 from medcl.data.prompts import check_templates, class_prompts, prompt_sets
 from medcl.data.task import SPLITS, Split, Task
-from medcl.registry import close_match_hint
+from medcl.errors import ConfigError, close_match_hint
 
 TASK_NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import torch
 
+from medcl.errors import MedclError
+from medcl.hashing import sha256_file
 from medcl.models import load_weights, save_weights
 from medcl.storage import is_remote, local_copy
-from medcl.hashing import sha256_file
 from medcl.models.weights import describe_mismatch
 
 STATE_FILE, MODEL_FILE = "state.json", "model.safetensors"
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(MedclError, RuntimeError):
     pass
 
 

@@ -13,9 +13,10 @@ import os
 
 from medcl.config import ExperimentConfig
 from medcl.engine.localray import init_local_ray, ray_log_level
+from medcl.errors import MedclError
 
 
-class ResourceError(RuntimeError):
+class ResourceError(MedclError, RuntimeError):
     pass
 
 

@@ -38,6 +38,8 @@ import logging
 import os
 import socket
 
+from medcl.engine.loopback import prepare_local_environment
+
 CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 CLEANER_UNAVAILABLE = "Failed to query Ray Train Controller actor state"
 LIBRARY_LOGGERS = ("ray.train", "ray.tune")  # INFO chatter of Ray's libraries in worker processes
@@ -94,7 +96,10 @@ def quiet_tune_output() -> None:
 
 
 def init_local_ray(num_cpus: int, *, dashboard: bool = False):
-    """Start a local Ray on loopback (:func:`local_init_kwargs`); returns ``ray.init``'s context."""
+    """Start a local Ray on loopback (:func:`local_init_kwargs`); returns ``ray.init``'s context.
+    Its processes inherit :func:`~medcl.engine.loopback.prepare_local_environment`'s variables (the
+    ``medcl`` command has set them already, before Ray was imported)."""
+    prepare_local_environment()
     import ray
 
     return ray.init(**local_init_kwargs(num_cpus, dashboard=dashboard))

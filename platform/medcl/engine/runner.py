@@ -23,6 +23,7 @@ from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state
 from medcl.engine.localray import train_log_level
 from medcl.engine.outputs import write_outputs
 from medcl.engine.provenance import provenance
+from medcl.errors import MedclError
 from medcl.faults import forwarded_environment
 from medcl.models import ModelLoadError, check_model_source
 from medcl.paths import is_weights_file, resolve_paths
@@ -36,7 +37,7 @@ RESUMABLE_CHANGES = {"output_dir", "telemetry", "train.log_every", "train.max_fa
                      "train.eval_batch_size", "train.torch_threads"}
 
 
-class RunError(RuntimeError):
+class RunError(MedclError, RuntimeError):
     """A run that cannot start or finish; the message says what to do."""
 
 

@@ -16,13 +16,15 @@ from typing import Mapping, NamedTuple, Union
 import torch
 from safetensors.torch import load_file, save_file
 
+from medcl.errors import MedclError
+
 PathLike = Union[str, "os.PathLike[str]"]
 StateDict = Mapping[str, torch.Tensor]
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 _SHOWN_KEYS = 5
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(MedclError, ValueError):
     """A model or its weights could not be created or loaded; the message says what to do."""
 
 

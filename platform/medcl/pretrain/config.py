@@ -68,14 +68,9 @@ DataSection = Annotated[Union[SynthmedData, CorpusData], Field(discriminator="so
 
 
 class PretrainConfigError(ConfigError):
-    """An invalid pretraining file (a :class:`medcl.config.ConfigError`, so the CLI prints it)."""
+    """An invalid pretraining file (a :class:`medcl.errors.ConfigError`, so the CLI prints it)."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        super().__init__(source, problems)
-        self.args = (str(self.args[0]).replace("invalid experiment", "invalid pretraining config", 1),)
-
-    def __str__(self) -> str:
-        return self.args[0]
+    what = "invalid pretraining config"
 
 
 class PretrainTrainSection(_Section):

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from medcl.data.task import Task
     from medcl.engine.context import Batch, TrainContext
 
-STRATEGIES: Registry[type["Strategy"]] = Registry("strategy")
+STRATEGIES: Registry[type["Strategy"]] = Registry("strategy", params="Params")
 register_strategy = STRATEGIES.register
 
 
@@ -121,8 +121,6 @@ class Strategy:
 
 
 def build_strategy(name: str, params: dict | StrategyParams | None = None) -> Strategy:
-    """Instantiate a registered strategy; ``params`` are validated by its ``Params`` model."""
-    cls = STRATEGIES.get(name)
-    if not isinstance(params, StrategyParams):
-        params = cls.Params.model_validate(params or {})
-    return cls(params)
+    """Instantiate a registered strategy; ``params``: its typed ``Params`` as they are, or a dict
+    validated by them (:meth:`medcl.registry.Registry.validate`)."""
+    return STRATEGIES.get(name)(STRATEGIES.validate(name, params))

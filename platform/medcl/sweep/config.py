@@ -43,9 +43,7 @@ ORDER_PARAM = "order"  # the search-space name of the task-order dimension (sets
 class SweepConfigError(ConfigError):
     """An invalid sweep file; ``problems`` is a list of ``(dotted field, message)``."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]):
-        super().__init__(source, problems)
-        self.args = ("\n".join([f"{source}: invalid sweep"] + [f"  {f}: {m}" for f, m in problems]),)
+    what = "invalid sweep"
 
 
 class _Model(BaseModel):
