@@ -74,7 +74,7 @@ def real_index(tmp_path_factory):
     write_corpus_manifest(root / "corpus", corpus, {"roco": ROCO_ROWS, "medpix": MEDPIX_ROWS})
     model = {"name": "medcl-tiny", "pretrained": None, "seed": 0, "fingerprint": state_fingerprint(bundle.model)}
     emb.write_manifest(root / "emb", dim=text.shape[1], model=model, corpus=str(root / "corpus"), shards=infos)
-    build_index(root / "emb", root / "index", log=lambda _: None)  # default factory (IVF)
+    build_index(root / "emb", root / "index", use_ray=False, log=lambda _: None)  # default factory (auto: IVF)
     picked = np.random.default_rng(0).choice(len(rows), 24, replace=False)
     medpix = np.arange(ROCO_ROWS, len(rows))[:8]
     return {"root": root, "index": root / "index", "emb": root / "emb", "rows": rows, "text": text,
@@ -122,6 +122,10 @@ def test_service_answers_like_in_process_and_survives_a_killed_shard(real_index,
     rows, picked = real_index["rows"], real_index["picked"]
     queries = real_index["text"][picked]
     local = LocalRetriever(real_index["index"]).search(queries, 10)
+    # the same index with its shards filled in Ray tasks (declared memory=) answers the same
+    on_ray = build_index(real_index["emb"], real_index["root"] / "ray-index", use_ray=True, log=lambda _: None)
+    assert on_ray.entries("text")[0]["factory"] == "IVF35,Flat"  # one quantizer for all 1400 rows (1400 // 39 lists)
+    assert LocalRetriever(real_index["root"] / "ray-index").search(queries, 10).ids == local.ids
     service = RetrievalService.start(real_index["index"], name="test-retrieval", num_cpus=0.25)
     try:
         assert isinstance(service, Retriever)

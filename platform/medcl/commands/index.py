@@ -1,7 +1,7 @@
 """``medcl index``: FAISS index shards over embedding shards, and queries against them.
 
-    medcl index build EMB_DIR --out INDEX_DIR [--factory ivf|hnsw|flat|"IVF256,PQ16"...]
-                      [--space text|image|both] [--train-sample N] [--nprobe N] [--ef-search N]
+    medcl index build EMB_DIR --out INDEX_DIR [--factory auto|ivf|hnsw|flat|"OPQ16,IVF256,PQ16"...]
+                      [--space text|image|both] [--train-sample N] [--nprobe N] [--ef-search N] [--local]
     medcl index query INDEX_DIR "text" [-k 10] [--space text|image]
 """
 from __future__ import annotations
@@ -16,16 +16,19 @@ CAPTION_WIDTH = 110
 def register(subparsers) -> None:
     group = subparsers.add_parser("index", help="build FAISS indexes over corpus embeddings and query them")
     commands = group.add_subparsers(dest="index_command", required=True)
-    build = commands.add_parser("build", help="one FAISS index per embedding shard and space, plus index.json")
+    build = commands.add_parser("build", help="one global FAISS index per space (filled shard by shard on Ray), plus index.json")
     build.add_argument("embeddings", type=cli_path, help="embedding directory (medcl corpus embed --out)")
     build.add_argument("--out", type=cli_path, required=True, help="index directory to write")
-    build.add_argument("--factory", default="ivf",
-                       help="ivf (default: IVF with 4*sqrt(rows) lists), hnsw (HNSW32), flat (exact), "
-                            "or a FAISS factory string such as 'IVF1024,Flat', 'HNSW16', 'IVF256,PQ16'")
+    build.add_argument("--factory", default="auto",
+                       help="auto (default: sized from the row count, docs/corpus.md), ivf (IVF with 4*sqrt(rows) "
+                            "lists), hnsw (HNSW32), flat (exact), or a FAISS factory string such as "
+                            "'IVF1024,Flat', 'HNSW16', 'OPQ16,IVF256,PQ16'")
     build.add_argument("--space", default="both", choices=["text", "image", "both"],
                        help="which embeddings to index (text-only entries exist in the text space only)")
-    build.add_argument("--train-sample", type=int, default=100_000,
-                       help="vectors used to train IVF/PQ indexes (default: 100000, capped by the shard's rows)")
+    build.add_argument("--train-sample", type=int, default=None,
+                       help="vectors used to train the space's one IVF/PQ quantizer (default: 39 per IVF list, "
+                            "at least 100000, capped by the rows)")
+    build.add_argument("--local", action="store_true", help="fill the shards in this process instead of Ray tasks")
     build.add_argument("--nprobe", type=int, default=None, help="IVF lists searched per query (default: max(16, lists/8))")
     build.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (default: 128)")
     build.set_defaults(handler=_build)
@@ -46,6 +49,10 @@ def _fail(exc: Exception) -> int:
 def _build(args) -> int:
     from medcl.corpus.index import build_index
 
+    if not args.local:
+        from medcl.engine.cluster import connect
+
+        connect()
     manifest = build_index(args.embeddings, args.out, factory=args.factory, space=args.space,
                            train_sample=args.train_sample, nprobe=args.nprobe, ef_search=args.ef_search)
     spaces = ", ".join(f"{s}: {sum(e['rows'] for e in manifest.entries(s))} vectors" for s in manifest.spaces)

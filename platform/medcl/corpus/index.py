@@ -1,17 +1,20 @@
-"""FAISS index shards over embedding shards, with a sha256-checked ``index.json``.
+"""FAISS indexes over embedding shards: one global index per space, stored as index shards.
 
-One index per embedding shard and space, so shards can be served by separate actors::
+Layout of an index directory (written by index_build.py, checked by sha256 when loaded)::
 
     index.json            {"kind": "medcl-index", "dim", "metric": "inner_product", "model": {...},
-                           "embeddings": EMB_DIR, "corpus": CORPUS_DIR, "factory": "ivf",
+                           "embeddings": EMB_DIR, "corpus": CORPUS_DIR, "factory": "auto",
                            "spaces": ["text", "image"],
-                           "shards": [{"space", "shard", "source", "rows", "factory", "params",
-                                       "index", "meta"}, ...],
+                           "shards": [{"space", "shard", "source", "rows", "offset", "factory",
+                                       "params", "index", "meta"}, ...],
                            "files": {file name: sha256}}
-    text-00000.faiss      index of part-00000.parquet's text embeddings
-    text-00000.parquet    id, caption, modality, row: FAISS id i is row i of this file, and ``row`` is
-                          its row in the embedding shard
-    image-00000.*         the same for the image embeddings
+    text-00000.faiss      part of the one text index (same quantizer and codebooks in every part)
+    text-ids/part-00000.parquet   the id mapping: label, id, caption, modality, shard, row
+    image-00000.faiss, image-ids/ the same for the image embeddings
+
+A FAISS label ``i`` of index shard n is the global label ``offset + i``: the row of the space's
+id mapping (the Parquet dataset ``{space}-ids/``, parts in label order). Searches return scores and
+global labels; ids, captions and modalities are looked up (:class:`RowMap`) for the merged top-k only.
 
 Spaces: ``text`` indexes the text embedding of every row; ``image`` the image embedding of rows that
 have an image. Text-only corpus entries (ROCO ships captions without images) are therefore
@@ -31,17 +34,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medcl.corpus.index_factory import (DEFAULT_FACTORY, IndexBuildError, apply_search_params, new_index,
-                                        resolve_factory)
+from medcl.corpus.index_factory import DEFAULT_FACTORY, IndexBuildError, apply_search_params
 from medcl.corpus.merge import MISSING_ID, MISSING_SCORE, Hits
 from medcl.corpus.schema import read_manifest_body, verify_listed_files
-from medcl.hashing import sha256_file
 
 INDEX_MANIFEST = "index.json"
 INDEX_KIND = "medcl-index"
 SPACES = ("text", "image")
-_COLUMN = {"text": "text_embedding", "image": "image_embedding"}
-DEFAULT_TRAIN_SAMPLE = 100_000
+DEFAULT_TRAIN_SAMPLE = None  # enough for the factory's lists, at least 100,000 (index_build.py)
 
 
 @dataclass(frozen=True)
@@ -74,66 +74,39 @@ def parse_spaces(space: str) -> tuple[str, ...]:
 
 
 def build_index(emb_dir: Path, out_dir: Path, *, factory: str = DEFAULT_FACTORY, space: str = "both",
-                train_sample: int = DEFAULT_TRAIN_SAMPLE, nprobe: int | None = None,
-                ef_search: int | None = None, seed: int = 0, log=print) -> IndexManifest:
-    """Build one index per embedding shard and space under ``out_dir`` and write ``index.json``.
+                train_sample: int | None = DEFAULT_TRAIN_SAMPLE, nprobe: int | None = None,
+                ef_search: int | None = None, seed: int = 0, use_ray: bool | None = None,
+                log=print) -> IndexManifest:
+    """Build one global index per space under ``out_dir`` (index_build.py) and write ``index.json``.
 
-    Indexes needing training are trained on ``min(rows, train_sample)`` vectors drawn with ``seed``.
-    ``log`` receives one line per shard and per fallback taken.
+    Trained once per space on ``min(rows, train_sample)`` vectors drawn with ``seed`` (default:
+    39 per IVF list of the chosen factory, at least 100,000); shards are
+    filled in Ray tasks when ``use_ray`` (default: when Ray is initialised in this process).
+    ``log`` receives one line per space and per fallback taken.
     """
     from medcl.corpus import shards as emb
+    from medcl.corpus.index_build import build_space, check_train_sample
 
-    if train_sample < 1:
-        raise IndexBuildError(f"--train-sample must be >= 1, got {train_sample}")
+    check_train_sample(train_sample)
     spaces = parse_spaces(space)
-    source = emb.read_manifest(Path(emb_dir))
+    if use_ray is None:
+        import ray
+
+        use_ray = ray.is_initialized()
+    source = emb.read_manifest(Path(emb_dir), verify=False)  # each shard is checked by the task reading it
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries, files = [], {}
-    for number, shard in enumerate(source.shards):
-        table = emb.read_shard(emb_dir, shard)
-        for name in spaces:
-            entry = _build_one(table, name, number, shard.file, out_dir, factory, source.dim,
-                               train_sample=train_sample, nprobe=nprobe, ef_search=ef_search, seed=seed, log=log)
-            for key in ("index", "meta"):
-                if entry[key]:
-                    files[entry[key]] = sha256_file(out_dir / entry[key])
-            entries.append(entry)
+    for name in spaces:
+        part, hashes = build_space(Path(emb_dir), source, name, out_dir, factory=factory, train_sample=train_sample,
+                                   nprobe=nprobe, ef_search=ef_search, seed=seed, use_ray=use_ray, log=log)
+        entries += part
+        files.update(hashes)
     manifest = IndexManifest(dim=source.dim, model=dict(source.model), embeddings=str(Path(emb_dir).resolve()),
                              corpus=source.corpus, factory=factory, spaces=spaces, shards=tuple(entries),
                              files=files)
     write_index_manifest(out_dir, manifest)
     return manifest
-
-
-def _build_one(table: pa.Table, space: str, number: int, source: str, out_dir: Path, factory: str, dim: int,
-               *, train_sample: int, nprobe, ef_search, seed: int, log) -> dict:
-    rows = (np.arange(table.num_rows) if space == "text"
-            else np.flatnonzero(table["has_image"].to_numpy(zero_copy_only=False)))
-    entry = {"space": space, "shard": number, "source": source, "rows": int(len(rows)),
-             "factory": None, "params": {}, "index": None, "meta": None}
-    if len(rows) == 0:
-        log(f"{source} [{space}]: no rows with an embedding in this space; nothing to index")
-        return entry
-    from medcl.corpus.shards import vectors as column_vectors
-
-    vectors = np.ascontiguousarray(column_vectors(table, _COLUMN[space])[rows])
-    sample = min(len(rows), train_sample)
-    choice = resolve_factory(factory, rows=len(rows), dim=dim, sample=sample, nprobe=nprobe, ef_search=ef_search)
-    for note in choice.notes:
-        log(f"{source} [{space}]: {note}")
-    index = new_index(choice.factory, dim)
-    if not index.is_trained:
-        picked = np.random.default_rng(seed).choice(len(rows), size=sample, replace=False)
-        index.train(vectors[np.sort(picked)])
-    index.add(vectors)
-    stem = f"{space}-{number:05d}"
-    faiss.write_index(index, str(out_dir / f"{stem}.faiss"))
-    meta = table.select(["id", "caption", "modality"]).take(pa.array(rows))
-    pq.write_table(meta.append_column("row", pa.array(rows, pa.int64())), out_dir / f"{stem}.parquet")
-    entry.update(factory=choice.factory, params=choice.params, index=f"{stem}.faiss", meta=f"{stem}.parquet")
-    log(f"{source} [{space}]: {len(rows)} vectors, {choice.factory} {choice.params or ''}".rstrip())
-    return entry
 
 
 def write_index_manifest(out_dir: Path, manifest: IndexManifest) -> Path:
@@ -161,35 +134,68 @@ def verify_files(index_dir: Path, manifest: IndexManifest, names: list[str]) -> 
 
 
 class IndexShard:
-    """One loaded index shard: FAISS index plus its id/caption/modality columns."""
+    """One loaded index shard; ``search`` answers scores and global labels (see the module docstring)."""
 
     def __init__(self, index_dir: Path, manifest: IndexManifest, entry: dict, *, verify: bool = True):
         self.space, self.shard, self.rows, self.dim = entry["space"], entry["shard"], entry["rows"], manifest.dim
+        self.offset = int(entry.get("offset", 0))
         self.index = None
         if not entry["index"]:
             return
         if verify:
-            verify_files(index_dir, manifest, [entry["index"], entry["meta"]])
+            verify_files(index_dir, manifest, [entry["index"]])
         self.index = faiss.read_index(str(Path(index_dir) / entry["index"]))
         apply_search_params(self.index, entry.get("params") or {})
-        meta = pq.read_table(Path(index_dir) / entry["meta"], columns=["id", "caption", "modality"])
-        self.ids, self.captions, self.modalities = (meta[c].to_numpy(zero_copy_only=False).astype(object)
-                                                    for c in ("id", "caption", "modality"))
 
-    def search(self, queries: np.ndarray, k: int) -> Hits:
-        """Top-k of this shard for (Q, dim) L2-normalised float32 queries."""
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.index is None else int(faiss.serialize_index(self.index).nbytes)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, labels)`` (Q, k) for (Q, dim) L2-normalised float32 queries; label -1 and
+        score ``-inf`` in missing slots."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.index is None or len(queries) == 0:
-            return Hits.empty(len(queries), k)
+            return np.full((len(queries), k), MISSING_SCORE, np.float32), np.full((len(queries), k), -1, np.int64)
         scores, labels = self.index.search(queries, k)
         missing = labels < 0
-        scores[missing] = MISSING_SCORE
-        take = np.where(missing, 0, labels)
+        return (np.where(missing, np.float32(MISSING_SCORE), scores).astype(np.float32),
+                np.where(missing, -1, labels + self.offset).astype(np.int64))
 
-        def column(values):
-            return np.where(missing, MISSING_ID, values[take])
 
-        return Hits(scores.astype(np.float32), column(self.ids), column(self.captions), column(self.modalities))
+class RowMap:
+    """Global labels of one space -> ids, captions, modalities (the ``{space}-ids/`` Parquet parts,
+    sha256-checked, read on first use as Arrow arrays: no Python object arrays)."""
+
+    def __init__(self, index_dir: Path, manifest: IndexManifest, space: str, *, verify: bool = True):
+        self.index_dir, self.manifest, self.space = Path(index_dir), manifest, space
+        self.metas = [e["meta"] for e in manifest.entries(space) if e["meta"]]
+        if verify:  # now, so that a changed file is named when the retriever opens
+            verify_files(self.index_dir, manifest, self.metas)
+        self._table: pa.Table | None = None
+
+    def table(self) -> pa.Table:
+        if self._table is None:
+            columns = ["label", "id", "caption", "modality"]
+            parts = [pq.read_table(self.index_dir / m, columns=columns) for m in self.metas]
+            empty = pa.schema([("label", pa.int64()), ("id", pa.string()), ("caption", pa.string()),
+                               ("modality", pa.string())]).empty_table()
+            self._table = pa.concat_tables(parts).combine_chunks() if parts else empty
+        return self._table
+
+    def hits(self, scores: np.ndarray, labels: np.ndarray) -> Hits:
+        """The merged top-k as :class:`Hits` (missing slots: id ``""``)."""
+        table, flat = self.table(), np.asarray(labels, np.int64).reshape(-1)
+        missing = flat < 0
+        taken = table.take(pa.array(np.where(missing, 0, flat))) if len(table) else None
+
+        def column(name):
+            values = np.full(flat.shape, MISSING_ID, dtype=object)
+            if taken is not None:
+                values[~missing] = np.asarray(taken[name].to_pylist(), dtype=object)[~missing]
+            return values.reshape(labels.shape)
+
+        return Hits(np.asarray(scores, np.float32), column("id"), column("caption"), column("modality"))
 
 
 def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:

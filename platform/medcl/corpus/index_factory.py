@@ -3,7 +3,11 @@
 ``--factory`` takes a shorthand or any ``faiss.index_factory`` string (always with inner-product
 metric, which is cosine similarity on the L2-normalised embeddings):
 
-    ivf  (default)  ``IVF{L},Flat`` with L = round(4 * sqrt(n)) inverted lists, searched with
+    auto (default)  sized from the space's row count n and dimension d (:func:`auto_factory`):
+                    n < 200k: as ``ivf``; n < 4M: ``OPQ{m},IVF{L},PQ{m}`` with m = d/4 bytes per
+                    vector and L = the power of two nearest 16 * sqrt(n); from 4M: m = d/8
+                    (``OPQ64,IVF65536,PQ64`` at 18M x 512); docs/corpus.md has the sizing table
+    ivf             ``IVF{L},Flat`` with L = round(4 * sqrt(n)) inverted lists, searched with
                     nprobe = max(16, ceil(L / 8)) lists (recall@10 >= 0.95, experiments/benchmarks/index_recall.py)
     hnsw            ``HNSW32`` built with efConstruction 80, searched with efSearch 128
     flat            ``Flat``: exact search
@@ -25,8 +29,9 @@ import faiss
 
 from medcl.errors import MedclError
 
-IVF_ALIAS, HNSW_ALIAS, FLAT_ALIAS = "ivf", "hnsw", "flat"
-DEFAULT_FACTORY = IVF_ALIAS
+IVF_ALIAS, HNSW_ALIAS, FLAT_ALIAS, AUTO_ALIAS = "ivf", "hnsw", "flat", "auto"
+DEFAULT_FACTORY = AUTO_ALIAS
+COMPRESS_FROM, SMALL_CODES_FROM = 200_000, 4_000_000  # rows: PQ from here; d/8-byte codes from here
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
@@ -37,7 +42,7 @@ MIN_LISTS = 4
 
 _IVF = re.compile(r"(?<![A-Za-z])IVF(\d+)")
 _PQ = re.compile(r"(?<![A-Za-z])PQ(\d+)(?:x(\d+))?(fs)?")
-EXAMPLES = "ivf, hnsw, flat, or a FAISS factory string such as IVF1024,Flat, HNSW32, IVF256,PQ16"
+EXAMPLES = "auto, ivf, hnsw, flat, or a FAISS factory string such as IVF1024,Flat, HNSW32, IVF256,PQ16"
 
 
 class IndexBuildError(MedclError, ValueError):
@@ -57,7 +62,9 @@ def resolve_factory(spec: str, *, rows: int, dim: int, sample: int, nprobe: int 
                     ef_search: int | None = None) -> FactoryChoice:
     """The factory for a shard of ``rows`` vectors (``sample`` of them used for training)."""
     alias = spec.strip().lower()
-    if alias == IVF_ALIAS:
+    if alias == AUTO_ALIAS:
+        factory = auto_factory(rows, dim)
+    elif alias == IVF_ALIAS:
         factory = f"IVF{max(1, round(4 * math.sqrt(rows)))},Flat"
     elif alias == HNSW_ALIAS:
         factory = f"HNSW{HNSW_M}"
@@ -71,6 +78,26 @@ def resolve_factory(spec: str, *, rows: int, dim: int, sample: int, nprobe: int 
     _check_buildable(choice.factory, dim, spec)
     choice.params = _search_params(choice.factory, dim, nprobe=nprobe, ef_search=ef_search)
     return choice
+
+
+def auto_factory(rows: int, dim: int) -> str:
+    """The default factory for ``rows`` vectors of dimension ``dim`` (module docstring's table)."""
+    if rows < COMPRESS_FROM:
+        return f"IVF{max(1, round(4 * math.sqrt(rows)))},Flat"
+    lists = 2 ** round(math.log2(16 * math.sqrt(rows)))
+    m = _divisor_at_most(dim, dim // (8 if rows >= SMALL_CODES_FROM else 4))
+    return f"OPQ{m},IVF{lists},PQ{m}"
+
+
+def _divisor_at_most(dim: int, wanted: int) -> int:
+    return max(d for d in range(1, max(1, wanted) + 1) if dim % d == 0)
+
+
+def default_train_sample(factory: str, rows: int, floor: int) -> int:
+    """Training vectors for ``factory``: ``POINTS_PER_LIST`` per IVF list, at least ``floor``, at most ``rows``."""
+    match = _IVF.search(factory)
+    lists = int(match.group(1)) if match else 0
+    return min(rows, max(floor, POINTS_PER_LIST * lists))
 
 
 def _fit_lists(choice: FactoryChoice, sample: int) -> None:

@@ -68,3 +68,23 @@ def merge_topk(parts: Sequence[Hits], k: int) -> Hits:
     order = np.lexsort((ids.astype(str), -scores), axis=-1)[:, :k]
     rows = np.arange(queries)[:, None]
     return Hits(scores[rows, order], ids[rows, order], captions[rows, order], modalities[rows, order])
+
+
+def merge_labels(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` ``(scores, labels)`` per query over per-shard ``(scores (Q, k'), labels (Q, k'))``:
+    score descending, then label ascending; missing slots are label -1, score ``-inf``. Labels are
+    global rows of the index's id mapping, so only the merged top-k is ever turned into ids."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not parts:
+        raise ValueError("merge_labels needs at least one shard's hits")
+    scores = np.concatenate([np.asarray(s, np.float32) for s, _ in parts], axis=1)
+    labels = np.concatenate([np.asarray(lab, np.int64) for _, lab in parts], axis=1)
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.concatenate([scores, np.full((len(scores), pad), MISSING_SCORE, np.float32)], axis=1)
+        labels = np.concatenate([labels, np.full((len(labels), pad), -1, np.int64)], axis=1)
+    scores = np.where(labels < 0, np.float32(MISSING_SCORE), scores)
+    order = np.lexsort((np.where(labels < 0, np.iinfo(np.int64).max, labels), -scores), axis=-1)[:, :k]
+    rows = np.arange(len(scores))[:, None]
+    return scores[rows, order], labels[rows, order]

@@ -19,8 +19,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from medcl.corpus.index import check_queries, load_shards, read_index_manifest
-from medcl.corpus.merge import MISSING_ID, Hits, merge_topk
+from medcl.corpus.index import RowMap, check_queries, load_shards, read_index_manifest
+from medcl.corpus.merge import MISSING_ID, Hits, merge_labels
 
 
 @dataclass
@@ -94,7 +94,8 @@ class CorpusFetcher:
 
 
 class LocalRetriever:
-    """Every index shard of ``index_dir`` searched in this process, then the top-k merge.
+    """Every index shard of ``index_dir`` searched in this process, then the top-k merge of
+    (score, global label); ids and captions are looked up for the merged top-k only.
 
     ``model``: a :class:`medcl.models.ModelBundle` (or :class:`medcl.corpus.encoder.TextEncoder`) for
     :meth:`search_text`; by default the index's own model, built on first use.
@@ -104,6 +105,7 @@ class LocalRetriever:
         self.index_dir = Path(index_dir)
         self.manifest = read_index_manifest(self.index_dir)
         self._shards = {space: load_shards(self.index_dir, space) for space in self.manifest.spaces}
+        self._rows = {space: RowMap(self.index_dir, self.manifest, space) for space in self.manifest.spaces}
         self._fetcher = CorpusFetcher(corpus_dir_of(self.index_dir, corpus_dir))
         self._encoder = model
 
@@ -122,7 +124,7 @@ class LocalRetriever:
         shards = self._shards[space]
         if not shards:
             return Hits.empty(len(queries), k)
-        return merge_topk([s.search(queries, k) for s in shards], k)
+        return self._rows[space].hits(*merge_labels([s.search(queries, k) for s in shards], k))
 
     def search_text(self, texts: list[str], k: int, *, space: str = "text") -> SearchResult:
         return self.search(self.encode(texts), k, space=space)

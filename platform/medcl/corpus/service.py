@@ -38,8 +38,8 @@ import ray
 from ray.exceptions import RayActorError
 
 from medcl import telemetry
-from medcl.corpus.index import check_queries, load_shards, read_index_manifest
-from medcl.corpus.merge import Hits, merge_topk
+from medcl.corpus.index import RowMap, check_queries, load_shards, read_index_manifest
+from medcl.corpus.merge import Hits, merge_labels
 from medcl.corpus.retrieval import CorpusFetcher, SearchResult, check_k, corpus_dir_of
 
 NAMESPACE = "medcl"
@@ -63,12 +63,15 @@ class ShardServer:
         self.shards = {space: load_shards(index_dir, space, numbers=set(numbers)) for space in manifest.spaces}
         self.started = time.time()
 
-    def search(self, queries: np.ndarray, k: int, space: str) -> Hits:
+    def search(self, queries: np.ndarray, k: int, space: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, global labels)`` (Q, k) of this group's shards, merged; no ids or captions."""
         shards = self.shards.get(space)
         if shards is None:
             raise ValueError(f"space {space!r} is not indexed (spaces: {', '.join(self.shards)})")
-        parts = [s.search(queries, k) for s in shards] or [Hits.empty(len(queries), k)]
-        return parts[0] if len(parts) == 1 else merge_topk(parts, k)
+        parts = [s.search(queries, k) for s in shards]
+        if not parts:
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+        return parts[0] if len(parts) == 1 else merge_labels(parts, k)
 
     def info(self) -> dict:
         rows = {space: sum(s.rows for s in shards) for space, shards in self.shards.items()}
@@ -129,6 +132,7 @@ class RetrievalService:
         self.retry_timeout = retry_timeout
         self._turn = itertools.count()
         self._fetcher = CorpusFetcher(Path(layout["corpus_dir"]) if layout.get("corpus_dir") else None)
+        self._rows: dict[str, RowMap] = {}
 
     @classmethod
     def start(cls, index_dir, *, replicas: int = 1, name: str = DEFAULT_NAME, corpus_dir=None,
@@ -228,11 +232,19 @@ class RetrievalService:
         self.stop()
 
     def _gather(self, pending: PendingSearch) -> Hits:
+        """Merge the groups' (scores, labels), then look up ids and captions of the top-k only."""
         try:
             parts = ray.get(pending.refs)
         except RayActorError:
             parts = [self._shard_result(group, pending) for group in range(len(pending.refs))]
-        return parts[0] if len(parts) == 1 else merge_topk(parts, pending.k)
+        scores, labels = parts[0] if len(parts) == 1 else merge_labels(parts, pending.k)
+        return self._row_map(pending.space).hits(scores, labels)
+
+    def _row_map(self, space: str) -> RowMap:
+        if space not in self._rows:
+            index_dir = Path(self.layout["index_dir"])
+            self._rows[space] = RowMap(index_dir, read_index_manifest(index_dir), space)
+        return self._rows[space]
 
     def _shard_result(self, group: int, pending: PendingSearch) -> Hits:
         replicas = self._shards[group]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medcl.corpus.index import INDEX_MANIFEST, build_index, read_index_manifest
-from medcl.corpus.index_factory import IndexBuildError, resolve_factory
+from medcl.corpus.index_factory import IndexBuildError, auto_factory, default_train_sample, resolve_factory
 from medcl.corpus.retrieval import LocalRetriever
 from medcl.corpus.schema import CorruptArtifactError
 from medcl.corpus.synthetic_vectors import clustered_vectors, write_embedding_dir
@@ -35,10 +35,10 @@ def test_default_factories_reach_recall_at_10_on_small_shards(emb_dir, tmp_path,
     want = LocalRetriever(tmp_path / "flat").search(queries, 10)
     assert _recall(got.ids, want.ids) >= 0.95
     text = manifest.entries("text")
-    if factory == "ivf":  # 3000 rows per shard: 4*sqrt(3000)=219 lists > 3000/39, so capped and reported
-        assert [e["factory"] for e in text] == ["IVF76,Flat", "IVF76,Flat"]
-        assert text[0]["params"] == {"nprobe": 16}
-        assert any("at most 76 lists" in line for line in log)
+    if factory == "ivf":  # one index over 6000 rows: 4*sqrt(6000)=310 lists > 6000/39, so capped and reported
+        assert [e["factory"] for e in text] == ["IVF153,Flat", "IVF153,Flat"]
+        assert [e["offset"] for e in text] == [0, 3000] and text[0]["params"] == {"nprobe": 20}
+        assert any("at most 153 lists" in line for line in log)
     else:
         assert text[0]["factory"] == "HNSW32" and text[0]["params"] == {"efSearch": 128}
 
@@ -64,7 +64,7 @@ def test_text_only_shard_gets_an_empty_image_entry(tmp_path):
     assert result.ids == [["", "", ""]] * 2 and np.isneginf(result.scores).all()
 
 
-@pytest.mark.parametrize("target", ["text-00001.faiss", "image-00000.parquet", INDEX_MANIFEST])
+@pytest.mark.parametrize("target", ["text-00001.faiss", "image-ids/part-00000.parquet", INDEX_MANIFEST])
 def test_changed_index_file_is_detected_and_named(emb_dir, tmp_path, target):
     build_index(emb_dir, tmp_path / "idx", factory="flat", log=lambda _: None)
     path = tmp_path / "idx" / target
@@ -89,9 +89,37 @@ def test_factory_fallbacks_and_errors():
     big = resolve_factory("IVF256,PQ8", rows=20000, dim=32, sample=20000, nprobe=4)
     assert big.factory == "IVF256,PQ8" and big.notes == [] and big.params == {"nprobe": 4}
     assert resolve_factory("ivf", rows=10**6, dim=32, sample=10**5).factory == "IVF2564,Flat"
+    assert auto_factory(24_250, 512) == "IVF623,Flat" and auto_factory(10**6, 512) == "OPQ128,IVF16384,PQ128"
+    assert auto_factory(18 * 10**6, 512) == "OPQ64,IVF65536,PQ64" and auto_factory(10**6, 60) == "OPQ15,IVF16384,PQ15"
+    assert default_train_sample("OPQ64,IVF65536,PQ64", 18 * 10**6, 10**5) == 39 * 65536
     with pytest.raises(IndexBuildError, match="'IVF64,Bogus'"):
         resolve_factory("IVF64,Bogus", rows=10**5, dim=32, sample=10**5)
     with pytest.raises(IndexBuildError, match="divisible by 5"):
         resolve_factory("PQ5", rows=10**5, dim=32, sample=10**5)
     with pytest.raises(IndexBuildError, match="--nprobe must be >= 1"):
         resolve_factory("ivf", rows=10**5, dim=32, sample=10**5, nprobe=0)
+
+
+def test_shards_share_one_trained_quantizer_and_equal_one_index(tmp_path):
+    """Trained once on a sample across shards, filled shard by shard: the merged search of the
+    shards answers exactly what one index holding every vector answers (IVF + PQ codes)."""
+    import faiss
+
+    from medcl.corpus.index_build import sample_vectors
+    from medcl.corpus.shards import read_manifest
+
+    rows, dim = 4_000, 16
+    write_embedding_dir(tmp_path / "emb", rows=rows, dim=dim, shards=3, image_every=None, clusters=50, seed=1)
+    manifest = build_index(tmp_path / "emb", tmp_path / "idx", factory="IVF32,PQ4x4", space="text",
+                           train_sample=2_000, use_ray=False, log=lambda _: None)
+    assert {e["factory"] for e in manifest.entries("text")} == {"IVF32,PQ4x4"}
+    one = faiss.index_factory(dim, "IVF32,PQ4x4", faiss.METRIC_INNER_PRODUCT)
+    one.train(sample_vectors(tmp_path / "emb", read_manifest(tmp_path / "emb"), "text", 2_000, 0))
+    one.add(clustered_vectors(rows, dim, clusters=50, seed=1))
+    one.nprobe = manifest.entries("text")[0]["params"]["nprobe"]
+    queries = clustered_vectors(50, dim, clusters=50, seed=1, draw=1)
+    want_scores, want_rows = one.search(queries, 10)
+    got = LocalRetriever(tmp_path / "idx").search(queries, 10)
+    np.testing.assert_allclose(got.scores, want_scores, rtol=1e-5, atol=1e-5)
+    hits = [[int(i.split(":")[1]) for i in row] for row in got.ids]
+    assert np.mean([len(set(h) & set(w)) / 10 for h, w in zip(hits, want_rows.tolist())]) > 0.98  # ties may swap
