@@ -105,7 +105,7 @@ def test_node_local_output_dir_and_weights_are_refused_before_training(cluster, 
     assert not list((cluster.disks["head"] / "runs").glob(".medcl-shared-*")), "the probe marker is removed"
 
 
-def test_a_two_worker_run_with_output_in_s3_and_local_edits_on_both_nodes(cluster, job_dir, edited_checkout):
+def test_a_two_worker_run_in_s3_with_local_edits_on_both_nodes(cluster, job_dir, edited_checkout):
     status, logs = _run_job(cluster, "s3-run", f"s3://{BUCKET}/runs", job_dir, cwd=edited_checkout)
     assert status == "SUCCEEDED", logs[-4000:]
     assert "Accuracy matrix" in logs
