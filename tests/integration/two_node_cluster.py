@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -89,15 +90,27 @@ class TwoNodeCluster(LocalRayCluster):
             *common, "--head", "--node-ip-address", HEAD_IP, "--dashboard-host", HEAD_IP,
             "--num-cpus", str(self.num_cpus), *[f"--{name}={port}" for name, port in self.ports.items()]])
         try:
-            self._wait_for_dashboard(timeout)
+            self._wait_for_gcs(timeout)  # the worker node joins as soon as the head's GCS listens
             self.nodes["worker"] = self._node("worker", [
                 *common, "--address", self.address, "--node-ip-address", WORKER_IP,
                 "--num-cpus", str(self.worker_cpus), *[f"--{n}={p}" for n, p in self.worker_ports.items()]])
+            self._wait_for_dashboard(timeout)
             self._wait_for_nodes(2, timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _wait_for_gcs(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((HEAD_IP, self.ports["port"]), timeout=2).close()
+                return
+            except OSError:
+                if self.nodes["head"].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the head's GCS is not listening; logs:\n{self.node_logs()}") from None
+                time.sleep(0.5)
 
     def _wait_for_nodes(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
