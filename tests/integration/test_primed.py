@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from local_sequence import run_local
-from medcl.config import validate_experiment
+from medcl.config import strategy_params, validate_experiment
 from medcl.engine.runner import build_tasks, prepare_strategy
 from medcl.rundir import RunDir
 from medcl.strategies import build_strategy
@@ -47,16 +47,16 @@ def test_primed_plans_on_the_driver_and_trains_two_tasks(ray_session, index_dir,
     config = _config(tmp_path, "primed", {"name": "primed", "index_dir": str(index_dir), "k": 6, "a": 2, "b": 1,
                                           "c": 1, "n": 6, "reference_batch_size": 8})
     run = RunDir(config.run_dir.resolve())  # what run_experiment does, without writing config.yaml here
-    worker_config = prepare_strategy(build_strategy("primed", config.strategy.params()), config, build_tasks(config), run)
+    prepared = prepare_strategy(build_strategy("primed", strategy_params(config)), config, build_tasks(config), run)
     plan_dir = run.path / "primed"
-    assert worker_config.strategy.params()["plan_dir"] == str(plan_dir)
+    assert prepared == str(plan_dir) and "plan_dir" not in config.strategy.params()  # the user's params untouched
     plan = json.loads((plan_dir / "plan.json").read_text())
     assert [t["task"] for t in plan["tasks"]] == ["xray", "ultrasound"]
     assert plan["tasks"][0]["levels"]["task"] == 0 and plan["tasks"][1]["levels"]["task"] == 2 * 5
     reference = pq.read_table(plan_dir / "reference-001.parquet").to_pylist()
     assert reference and all(r["id"].startswith("synthmed:") and r["image"] for r in reference)
 
-    result = run_local(worker_config, fresh=False)
+    result = run_local(config, fresh=False, prepared=prepared)  # the workers read the driver's plan
     metrics = json.loads(result.run.metrics.read_text())
     assert metrics["complete"] and metrics["steps_per_task"] == [STEPS, STEPS]
     events = [json.loads(line) for line in result.run.events.read_text().splitlines()]

@@ -35,7 +35,7 @@ def make_ctx(bundle, tasks, *, freeze_norm: bool) -> TrainContext:
     return TrainContext(model=copy.deepcopy(bundle.model), tokenizer=bundle.tokenizer, tasks=tasks,
                         stages=build_strategy("finetune").stages(tasks), device=torch.device("cpu"),
                         preprocess=lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std),
-                        train_config=TrainSection(batch_size=8, steps_per_task=4), total_steps=4,
+                        train=TrainSection(batch_size=8, steps_per_task=4), total_steps=4,
                         freeze_norm=freeze_norm)
 
 
@@ -123,7 +123,7 @@ def test_zscl_reference_pass_does_not_move_the_students_statistics(bundle, tasks
     ctx.train_mode()
     strategy = build_strategy("zscl", {"reference": {"name": "synthmed", "domains": ["ct"], "per_class": 1}})
     strategy.setup(ctx)
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     split = tasks[0].split("train")
     batch = ctx.make_batch(split.images[:8], split.labels[:8], np.zeros(8, dtype=int))
     alone = copy.deepcopy(ctx.model)
@@ -139,12 +139,12 @@ def test_zscl_ensemble_averages_running_statistics_with_the_weights(bundle, task
     strategy.setup(ctx)
     norm = batch_norms(ctx.model)[0]
     start = norm.running_mean.clone()
-    strategy.before_task(ctx)  # 4 steps, a snapshot every 2
+    strategy.before_stage(ctx)  # 4 steps, a snapshot every 2
     for step, delta in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0)]:
         norm.running_mean.add_(delta)
         ctx.step = step
         strategy.after_step(ctx)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     # snapshots: start, step 2 (+3), step 4 (+15): mean shift 18 / 3
     torch.testing.assert_close(norm.running_mean, start + 6.0)
 

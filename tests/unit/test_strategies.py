@@ -21,7 +21,7 @@ from medcl.models import clip_logits, create_model
 from medcl.models.norm import eval_mode
 from medcl.strategies import STRATEGIES, build_strategy
 from medcl.strategies.ewc import estimate_fisher
-from medcl.strategies.l2 import l2_penalty
+from medcl.strategies.common import l2_penalty
 from medcl.strategies.lwf import distill_kl
 from medcl.strategies.rehearsal import ReplayBuffer, concat, shard_capacity
 from medcl.strategies.wiseft import interpolate_
@@ -49,7 +49,7 @@ def make_ctx(bundle, tasks, *, model=None, stage_index=0, rank=0, world_size=1) 
     return TrainContext(model=model if model is not None else copy.deepcopy(bundle.model), tokenizer=bundle.tokenizer,
                         tasks=tasks, stages=strategy_stages, device=torch.device("cpu"), rank=rank, world_size=world_size,
                         preprocess=lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std),
-                        train_config=TrainSection(batch_size=8, steps_per_task=2), stage_index=stage_index, total_steps=2)
+                        train=TrainSection(batch_size=8, steps_per_task=2), stage_index=stage_index, total_steps=2)
 
 
 def task_batch(ctx, task: int, n: int = 8, offset: int = 0):
@@ -119,7 +119,7 @@ def test_shard_capacities_add_up_to_the_global_size(size, world):
 def test_l2_loss_adds_lam_times_squared_distance_to_task_start(bundle, tasks):
     ctx = make_ctx(bundle, tasks)
     strategy = build_strategy("l2", {"lam": 0.5})
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     shift_parameters(ctx.model, 0.01)
     batch = task_batch(ctx, 0)
     terms = strategy.loss(ctx, batch)
@@ -148,7 +148,7 @@ def test_ewc_fisher_is_the_mean_squared_per_sample_gradient_and_weights_the_pena
     ctx = make_ctx(bundle, tasks)
     strategy = build_strategy("ewc", {"lam": 2.0, "fisher_samples": 4})
     strategy.setup(ctx)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     expected = _hand_fisher(ctx, 4)
     batch_mean = _batch_gradient_squared(ctx, 4)
     gap = sum((strategy.fishers[0][n] - batch_mean[n]).sum() for n in batch_mean)
@@ -168,11 +168,11 @@ def test_ewc_online_decays_and_accumulates_one_fisher(bundle, tasks, online):
     ctx = make_ctx(bundle, tasks)
     strategy = build_strategy("ewc", {"fisher_samples": 2, "online": online, "gamma": 0.5})
     strategy.setup(ctx)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     first = {n: f.clone() for n, f in strategy.fishers[0].items()}
     ctx.stage_index = 1
     second = estimate_fisher(ctx, 2)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     assert len(strategy.fishers) == (1 if online else 2)
     name = next(iter(first))
     expected = 0.5 * first[name] + second[name] if online else second[name]
@@ -183,7 +183,7 @@ def test_lwf_distils_old_heads_from_the_previous_model(bundle, tasks):
     ctx = make_ctx(bundle, tasks, stage_index=1)
     strategy = build_strategy("lwf", {"lam": 3.0, "temperature": 2.0})
     teacher = copy.deepcopy(ctx.model).eval()
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     assert strategy.old_tasks == [0] and not any(p.requires_grad for p in strategy.teacher.parameters())
     shift_parameters(ctx.model, 0.02)
     batch = task_batch(ctx, 1)
@@ -199,7 +199,7 @@ def test_lwf_distils_old_heads_from_the_previous_model(bundle, tasks):
     assert terms["distill"].item() == pytest.approx(kd.item(), rel=1e-3)
     assert terms["loss"].item() == pytest.approx(ctx.task_loss(batch).item() + 3.0 * kd.item(), rel=1e-4)
     first = build_strategy("lwf")
-    first.before_task(make_ctx(bundle, tasks))
+    first.before_stage(make_ctx(bundle, tasks))
     assert first.teacher is None and set(first.loss(ctx, batch)) == {"loss", "ce"}
 
 
@@ -207,12 +207,12 @@ def test_wiseft_interpolates_every_floating_tensor_after_the_task(bundle, tasks)
     ctx = make_ctx(bundle, tasks)
     strategy = build_strategy("wiseft", {"weight": 0.25})
     before = {n: t.clone() for n, t in ctx.model.state_dict().items()}
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     with torch.no_grad():
         for t in ctx.model.state_dict().values():
             if t.is_floating_point():
                 t.add_(1.0)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     for name, t in ctx.model.state_dict().items():
         expected = before[name] + 0.25 if t.is_floating_point() else before[name]
         torch.testing.assert_close(t, expected)
@@ -226,7 +226,7 @@ def test_zscl_distils_both_directions_against_the_starting_model(bundle, tasks):
     strategy.setup(ctx)
     assert len(strategy.reference) == 5
     shift_parameters(ctx.model, 0.01)  # as if earlier tasks had been trained
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     shift_parameters(ctx.model, 0.02)
     batch = task_batch(ctx, 0)
     terms = strategy.loss(ctx, batch)
@@ -253,12 +253,12 @@ def test_zscl_keeps_the_running_average_of_snapshots(bundle, tasks):
     strategy.setup(ctx)
     start = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
     ctx.total_steps = 5  # period 0.4 of 5 steps: a snapshot every 2 steps
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     for step, delta in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0)]:
         shift_parameters(ctx.model, delta)
         ctx.step = step
         strategy.after_step(ctx)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     # snapshots: start, step 2 (+3), step 4 (+15), last step 5 (+31) -> mean shift 49 / 4
     name, p = next(iter(ctx.model.named_parameters()))
     torch.testing.assert_close(p.detach(), start[name] + 49 / 4)
@@ -268,7 +268,7 @@ def test_rehearsal_loss_is_the_mean_ce_over_current_and_replayed_samples(bundle,
     ctx = make_ctx(bundle, tasks)
     strategy = build_strategy("rehearsal", {"buffer_size": 6, "replay_fraction": 0.5})
     strategy.setup(ctx)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     assert len(strategy.buffer) == 6 and set(strategy.buffer.tasks) == {0}
     ctx.stage_index = 1
     batch = task_batch(ctx, 1, n=6)
@@ -319,7 +319,7 @@ def test_rehearsal_shards_are_disjoint_and_sized_globally(bundle, tasks):
         strategy.setup(ctx)
         for stage in range(2):
             ctx.stage_index = stage
-            strategy.after_task(ctx)
+            strategy.after_stage(ctx)
         shards.append(strategy.buffer)
     assert [len(s) for s in shards] == [7, 6]
     ids = [{(t, i) for t, i in zip(s.tasks, s.ids)} for s in shards]
@@ -334,10 +334,10 @@ def test_specialist_evaluates_each_task_with_its_own_model(bundle, tasks):
     start = next(ctx.model.parameters()).detach().clone()
     for stage, delta in [(0, 1.0), (1, 2.0)]:
         ctx.stage_index = stage
-        strategy.before_task(ctx)
+        strategy.before_stage(ctx)
         torch.testing.assert_close(next(ctx.model.parameters()).detach(), start)
         shift_parameters(ctx.model, delta)
-        strategy.after_task(ctx)
+        strategy.after_stage(ctx)
     for task, expected in [(0, start + 1), (1, start + 2), (2, start)]:
         with strategy.eval_model(ctx, task) as model:
             torch.testing.assert_close(next(model.parameters()).detach(), expected)
@@ -393,8 +393,8 @@ def test_synthmed_reference_is_deterministic_rgb():
 
 def _train_stage(strategy, ctx, steps: int = 2) -> list[float]:
     """What the engine does with one stage (SGD instead of AdamW); returns the loss of every step."""
-    ctx.train_mode()  # as the engine does: teachers copied in before_task see the training modes
-    strategy.before_task(ctx)
+    ctx.train_mode()  # as the engine does: teachers copied in before_stage see the training modes
+    strategy.before_stage(ctx)
     optimizer = torch.optim.SGD(list(strategy.trainable_parameters(ctx)), lr=0.05)
     ctx.train_mode()
     torch.manual_seed(ctx.stage_index)
@@ -408,7 +408,7 @@ def _train_stage(strategy, ctx, steps: int = 2) -> list[float]:
         losses.append(loss.item())
         ctx.step = step + 1
         strategy.after_step(ctx)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     return losses
 
 

@@ -1,4 +1,8 @@
-"""What a strategy sees while it trains: the model, the tasks, the current stage, loss helpers."""
+"""What a strategy sees while it trains: the model, the tasks, the current stage, loss helpers.
+
+The engine owns :class:`Stage` (what one training stage mixes) and :class:`TrainContext`; a
+strategy receives the context in every hook (:mod:`medcl.strategies.base`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,10 +13,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medcl import seeds
+from medcl.config import TrainSection
 from medcl.data.task import Task
 from medcl.models import clip_logits, encode_class_prompts
 from medcl.models.norm import apply_train_mode
-from medcl.strategies.base import Stage
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a sequence: the tasks whose train splits it mixes, and its name
+    (the row label of the accuracy matrix). Continual methods have one stage per task."""
+
+    name: str
+    train_tasks: tuple[int, ...]
 
 
 @dataclass
@@ -30,6 +44,10 @@ class Batch:
 
 @dataclass
 class TrainContext:
+    """``train``: the experiment's training section (batch size, lr, steps, threads...);
+    ``prepared``: what the strategy's driver-side :meth:`~medcl.strategies.base.Strategy.prepare`
+    returned (None when it has none, or when a harness runs the worker loop without the driver)."""
+
     model: torch.nn.Module
     tokenizer: Callable[[list[str]], torch.Tensor]
     tasks: list[Task]
@@ -40,12 +58,12 @@ class TrainContext:
     label_smoothing: float = 0.2
     seed: int = 0
     preprocess: Callable[[np.ndarray], torch.Tensor] | None = None  # uint8 NHWC -> model input on device
-    train_config: Any = None  # the experiment's TrainSection (batch_size, lr, steps...)
+    train: TrainSection = field(default_factory=lambda: TrainSection(steps_per_task=1))
     freeze_norm: bool = False  # BatchNorm statistics frozen while training (medcl.models.norm)
+    prepared: Any = None
     stage_index: int = 0
     step: int = 0
     total_steps: int = 0
-    scratch: dict = field(default_factory=dict)
 
     def make_batch(self, images: np.ndarray, labels: np.ndarray, task_ids: np.ndarray) -> Batch:
         """A :class:`Batch` on this worker's device from uint8 images and numpy labels/task ids."""
@@ -62,17 +80,18 @@ class TrainContext:
 
     @property
     def task_index(self) -> int:
-        """The task the current stage trains (its last one, for a multi-task stage)."""
-        return self.stage.train_tasks[-1]
+        """The one task the current stage trains; a stage that mixes several (``joint``) has none
+        (ValueError): use ``ctx.stage.train_tasks``."""
+        if len(self.stage.train_tasks) != 1:
+            raise ValueError(f"stage {self.stage.name!r} mixes tasks {self.stage.train_tasks}: use ctx.stage.train_tasks")
+        return self.stage.train_tasks[0]
 
-    @property
-    def task(self) -> Task:
-        return self.tasks[self.task_index]
-
-    @property
-    def seen_tasks(self) -> list[int]:
-        """Indices of every task trained in this or an earlier stage."""
-        return sorted({t for s in self.stages[: self.stage_index + 1] for t in s.train_tasks})
+    def rng(self, purpose: str, *keys: int, shared: bool = False) -> np.random.Generator:
+        """A generator for one use of randomness in this stage, seeded by (experiment seed,
+        ``purpose``, stage, rank, ``*keys``) (:mod:`medcl.seeds`): the same seed gives the same
+        numbers, each purpose its own stream. ``shared``: the same on every rank (no rank in the seed)."""
+        rank = () if shared else (self.rank,)
+        return seeds.rng(self.seed, purpose, self.stage_index, *rank, *keys)
 
     def class_embeddings(self, task_id: int, model: torch.nn.Module | None = None) -> torch.Tensor:
         """Normalised text embeddings (C, D) of task ``task_id``'s class prompts (differentiable)."""

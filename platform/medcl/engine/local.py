@@ -25,8 +25,10 @@ from medcl.engine.runner import RunResult, build_tasks, prepare_run_dir
 from medcl.report import write_report
 
 
-def run_local(config: ExperimentConfig, *, fresh: bool = True) -> RunResult:
-    """Run (or resume, with ``fresh=False``) ``config`` in this process; needs ``ray.init`` first."""
+def run_local(config: ExperimentConfig, *, fresh: bool = True, prepared=None) -> RunResult:
+    """Run (or resume, with ``fresh=False``) ``config`` in this process; needs ``ray.init`` first.
+    ``prepared``: what the strategy's driver-side ``prepare`` returned (``ctx.prepared``); this
+    function does not call it."""
     assert config.train.workers == 1, "local mode runs one worker"
     tasks = build_tasks(config)
     run = prepare_run_dir(config, fresh=fresh)
@@ -41,7 +43,7 @@ def run_local(config: ExperimentConfig, *, fresh: bool = True) -> RunResult:
     try:
         TorchTrainer(train_sequence, scaling_config=ScalingConfig(num_workers=0),
                      train_loop_config={"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks),
-                                        "run_dir": str(run.path)},
+                                        "run_dir": str(run.path), "prepared": prepared},
                      run_config=RunConfig(name="checkpoints", storage_path=str(run.path))).fit()
     finally:
         ray.train.report = report

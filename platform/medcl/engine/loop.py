@@ -2,7 +2,7 @@
 
     restore the last task checkpoint (Ray's, or the run directory's) or start fresh
     row 0: evaluate the starting model on every task; checkpoint task-0
-    for each stage s: before_task, train steps, after_task, evaluate every task,
+    for each stage s: before_stage, train steps, after_stage, evaluate every task,
                       checkpoint task-<s> (model + strategy state + matrix), ray.train.report
 
 Gradients are averaged over workers by an explicit bucketed all-reduce after ``backward`` rather
@@ -23,7 +23,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from medcl.config import ExperimentConfig
+from medcl.config import ExperimentConfig, strategy_params
 from medcl.faults import maybe_fail
 from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, restore_checkpoint, write_checkpoint
 from medcl.engine.context import TrainContext
@@ -41,7 +41,8 @@ from medcl.strategies import build_strategy
 
 def train_sequence(loop_config: dict) -> None:
     """Ray Train entry point. ``loop_config``: ``experiment`` (dict), ``tasks`` (ObjectRef of the
-    ordered task list), ``run_dir`` (str), optionally ``gate`` (a sweep trial's
+    ordered task list), ``run_dir`` (str), optionally ``prepared`` (what the strategy's driver-side
+    ``prepare`` returned: ``ctx.prepared``) and ``gate`` (a sweep trial's
     :class:`medcl.sweep.gate.GateClient`: after each task's report, the loop goes on only when the
     trial says so, and otherwise returns, which ends the Train run normally)."""
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])
@@ -55,12 +56,13 @@ def train_sequence(loop_config: dict) -> None:
     bundle = create_model(cfg.model.name, pretrained=cfg.model.pretrained, image_size=cfg.model.image_size)
     model = bundle.model.to(device)
     _broadcast_parameters(model, world)
-    strategy = build_strategy(cfg.strategy.name, cfg.strategy.params())
+    strategy = build_strategy(cfg.strategy.name, strategy_params(cfg))
     stages = strategy.stages(tasks)
     ctx = TrainContext(model=model, tokenizer=bundle.tokenizer, tasks=tasks, stages=stages, device=device,
                        rank=rank, world_size=world, label_smoothing=cfg.train.label_smoothing, seed=cfg.seed,
                        preprocess=lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std, device),
-                       train_config=cfg.train, freeze_norm=resolve_freeze_norm(cfg.model.freeze_norm, cfg.model.pretrained))
+                       train=cfg.train, freeze_norm=resolve_freeze_norm(cfg.model.freeze_norm, cfg.model.pretrained),
+                       prepared=loop_config.get("prepared"))
     ctx.train_mode()  # teachers taken in setup normalise as the training student does
     strategy.setup(ctx)
     run = RunDir(place(loop_config["run_dir"]))  # a local path or an object-store URI (medcl.storage)
@@ -78,7 +80,7 @@ def train_sequence(loop_config: dict) -> None:
     for stage_index in range(state.stages_done, len(stages)):
         ctx.stage_index = stage_index
         started = time.perf_counter()
-        steps, n_params = _train_stage(ctx, strategy, cfg, bundle, log)
+        steps, n_params = _train_stage(ctx, strategy, cfg, log)
         accuracy, auc = evaluate()
         state.rows.append(accuracy)
         state.auc_rows.append(auc)
@@ -93,7 +95,7 @@ def train_sequence(loop_config: dict) -> None:
             return
 
 
-def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log: ProgressLog) -> tuple[int, int]:
+def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: ProgressLog) -> tuple[int, int]:
     stage = ctx.stage
     sampler = StageSampler(ctx.tasks, stage.train_tasks, batch_size=cfg.train.batch_size, seed=cfg.seed,
                            stage_index=ctx.stage_index, rank=ctx.rank, world_size=ctx.world_size)
@@ -102,12 +104,12 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log
     torch.manual_seed(cfg.seed * 1_000_003 + ctx.stage_index * 1_009 + ctx.rank)
     ctx.step, ctx.total_steps = 0, total
     ctx.train_mode()  # before the hook: teachers copied there see the training modes
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     params = list(strategy.trainable_parameters(ctx))
     optimizer, scheduler = build_optimizer(params, cfg.train, total)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
-    ctx.train_mode()  # again: before_task may have frozen parameters (a LoRA base and its BatchNorm)
+    ctx.train_mode()  # again: before_stage may have frozen parameters (a LoRA base and its BatchNorm)
     log.start_stage(stage.name, ctx.stage_index, len(ctx.stages), total)
     for images, labels, task_ids in sampler.batches(total):
         batch = ctx.make_batch(images, labels, task_ids)
@@ -121,7 +123,7 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, bundle, log
         maybe_fail("step", step=ctx.step, stage=ctx.stage_index + 1, rank=ctx.rank)
         strategy.after_step(ctx)
         log.step(ctx.step, terms, len(batch) * ctx.world_size)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     sync_running_statistics(ctx.model, ctx.world_size)
     return total, sum(p.numel() for p in params)
 

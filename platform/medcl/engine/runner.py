@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from medcl.config import ConfigError, ExperimentConfig, benchmark_options, to_yaml
+from medcl.config import ConfigError, ExperimentConfig, benchmark_options, strategy_params, to_yaml
 from medcl.data import BENCHMARKS, Task, order_tasks
 from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, verify_checkpoint
 from medcl.engine.localray import train_log_level
@@ -30,7 +30,7 @@ from medcl.paths import is_weights_file, resolve_paths
 from medcl.registry import UnknownNameError
 from medcl.rundir import RunDir
 from medcl.storage import is_remote, ray_storage, read_bytes, rmtree, write_bytes
-from medcl.strategies import build_strategy
+from medcl.strategies import Strategy, build_strategy
 
 # Fields that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = {"output_dir", "telemetry", "train.log_every", "train.max_failures", "train.cpus_per_worker",
@@ -67,7 +67,7 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
                                          str(exc))]) from None
     tasks = build_tasks(config)
     run = prepare_run_dir(config, fresh=fresh)
-    strategy = build_strategy(config.strategy.name, config.strategy.params())
+    strategy = build_strategy(config.strategy.name, strategy_params(config))
     stages = strategy.stages(tasks)
     resume = latest_checkpoint(run.checkpoints, ranks=config.train.workers)
     if resume is not None:
@@ -77,7 +77,7 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
         print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name})", flush=True)
     if resumed_after != len(stages):
         joined = connect_checked(config, run, dashboard=dashboard)
-        _fit(prepare_strategy(strategy, config, tasks, run, as_task=True), run, tasks, joined)
+        _fit(config, run, tasks, joined, prepared=prepare_strategy(strategy, config, tasks, run, as_task=True))
     final = latest_checkpoint(run.checkpoints)
     if final is None:
         raise RunError(f"{run.path}: the run wrote no checkpoint; see the errors above")
@@ -88,36 +88,33 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
     return RunResult(run=run, state=state, metrics=metrics, resumed_after=resumed_after)
 
 
-def prepare_strategy(strategy, config: ExperimentConfig, tasks: list[Task], run: RunDir, *,
-                     as_task: bool = False) -> ExperimentConfig:
-    """Work a strategy needs before the workers start (PRIMED plans its reference sets): its
-    optional ``prepare_run(config, tasks, run_dir)`` hook, which may return the config the workers
-    get (e.g. with a resolved path); the run's saved config.yaml is not changed.
+def prepare_strategy(strategy, config: ExperimentConfig, tasks: list[Task], run: RunDir, *, as_task: bool = False):
+    """What the strategy's driver-side :meth:`~medcl.strategies.base.Strategy.prepare` returns (PRIMED
+    plans its reference sets), for the workers' ``ctx.prepared``; None without a ``prepare`` of its own.
 
     ``as_task`` (``medcl run``; Ray initialised): the hook runs as a Ray task that declares
     ``train.torch_threads`` CPUs (and as many OpenMP threads), so on a cluster it is scheduled on a
     node with free CPUs, inside Ray's accounting, rather than on a head with ``CPU: 0``; what it
     writes goes to the run's storage (:mod:`medcl.storage`)."""
-    hook = getattr(strategy, "prepare_run", None)
-    if hook is None:
-        return config
+    if type(strategy).prepare is Strategy.prepare:
+        return None
     if not as_task:
-        return hook(config, tasks, run.path) or config
+        return strategy.prepare(config, tasks, run.path)
     import ray
 
     threads = config.train.torch_threads
-    task = ray.remote(_run_hook).options(num_cpus=threads, max_retries=0, name=f"medcl-prepare-{config.strategy.name}",
-                                         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}})
+    task = ray.remote(_prepare).options(num_cpus=threads, max_retries=0, name=f"medcl-prepare-{config.strategy.name}",
+                                        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}})
     try:
-        return ray.get(task.remote(hook, config, tasks, run.path))
+        return ray.get(task.remote(strategy, config, tasks, run.path))
     except ray.exceptions.RayTaskError as exc:  # the hook's own error (ConfigError...), not Ray's wrapper
         if isinstance(exc.cause, Exception):
             raise exc.cause from None
         raise
 
 
-def _run_hook(hook, config: ExperimentConfig, tasks: list[Task], run_path) -> ExperimentConfig:
-    return hook(config, tasks, run_path) or config
+def _prepare(strategy, config: ExperimentConfig, tasks: list[Task], run_path):
+    return strategy.prepare(config, tasks, run_path)
 
 
 def prepare_run_dir(config, *, fresh: bool, resumable: set[str] = RESUMABLE_CHANGES,
@@ -194,8 +191,8 @@ def write_run_report(run: RunDir) -> None:
         write_bytes(run.report, write_report(local.path).read_bytes())
 
 
-def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], joined: bool) -> None:
-    trainer = build_trainer(config, run, tasks, joined=joined)
+def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], joined: bool, prepared=None) -> None:
+    trainer = build_trainer(config, run, tasks, joined=joined, prepared=prepared)
     try:
         trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; show the root cause, keep the checkpoints
@@ -205,13 +202,13 @@ def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], joined: bool)
 
 def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, joined: bool, callbacks=(),
                   file_rendezvous: bool | None = None, controller_failure_limit: int = 3,
-                  loop_extras: dict | None = None):
+                  loop_extras: dict | None = None, prepared=None):
     """The sequence's TorchTrainer (Ray must be initialised); ``callbacks`` are added to its
     ``RunConfig``. Workers meet through a file on one machine (``file_rendezvous``; by default when
     not ``joined`` or every node is on loopback), else through Ray's TCP rendezvous.
     ``controller_failure_limit``: worker-group starts that may fail (e.g. time out waiting for
     nodes) before the run fails. ``loop_extras`` join the worker loop's config (a sweep trial's
-    ``gate``)."""
+    ``gate``); ``prepared``: the strategy's :func:`prepare_strategy` result (``ctx.prepared``)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -226,7 +223,7 @@ def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, j
     return TorchTrainer(
         train_sequence,
         train_loop_config={"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks),
-                           "run_dir": str(run.path), **(loop_extras or {})},
+                           "run_dir": str(run.path), "prepared": prepared, **(loop_extras or {})},
         scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=config.train.use_gpu,
                                      resources_per_worker={"CPU": config.train.cpus_per_worker}),
         run_config=RunConfig(name="checkpoints", **ray_storage(run.path), callbacks=list(callbacks) or None,

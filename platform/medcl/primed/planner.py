@@ -1,6 +1,6 @@
 """Driver side of PRIMED: plan every task's reference set before the TorchTrainer starts.
 
-    plan_reference_sets(config, tasks, plan_dir, params)        # called by Primed.prepare_run
+    plan_reference_sets(config, tasks, plan_dir, params)        # called by Primed.prepare
 
 PRIMED's queries for task i depend only on earlier tasks' labels, all known before the run, so the
 whole sequence is planned up front (DESIGN.md): per task, the siphon's queries

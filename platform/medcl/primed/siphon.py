@@ -6,7 +6,7 @@ Before task i (0-based, tasks in training order), M^i splits into three levels:
     M_domain = M0 questions whose domain matches an earlier task's   (b items per query)
                modality (``QuestionPool.domains_for``)
     M_gen    = n questions drawn uniformly without replacement from   (c items per query)
-               the rest of M0, seeded by (seed, i)
+               the rest of M0, seeded by (seed, "siphon", i) (medcl.seeds)
 
 So the nominal size is a*|M_task| + b*|M_domain| + c*n. The first task has no earlier task: its
 reference set comes from M_gen alone. :func:`assemble` walks the queries level by level (task,
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medcl import seeds
 from medcl.primed.questions import Question, QuestionPool, task_questions
 from medcl.primed.select import Candidate
 
@@ -40,7 +41,7 @@ def siphon_queries(pool: QuestionPool, tasks: list, index: int, *, a: int, b: in
     domains = set().union(*(pool.domains_for(t.modality) for t in earlier)) if earlier else set()
     m_domain = [q for q in pool.questions if q.domain in domains]
     rest = [q for q in pool.questions if q.domain not in domains]
-    picked = np.random.default_rng([seed, index, 7]).choice(len(rest), min(n, len(rest)), replace=False)
+    picked = seeds.rng(seed, "siphon", index).choice(len(rest), min(n, len(rest)), replace=False)
     m_gen = [rest[i] for i in np.sort(picked)]
     return ([SiphonQuery(q, "task", a) for q in m_task] + [SiphonQuery(q, "domain", b) for q in m_domain]
             + [SiphonQuery(q, "gen", c) for q in m_gen])

@@ -1,13 +1,15 @@
 """Worker side: one task's planned reference set as a deterministic, sharded stream of pairs.
 
 The global reference batch of step s is the s-th run of ``batch_size`` positions through seeded
-permutations of the set (one per pass, seeded by (seed, stage, pass, 17)); rank r of w takes
+permutations of the set (one per pass, each from ``ctx.rng("reference", pass, shared=True)``: the
+same on every rank); rank r of w takes
 positions r::w of it, as :class:`medcl.engine.sampling.StageSampler` does for the task's data, so
 what a step sees does not depend on the number of workers and a resumed task replays it exactly.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -24,7 +26,7 @@ class ReferenceStream:
         path = reference_file(plan_dir, index)  # local, or in an object store (medcl.storage)
         if not storage.is_file(path):
             raise FileNotFoundError(f"{path}: PRIMED's reference set for task {index} was not planned; "
-                                    "the driver plans it in Primed.prepare_run (medcl run does this)")
+                                    "the driver plans it in Primed.prepare (medcl run does this)")
         filesystem, in_filesystem = storage.resolve(path)
         table = pq.read_table(in_filesystem, columns=["image", "caption"], filesystem=filesystem)
         self.captions = table["caption"].to_pylist()
@@ -34,12 +36,14 @@ class ReferenceStream:
     def __len__(self) -> int:
         return len(self.captions)
 
-    def rows(self, step: int, batch_size: int, *, seed: int, stage: int, rank: int = 0, world: int = 1) -> np.ndarray:
-        """This rank's positions into the set for global step ``step``."""
+    def rows(self, step: int, batch_size: int, *, pass_rng: Callable[[int], np.random.Generator], rank: int = 0,
+             world: int = 1) -> np.ndarray:
+        """This rank's positions into the set for global step ``step``; ``pass_rng(p)``: the generator
+        of pass ``p``'s permutation, the same on every rank."""
         n = len(self)
         positions = np.arange(step * batch_size, (step + 1) * batch_size)[rank::world]
         out = np.empty(len(positions), dtype=np.int64)
         for epoch in np.unique(positions // n):
             mask = positions // n == epoch
-            out[mask] = np.random.default_rng([seed, stage, int(epoch), 17]).permutation(n)[positions[mask] % n]
+            out[mask] = pass_rng(int(epoch)).permutation(n)[positions[mask] % n]
         return out

@@ -1,7 +1,7 @@
 """``primed_uniform``'s reference sets: uniform keyword retrieval, the same size as PRIMED's.
 
 For task i with PRIMED's (dynamic) reference set of N pairs: the queries of M^i (M0 plus earlier
-tasks' class labels, no levels) are shuffled with a seed of (seed, i); a BM25 index (``bm25s``,
+tasks' class labels, no levels) are shuffled with a seed of (seed, "uniform", i) (medcl.seeds); a BM25 index (``bm25s``,
 English stop words) over the captions of every corpus entry *with an image* ranks each query's
 hits (ties by id); then the queries take turns, each adding its next best hit not yet chosen
 (lexical score > 0), until N pairs are chosen or every list is exhausted. No dense search, no
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medcl import seeds
 from medcl.primed.select import bm25s_module
 
 
@@ -49,7 +50,7 @@ def corpus_captions(corpus_dir: str | Path) -> tuple[list[str], list[str]]:
 
 def uniform_rows(index: KeywordIndex, queries: list, *, size: int, seed: int, task_index: int) -> list[dict]:
     """Rows ``{id, caption, level="uniform", query, dense_score, xmodal_score}`` (see module doc)."""
-    order = np.random.default_rng([seed, task_index, 13]).permutation(len(queries))
+    order = seeds.rng(seed, "uniform", task_index).permutation(len(queries))
     lists = [(queries[i].text, index.ranked(queries[i].text)) for i in order]
     cursors = [0] * len(lists)
     chosen: set[int] = set()

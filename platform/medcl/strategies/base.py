@@ -1,45 +1,50 @@
 """The strategy contract and registry: what one continual-learning method is allowed to change.
 
-A method is one short file under ``strategies/``::
+A method is one short file under ``strategies/`` (docs/adding-a-method.md)::
 
     @register_strategy("l2")
     class L2(Strategy):
         '''L = CE + lam * sum ||theta - theta_start||^2'''
         class Params(StrategyParams):
             lam: float = 1.0
-        def before_task(self, ctx):
-            self.anchor = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+        def before_stage(self, ctx):
+            self.anchor = snapshot(ctx.model)
         def loss(self, ctx, batch):
             ce = ctx.task_loss(batch)
-            reg = sum(((p - self.anchor[n]) ** 2).sum() for n, p in ctx.model.named_parameters())
+            reg = l2_penalty(ctx.model, self.anchor)
             return {"loss": ce + self.params.lam * reg, "ce": ce, "l2": reg}
 
-The engine (``medcl.engine.loop``) calls, in every Ray Train worker:
+On the driver, once per run before the workers start: :meth:`prepare` (e.g. PRIMED plans its
+reference sets); what it returns reaches every worker as ``ctx.prepared``.
 
+The engine (``medcl.engine.loop``) calls, in every Ray Train worker:
 ``setup(ctx)`` once, after the model is built (and before a checkpoint is restored);
-for each stage from :meth:`stages`: ``before_task(ctx)``, then per step ``loss(ctx, batch)``
-(must return ``"loss"``; other entries are logged), an optimiser step over
+for each :class:`~medcl.engine.context.Stage` from :meth:`stages`: ``before_stage(ctx)``, then per
+step ``loss(ctx, batch)`` (must return ``"loss"``; other entries are logged), an optimiser step over
 :meth:`trainable_parameters` with gradients averaged over workers, ``after_step(ctx)``;
-then ``after_task(ctx)``, then evaluation of every task ``k`` inside ``eval_model(ctx, k)``,
+then ``after_stage(ctx)``, then evaluation of every task ``k`` inside ``eval_model(ctx, k)``,
 then ``extra_metrics(ctx)``; then a checkpoint holding the model weights and :meth:`state_dict`.
+A stage trains one task for a continual method (``ctx.task_index``), several for ``joint``.
 Every rank runs every hook; state that differs per rank (a rehearsal buffer shard) is fine, as long
 as ``state_dict`` saves this rank's part under ``ctx.rank`` or is identical across ranks.
-Frozen teachers stay plain modules in eval mode with ``requires_grad=False``.
+Randomness comes from ``ctx.rng(purpose)``; frozen teachers stay plain modules in eval mode with
+``requires_grad=False``; helpers shared by several methods live in :mod:`.common`.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from medcl.data.task import Task
+from medcl.engine.context import Batch, Stage, TrainContext
 from medcl.registry import Registry
 
 if TYPE_CHECKING:
-    from medcl.data.task import Task
-    from medcl.engine.context import Batch, TrainContext
+    from medcl.config import ExperimentConfig
 
 STRATEGIES: Registry[type["Strategy"]] = Registry("strategy", params="Params")
 register_strategy = STRATEGIES.register
@@ -51,15 +56,6 @@ class StrategyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One training stage of a sequence: the tasks whose train splits it mixes, and its name
-    (the row label of the accuracy matrix). Continual methods have one stage per task."""
-
-    name: str
-    train_tasks: tuple[int, ...]
-
-
 class Strategy:
     """Base class: plain sequential training with the task loss. Override only what differs."""
 
@@ -69,42 +65,48 @@ class Strategy:
     def __init__(self, params: StrategyParams | None = None):
         self.params = params if params is not None else self.Params()
 
-    def stages(self, tasks: list["Task"]) -> list[Stage]:
+    def stages(self, tasks: list[Task]) -> list[Stage]:
         """Default: stage ``t`` trains task ``t`` alone."""
         return [Stage(name=task.name, train_tasks=(i,)) for i, task in enumerate(tasks)]
 
-    def setup(self, ctx: "TrainContext") -> None:
+    def prepare(self, config: "ExperimentConfig", tasks: list[Task], run_dir: Path) -> Any:
+        """On the driver, once per run (and again on a resume), before the workers start; runs as
+        a Ray task declaring ``train.torch_threads`` CPUs. Returns something picklable that every
+        worker sees as ``ctx.prepared`` (default: nothing to prepare, None)."""
+        return None
+
+    def setup(self, ctx: TrainContext) -> None:
         """Called once per worker after the model is built."""
 
-    def trainable_parameters(self, ctx: "TrainContext") -> Iterable[torch.nn.Parameter]:
+    def trainable_parameters(self, ctx: TrainContext) -> Iterable[torch.nn.Parameter]:
         """Parameters the optimiser updates for the current stage (default: all that require grad)."""
         return [p for p in ctx.model.parameters() if p.requires_grad]
 
-    def before_task(self, ctx: "TrainContext") -> None:
+    def before_stage(self, ctx: TrainContext) -> None:
         """Called before the first step of each stage."""
 
-    def loss(self, ctx: "TrainContext", batch: "Batch") -> dict[str, torch.Tensor]:
+    def loss(self, ctx: TrainContext, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss terms for one batch; ``"loss"`` is what is minimised."""
         ce = ctx.task_loss(batch)
         return {"loss": ce, "ce": ce}
 
-    def after_step(self, ctx: "TrainContext") -> None:
+    def after_step(self, ctx: TrainContext) -> None:
         """Called after every optimiser step (e.g. a running weight ensemble)."""
 
-    def after_task(self, ctx: "TrainContext") -> None:
+    def after_stage(self, ctx: TrainContext) -> None:
         """Called after the last step of each stage, before evaluation."""
 
     @contextlib.contextmanager
-    def eval_model(self, ctx: "TrainContext", task_index: int) -> Iterator[torch.nn.Module]:
+    def eval_model(self, ctx: TrainContext, task_index: int) -> Iterator[torch.nn.Module]:
         """The model that task ``task_index`` is evaluated with (default: the model itself)."""
         yield ctx.model
 
-    def extra_metrics(self, ctx: "TrainContext") -> dict[str, float]:
+    def extra_metrics(self, ctx: TrainContext) -> dict[str, float]:
         """Numbers to record in metrics.json after each stage (e.g. ``buffer_bytes``). Called on
         every rank after evaluation, so it may use collectives; rank 0's values are recorded."""
         return {}
 
-    def model_files(self, ctx: "TrainContext") -> dict[str, dict[str, torch.Tensor]] | None:
+    def model_files(self, ctx: TrainContext) -> dict[str, dict[str, torch.Tensor]] | None:
         """The model weights a stage's checkpoint keeps, as safetensors files: file name ->
         {name in ``ctx.model.state_dict()``: tensor}. On restore each file is loaded into the model
         by name, and what no file holds keeps the weights rebuilt from the seed before :meth:`setup`

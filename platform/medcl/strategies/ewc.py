@@ -23,7 +23,7 @@ from medcl.engine.optim import sync_gradients
 from medcl.engine.sampling import StageSampler
 from medcl.models.norm import eval_mode
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
-from medcl.strategies.l2 import l2_penalty, snapshot
+from medcl.strategies.common import l2_penalty, snapshot
 
 
 def estimate_fisher(ctx, num_samples: int) -> dict[str, torch.Tensor]:
@@ -75,7 +75,7 @@ class EWC(Strategy):
         reg = sum(l2_penalty(ctx.model, anchor, fisher) for fisher, anchor in zip(self.fishers, self.anchors))
         return {"loss": ce + self.params.lam / 2 * reg, "ce": ce, "ewc": reg}
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         fisher = estimate_fisher(ctx, self.params.fisher_samples)
         if self.params.online and self.fishers:
             fisher = {name: self.params.gamma * self.fishers[0][name] + f for name, f in fisher.items()}

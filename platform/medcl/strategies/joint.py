@@ -11,7 +11,8 @@ over the pooled data, so it needs no scaling).
 """
 from __future__ import annotations
 
-from medcl.strategies.base import Stage, Strategy, register_strategy
+from medcl.engine.context import Stage
+from medcl.strategies.base import Strategy, register_strategy
 
 
 @register_strategy("joint")

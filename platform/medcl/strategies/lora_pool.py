@@ -77,13 +77,13 @@ class LoraPoolStrategy(Strategy):
         ctx.model.to(ctx.device)
         self.base_fingerprint = state_fingerprint(self.pool.base_state())
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         self.pool.set_active(self.adapters_for(ctx.task_index), trainable=ctx.task_index)
 
     def trainable_parameters(self, ctx) -> list[torch.nn.Parameter]:
         return list(self.pool.adapter_parameters(ctx.task_index).values())
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         self.trained = sorted(set(self.trained) | set(ctx.stage.train_tasks))
         self.pool.set_active(self.pool.active)  # nothing trainable between stages
 

@@ -5,10 +5,10 @@
 
 on the current batch x, with K the tasks trained in earlier stages (their class prompts are the
 "old heads"), z_k(x) = logit_scale * f(x) . g(prompts of task k) from the model being trained and
-z_k^prev the same from the previous model: a frozen copy taken in ``before_task``
+z_k^prev the same from the previous model: a frozen copy taken in ``before_stage``
 (:func:`medcl.models.norm.teacher_copy`: ``requires_grad=False``, never in the optimiser, BatchNorm
 normalising as the student's without updating statistics). The first stage has no old task: plain CE.
-After a restart the engine restores the previous task's weights before ``before_task``, so the
+After a restart the engine restores the previous task's weights before ``before_stage``, so the
 teacher is rebuilt and no state is saved.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class LwF(Strategy):
         lam: float = Field(1.0, ge=0, description="weight of the distillation term")
         temperature: float = Field(2.0, gt=0, description="softmax temperature T")
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         self.old_tasks = sorted({k for stage in ctx.stages[: ctx.stage_index] for k in stage.train_tasks})
         self.teacher = teacher_copy(ctx.model) if self.old_tasks else None
         with torch.no_grad():
@@ -56,5 +56,5 @@ class LwF(Strategy):
                  for k in self.old_tasks) / len(self.old_tasks)
         return {"loss": ce + self.params.lam * kd, "ce": ce, "distill": kd}
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         self.teacher, self.old_heads = None, {}

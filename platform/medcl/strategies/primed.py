@@ -4,22 +4,29 @@
 
 on the task batch and a batch of ``reference_batch_size`` retrieved image-caption pairs (global,
 split over workers) from the task's *reference set* (formulas in :mod:`medcl.primed.losses`).
-The teacher of L_CKT is the previous-task model: a frozen copy taken in ``before_task`` (for the
+The teacher of L_CKT is the previous-task model: a frozen copy taken in ``before_stage`` (for the
 first task, the starting model), :func:`medcl.models.norm.teacher_copy` (``requires_grad=False``,
 BatchNorm normalising as the student's without updating statistics), outside the gradient
 all-reduce; the student's reference pass keeps its running statistics
 (:func:`medcl.models.norm.running_statistics_kept`). L_DFG's anchor is the same previous-task model's weights.
 
-Reference sets are planned on the driver before the TorchTrainer starts (``prepare_run``,
+Reference sets are planned on the driver before the TorchTrainer starts (:meth:`Primed.prepare`,
 :mod:`medcl.primed.planner`): question pool M^i -> dynamic siphon -> three-stage retrieval through
-the retriever (``index_dir`` in process, or the ``service``) -> ``<run dir>/primed/reference-<i>.parquet`` (a local path or an object store, :mod:`medcl.storage`).
-Workers read their task's file in ``before_task``; a restart re-runs ``before_task`` after the engine
-restored the previous task's weights, so no state is saved.
+the retriever (``index_dir`` in process, or the ``service``) -> ``<plan dir>/reference-<i>.parquet``
+(``plan_dir``, default ``<run dir>/primed``; a local path or an object store, :mod:`medcl.storage`);
+the plan's directory reaches the workers as ``ctx.prepared``. Workers read their task's file in
+``before_stage``; a restart re-runs ``before_stage`` after the engine restored the previous task's
+weights, so no state is saved.
+
+``primed_uniform`` (:class:`PrimedUniform`, the ablation of the question hierarchy and dynamic
+siphon) is PRIMED with each task's reference set of the same size chosen by BM25 keyword retrieval
+(:mod:`medcl.primed.uniform`).
 
     medcl run experiments/primed_synthmed.yaml
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +36,12 @@ from pydantic import Field
 from medcl.models.norm import running_statistics_kept, teacher_copy
 from medcl.paths import PathStr
 from medcl.primed.losses import ckt_loss, cmc_loss, fisher_guard_weights, pair_cosines
-from medcl.strategies.base import Strategy, StrategyParams, register_strategy
+from medcl.primed.planner import plan_reference_sets
+from medcl.primed.scorer import StartingModelScorer
+from medcl.primed.stream import ReferenceStream
 from medcl.storage import place, staged_dir
-from medcl.strategies.l2 import l2_penalty, snapshot
+from medcl.strategies.base import Strategy, StrategyParams, register_strategy
+from medcl.strategies.common import l2_penalty, snapshot
 
 PLAN_DIR = "primed"
 
@@ -67,47 +77,34 @@ class Primed(Strategy):
     Params = PrimedParams
     plan_mode = "dynamic"
 
-    @classmethod
-    def prepare_run(cls, config, tasks: list, run_dir: Path):
-        """Driver hook (engine/runner.py): plan every task's reference set, return the workers' config."""
-        from medcl.primed.planner import plan_reference_sets
-
-        params = cls.Params.model_validate(config.strategy.params())
-        plan_dir = place(params.plan_dir) if params.plan_dir else place(run_dir) / PLAN_DIR
+    def prepare(self, config, tasks: list, run_dir: Path) -> str:
+        """On the driver: plan every task's reference set into ``plan_dir`` (default
+        ``<run dir>/primed``); returns the plan's resolved directory (``ctx.prepared``)."""
+        plan_dir = place(self.params.plan_dir) if self.params.plan_dir else place(run_dir) / PLAN_DIR
         with staged_dir(plan_dir) as local:  # an object-store plan is planned locally, then uploaded
-            plan_reference_sets(tasks, local, params, seed=config.seed, model=config.model.model_dump(mode="json"),
-                                threads=config.train.torch_threads, mode=cls.plan_mode)
-        strategy = config.strategy.model_copy(update={"plan_dir": str(plan_dir.resolve())})
-        return config.model_copy(update={"strategy": strategy})
+            plan_reference_sets(tasks, local, self.params, seed=config.seed, model=config.model.model_dump(mode="json"),
+                                threads=config.train.torch_threads, mode=self.plan_mode)
+        return str(plan_dir.resolve())
 
     def setup(self, ctx) -> None:
         self.image_size = int(ctx.preprocess(np.zeros((1, 1, 1, 3), np.uint8)).shape[-1])
-        self.plan_dir = self.params.plan_dir
-        if self.plan_dir is None:  # the driver hook did not run (a harness calling the worker loop directly)
-            self.plan_dir = self._plan_here(ctx)
+        # without the driver's plan (a harness calling the worker loop directly): a given plan_dir, or plan here
+        self.plan_dir = ctx.prepared or self.params.plan_dir or self._plan_here(ctx)
 
     def _plan_here(self, ctx) -> str:
         """Plan in this worker, from its (still starting) model, into a temporary directory; every
         rank computes the same plan."""
-        import tempfile
-
-        from medcl.primed.planner import plan_reference_sets
-        from medcl.primed.scorer import StartingModelScorer
-
         self._tmp = tempfile.TemporaryDirectory(prefix="medcl-primed-")
         scorer = StartingModelScorer(teacher_copy(ctx.model), ctx.tokenizer, ctx.preprocess, self.image_size)
-        threads = ctx.train_config.torch_threads if ctx.train_config is not None else 1
         plan_reference_sets(ctx.tasks, Path(self._tmp.name), self.params, seed=ctx.seed, model={"worker": True},
-                            threads=threads, scorer=scorer, mode=self.plan_mode,
+                            threads=ctx.train.torch_threads, scorer=scorer, mode=self.plan_mode,
                             log=print if ctx.rank == 0 else (lambda message: None))
         return self._tmp.name
 
-    def before_task(self, ctx) -> None:
-        from medcl.primed.stream import ReferenceStream
-
+    def before_stage(self, ctx) -> None:
         self.teacher = teacher_copy(ctx.model)
         self.anchor = snapshot(ctx.model) if self.params.dfg else {}
-        self.reference = ReferenceStream(self.plan_dir, ctx.stage_index, self.image_size)
+        self.reference = ReferenceStream(self.plan_dir, ctx.task_index, self.image_size)
         self.tokens = ctx.tokenizer(self.reference.captions) if len(self.reference) >= 2 else None
 
     def loss(self, ctx, batch) -> dict[str, torch.Tensor]:
@@ -116,8 +113,8 @@ class Primed(Strategy):
             return {"loss": ce, "ce": ce}
         p = self.params
         size = min(p.reference_batch_size, len(self.reference))
-        rows = self.reference.rows(ctx.step, size, seed=ctx.seed, stage=ctx.stage_index, rank=ctx.rank,
-                                   world=ctx.world_size)
+        rows = self.reference.rows(ctx.step, size, pass_rng=lambda n: ctx.rng("reference", n, shared=True),
+                                   rank=ctx.rank, world=ctx.world_size)
         images, tokens = ctx.preprocess(self.reference.images[rows]), self.tokens[rows].to(ctx.device)
         with running_statistics_kept(ctx.model):
             student = pair_cosines(ctx.model, images, tokens)
@@ -134,5 +131,11 @@ class Primed(Strategy):
             loss = loss + p.dfg * terms["dfg"]
         return {"loss": loss, **terms}
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         self.teacher, self.anchor, self.reference, self.tokens = None, {}, None, None
+
+
+@register_strategy("primed_uniform")
+class PrimedUniform(Primed):
+    description = "PRIMED's losses on a same-size reference set from uniform keyword (BM25) retrieval"
+    plan_mode = "uniform"

@@ -131,13 +131,13 @@ class Rehearsal(Strategy):
         f = self.params.replay_fraction
         n = round(len(batch) * f / (1 - f))
         if n and len(self.buffer):
-            rng = np.random.default_rng([ctx.seed, ctx.stage_index, ctx.step, ctx.rank])
+            rng = ctx.rng("replay", ctx.step)
             batch = concat([batch, self.buffer.sample(ctx, n, rng)])
         ce = ctx.task_loss(batch)
         return {"loss": ce, "ce": ce}
 
-    def after_task(self, ctx) -> None:
-        rng = np.random.default_rng([ctx.seed, ctx.stage_index, ctx.rank, 1])
+    def after_stage(self, ctx) -> None:
+        rng = ctx.rng("buffer")
         for task in ctx.stage.train_tasks:
             split = ctx.tasks[task].split("train")
             for i in rng.permutation(np.arange(ctx.rank, len(split), ctx.world_size)):

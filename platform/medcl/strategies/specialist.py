@@ -36,10 +36,10 @@ class Specialist(Strategy):
     def setup(self, ctx) -> None:
         self.start = cpu_state(ctx.model)
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         ctx.model.load_state_dict(self.start)
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         for task in ctx.stage.train_tasks:
             self.trained[task] = cpu_state(ctx.model)
 

@@ -6,7 +6,7 @@ theta_prev is the model at the start of the task (for the first task: the starti
 theta_new the model after training on it; every floating-point tensor of the state dict is
 interpolated (parameters and batch-norm statistics). The interpolated model is the one evaluated,
 checkpointed and trained on by the next task. theta_prev is rebuilt from the restored weights in
-``before_task`` after a restart, so no state is saved.
+``before_stage`` after a restart, so no state is saved.
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ class WiseFT(Strategy):
     class Params(StrategyParams):
         weight: float = Field(0.5, ge=0, le=1, description="w: the new weights' share of the interpolation")
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         self.previous = {name: t.detach().clone() for name, t in ctx.model.state_dict().items() if t.is_floating_point()}
 
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         interpolate_(ctx.model, self.previous, self.params.weight)
         self.previous = {}

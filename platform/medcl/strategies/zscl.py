@@ -32,7 +32,7 @@ from pydantic import Field
 from medcl.data.reference import ReferenceConfig
 from medcl.models.norm import floating_state, running_statistics_kept, teacher_copy
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
-from medcl.strategies.l2 import l2_penalty, snapshot
+from medcl.strategies.common import l2_penalty, snapshot
 
 
 def distill_ce(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -67,7 +67,7 @@ class ZSCL(Strategy):
         self.reference = self.params.reference.load()
         self.tokens = ctx.tokenizer(list(self.reference.captions))
 
-    def before_task(self, ctx) -> None:
+    def before_stage(self, ctx) -> None:
         self.anchor = snapshot(ctx.model) if self.params.l2 else {}
         self.average, self.snapshots = floating_state(ctx.model), 1
         period = self.params.ensemble_period
@@ -75,7 +75,7 @@ class ZSCL(Strategy):
 
     def loss(self, ctx, batch) -> dict[str, torch.Tensor]:
         ce = ctx.task_loss(batch)
-        rng = np.random.default_rng([ctx.seed, ctx.stage_index, ctx.step, ctx.rank, 2])
+        rng = ctx.rng("reference", ctx.step)
         size = min(self.params.reference_batch_size, len(self.reference))
         rows = np.sort(rng.choice(len(self.reference), size, replace=False))
         images, tokens = ctx.preprocess(self.reference.images[rows]), self.tokens[rows].to(ctx.device)
@@ -101,7 +101,7 @@ class ZSCL(Strategy):
                     self.average[name] += (tensor.detach() - self.average[name]) / self.snapshots
 
     @torch.no_grad()
-    def after_task(self, ctx) -> None:
+    def after_stage(self, ctx) -> None:
         if self.every:
             ctx.model.load_state_dict(self.average, strict=False)
         self.anchor, self.average = {}, {}

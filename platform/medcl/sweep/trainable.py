@@ -67,7 +67,7 @@ class SequenceTrial(tune.Trainable):
     come through ``tune.with_parameters``."""
 
     def setup(self, config: dict, sweep=None, plan=None) -> None:
-        from medcl.config import validate_experiment
+        from medcl.config import strategy_params, validate_experiment
         from medcl.engine.checkpoint import latest_checkpoint, read_state
         from medcl.engine.runner import build_tasks, prepare_run_dir, prepare_strategy
         from medcl.strategies import build_strategy
@@ -80,27 +80,27 @@ class SequenceTrial(tune.Trainable):
         self.experiment = validate_experiment(raw, source=trial_name(number))
         tasks = build_tasks(self.experiment)
         self.run = prepare_run_dir(self.experiment, fresh=False)
-        strategy = build_strategy(self.experiment.strategy.name, self.experiment.strategy.params())
+        strategy = build_strategy(self.experiment.strategy.name, strategy_params(self.experiment))
         last = latest_checkpoint(self.run.checkpoints)
         if last is not None and read_state(last).stages_done == len(strategy.stages(tasks)):  # finished before a crash
             self.final = task_report(self.run.path, last, self.experiment)
             return
-        experiment = prepare_strategy(strategy, self.experiment, tasks, self.run)
-        self._start(experiment, tasks, sweep.resources.train_workers, plan)
+        prepared = prepare_strategy(strategy, self.experiment, tasks, self.run)
+        self._start(self.experiment, tasks, sweep.resources.train_workers, plan, prepared)
 
-    def _start(self, experiment, tasks, train_workers: int, plan) -> None:
+    def _start(self, experiment, tasks, train_workers: int, plan, prepared) -> None:
         from medcl.sweep.gate import GateClient, start_gate
 
         self.gate = start_gate()
         if train_workers == 0:
-            trainer = _local_trainer(experiment, self.run, tasks, GateClient(self.gate, str(self.run.checkpoints)))
+            trainer = _local_trainer(experiment, self.run, tasks, GateClient(self.gate, str(self.run.checkpoints)), prepared)
         else:
             from medcl.engine.runner import build_trainer
 
             os.environ.setdefault(START_TIMEOUT_VARIABLE, f"{plan.start_timeout_s:g}")
             trainer = build_trainer(experiment, self.run, tasks, joined=True, file_rendezvous=plan.rendezvous == "file",
                                     controller_failure_limit=plan.controller_failure_limit,
-                                    loop_extras={"gate": GateClient(self.gate)})
+                                    loop_extras={"gate": GateClient(self.gate)}, prepared=prepared)
         self.thread = _FitThread(trainer)
         self.thread.start()
 
@@ -165,7 +165,7 @@ class _FitThread(threading.Thread):
             self.error = _root_cause(exc)
 
 
-def _local_trainer(experiment, run, tasks, gate):
+def _local_trainer(experiment, run, tasks, gate, prepared):
     """Ray Train local mode: the worker loop in this process, world size 1."""
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -175,7 +175,7 @@ def _local_trainer(experiment, run, tasks, gate):
 
     return TorchTrainer(train_sequence, scaling_config=ScalingConfig(num_workers=0),
                         train_loop_config={"experiment": experiment.model_dump(mode="json"), "tasks": ray.put(tasks),
-                                           "run_dir": str(run.path), "gate": gate},
+                                           "run_dir": str(run.path), "gate": gate, "prepared": prepared},
                         run_config=RunConfig(name="checkpoints", storage_path=str(run.path)))
 
 

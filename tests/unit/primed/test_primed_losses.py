@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medcl.primed.losses import ckt_loss, cmc_loss, cosine_matrix, fisher_guard_weights
-from medcl.strategies.l2 import l2_penalty
+from medcl.strategies.common import l2_penalty
 
 
 def _softmax(x):

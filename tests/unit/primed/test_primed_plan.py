@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from medcl import seeds
 from medcl.primed.planner import plan_reference_sets, read_plan, reference_file
 from medcl.primed.questions import load_questions
 from medcl.primed.scorer import StartingModelScorer
@@ -98,12 +99,14 @@ def test_stream_is_sharded_and_deterministic(setting, tmp_path):
     stream = ReferenceStream(tmp_path, 1, image_size=24)
     assert stream.images.shape[1:] == (24, 24, 3) and stream.images.dtype == np.uint8
     n = len(stream)
+    passes = {seed: (lambda p, seed=seed: seeds.rng(seed, "reference", 1, p)) for seed in (0, 1)}
     for step in (0, 3):
-        whole = stream.rows(step, 4, seed=0, stage=1)
-        halves = [stream.rows(step, 4, seed=0, stage=1, rank=r, world=2) for r in (0, 1)]
+        whole = stream.rows(step, 4, pass_rng=passes[0])
+        halves = [stream.rows(step, 4, pass_rng=passes[0], rank=r, world=2) for r in (0, 1)]
         assert sorted(np.concatenate(halves).tolist()) == sorted(whole.tolist())
-    epoch = np.concatenate([stream.rows(s, 1, seed=0, stage=1) for s in range(n)])
+    epoch = np.concatenate([stream.rows(s, 1, pass_rng=passes[0]) for s in range(n)])
     assert sorted(epoch.tolist()) == list(range(n))  # one pass visits every pair once
-    assert not np.array_equal(epoch, np.concatenate([stream.rows(s, 1, seed=1, stage=1) for s in range(n)]))
+    assert np.array_equal(epoch, np.concatenate([stream.rows(s, 1, pass_rng=passes[0]) for s in range(n)]))
+    assert not np.array_equal(epoch, np.concatenate([stream.rows(s, 1, pass_rng=passes[1]) for s in range(n)]))
     with pytest.raises(FileNotFoundError, match="not planned"):
         ReferenceStream(tmp_path, 5, image_size=24)

@@ -1,8 +1,8 @@
 """The unit-level strategy harness: a strategy's hooks run as the engine runs them, without Ray.
 
 A tiny CLIP (seed 0) and a small synthmed sequence; :func:`train_stage` is one stage of
-``medcl.engine.loop`` (``before_task``, an optimiser over ``trainable_parameters``, ``loss``,
-``after_step``, ``after_task``) and :func:`eval_logits` is evaluation through ``eval_model``.
+``medcl.engine.loop`` (``before_stage``, an optimiser over ``trainable_parameters``, ``loss``,
+``after_step``, ``after_stage``) and :func:`eval_logits` is evaluation through ``eval_model``.
 A few seconds per strategy on one CPU thread.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def make_ctx(strategy: Strategy, tasks, model_name: str = "medcl-tiny") -> Train
     return TrainContext(model=copy.deepcopy(bundle.model), tokenizer=bundle.tokenizer, tasks=tasks,
                         stages=strategy.stages(tasks), device=torch.device("cpu"),
                         preprocess=lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std),
-                        train_config=TrainSection(batch_size=8, steps_per_task=2), total_steps=2)
+                        train=TrainSection(batch_size=8, steps_per_task=2), total_steps=2)
 
 
 def batch(ctx: TrainContext, task: int, n: int = 8, offset: int = 0):
@@ -60,7 +60,7 @@ def train_stage(strategy: Strategy, ctx: TrainContext, stage_index: int, steps: 
     trains on samples ``4s .. 4s + 8`` of the stage's task (at most 4 steps on synthmed_tasks)."""
     ctx.stage_index = stage_index
     ctx.train_mode()
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     optimizer = torch.optim.SGD(list(strategy.trainable_parameters(ctx)), lr=lr)
     ctx.train_mode()
     terms = []
@@ -73,7 +73,7 @@ def train_stage(strategy: Strategy, ctx: TrainContext, stage_index: int, steps: 
         terms.append({k: float(v.detach()) for k, v in out.items()})
         ctx.step = step + 1
         strategy.after_step(ctx)
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
     return terms
 
 

@@ -40,7 +40,7 @@ def make_ctx(tasks, model_name: str = "medcl-tiny-vit") -> TrainContext:
     return TrainContext(model=copy.deepcopy(bundle.model), tokenizer=bundle.tokenizer, tasks=tasks,
                         stages=build_strategy("finetune").stages(tasks), device=torch.device("cpu"),
                         preprocess=lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std),
-                        train_config=TrainSection(batch_size=8, steps_per_task=2))
+                        train=TrainSection(batch_size=8, steps_per_task=2))
 
 
 def setup_strategy(name, tasks, **params):
@@ -50,9 +50,9 @@ def setup_strategy(name, tasks, **params):
 
 
 def train_stage(strategy, ctx, stage_index: int, steps: int = 3) -> None:
-    """The engine's stage: before_task, optimiser over trainable_parameters, after_task."""
+    """The engine's stage: before_stage, optimiser over trainable_parameters, after_stage."""
     ctx.stage_index = stage_index
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     optimizer = torch.optim.AdamW(strategy.trainable_parameters(ctx), lr=0.05)
     split = ctx.tasks[ctx.task_index].split("train")
     ctx.model.train()
@@ -62,7 +62,7 @@ def train_stage(strategy, ctx, stage_index: int, steps: int = 3) -> None:
         optimizer.zero_grad()
         strategy.loss(ctx, batch)["loss"].backward()
         optimizer.step()
-    strategy.after_task(ctx)
+    strategy.after_stage(ctx)
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:
@@ -91,7 +91,7 @@ def test_only_adapter_t_changes_while_task_t_trains(name, tasks):
     train_stage(strategy, ctx, 0)
     before = snapshot(ctx.model)
     ctx.stage_index = 1
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     trainable = strategy.trainable_parameters(ctx)
     assert sum(p.numel() for p in trainable) == sum(p.numel() for p in strategy.pool.adapter_parameters(1).values())
     assert {id(p) for p in ctx.model.parameters() if p.requires_grad} == {id(p) for p in trainable}

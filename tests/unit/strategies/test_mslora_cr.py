@@ -61,7 +61,7 @@ def test_the_strategy_loss_reads_each_task_modality():
     strategy, ctx = build_strategy("mslora_cr", SMALL), make_ctx(tasks)
     strategy.setup(ctx)
     ctx.stage_index = 2
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     split = tasks[2].split("train")
     batch = ctx.make_batch(split.images[:4], split.labels[:4], np.full(4, 2))
     terms = strategy.loss(ctx, batch)
@@ -80,7 +80,7 @@ def test_l_ortho_is_skipped_on_the_first_task():
                               "test_per_class": 2}, seed=0)
     strategy, ctx = build_strategy("mslora_cr", SMALL), make_ctx(tasks)
     strategy.setup(ctx)
-    strategy.before_task(ctx)
+    strategy.before_stage(ctx)
     split = tasks[0].split("train")
     terms = strategy.loss(ctx, ctx.make_batch(split.images[:4], split.labels[:4], np.zeros(4, dtype=int)))
     assert terms["ortho"].item() == 0.0 and terms["loss"].item() == pytest.approx(terms["ce"].item(), rel=1e-6)
