@@ -60,7 +60,7 @@ def test_shipped_protocol_and_orders(mgtil_root):
 
 
 def test_sweep_files_cover_every_method_in_both_orders(mgtil_root):
-    from medcl.sweep.config import load_sweep
+    from medcl.sweep import load_sweep
 
     for bench, order_file in (("hieramedtransfer", "hieramedtransfer_order2.yaml"), ("medxtreme", "medxtreme_order2.yaml")):
         sweep = load_sweep(MGTIL / f"sweep_{bench}.yaml", [f"experiment.benchmark.data_root={mgtil_root / 'prepared'}"])

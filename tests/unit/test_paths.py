@@ -154,7 +154,7 @@ def test_corpus_spec_paths(cwd):
 
 
 def test_sweep_paths(cwd):
-    from medcl.sweep.config import load_sweep
+    from medcl.sweep import load_sweep
 
     write(cwd / "conf" / "exp.yaml", {"name": "base", "model": {"name": "medcl-tiny", "pretrained": "w/a.safetensors"},
                                       "benchmark": {"name": "synthmed", "num_tasks": 2},

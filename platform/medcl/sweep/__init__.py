@@ -3,12 +3,13 @@
 
     medcl sweep experiments/sweeps/tiny_synthmed.yaml [--resume | --fresh] [--set num_samples=8]
 
-Modules: ``config`` (the sweep file), ``space`` (dimensions, orders, a trial's experiment),
+Modules: ``config`` (the sweep file's models), ``loading`` (reading and checking it), ``space`` (dimensions, orders, a trial's experiment),
 ``running`` (per-task metrics), ``searcher`` (Tune searcher over an Optuna study), ``study``
 (storage, resume), ``trainable`` (one trial), ``gate`` (trial <-> workers, task by task),
 ``capacity`` (cluster files, packing trials onto nodes), ``placement`` (concurrency, time-outs,
 rendezvous, retries), ``driver`` (the whole sweep), ``outputs``, ``plots``.
 """
-from medcl.sweep.config import SweepConfig, SweepConfigError, load_sweep, validate_sweep
+from medcl.sweep.config import SweepConfig, SweepConfigError
+from medcl.sweep.loading import load_sweep, validate_sweep
 
 __all__ = ["SweepConfig", "SweepConfigError", "load_sweep", "validate_sweep"]
