@@ -9,7 +9,7 @@ from medcl.data.task import Split, Task
 from medcl.engine.checkpoint import (CorruptCheckpointError, SequenceState, latest_checkpoint, read_state,
                                      restore_checkpoint, write_checkpoint)
 from medcl.engine.preprocess import to_model_input
-from medcl.engine.sampling import StageSampler
+from medcl.engine.sampling import StageSampler, sharded_rows
 from medcl.faults import parse_fault
 
 
@@ -43,6 +43,24 @@ def test_every_sample_once_per_epoch_and_seed_changes_order():
     assert len(np.unique(seen, axis=0)) == 40
     other = StageSampler(tasks, (0,), batch_size=10, seed=1, stage_index=0)
     assert not np.array_equal(_all_rows(sampler, 1)[0], _all_rows(other, 1)[0])
+
+
+def test_one_sharded_permutation_scheme_with_the_seeds_it_always_had():
+    """sharded_rows is the scheme of every sampler; StageSampler's batches are the ones its seeds
+    gave before the scheme was shared (permutation per epoch from (seed, stage, epoch))."""
+    n, batch = 10, 4
+    permutation = lambda epoch: np.random.default_rng([5, 1, epoch]).permutation(n)  # noqa: E731
+    steps = [sharded_rows(s, batch, n, permutation) for s in range(5)]
+    assert sorted(np.concatenate(steps)[:n].tolist()) == list(range(n))  # a pass visits each row once
+    expected = np.concatenate([permutation(0), permutation(1)])[4:8]  # step 1: positions 4..7, by hand
+    np.testing.assert_array_equal(steps[1], expected)
+    halves = [sharded_rows(3, batch, n, permutation, rank=r, world_size=2) for r in (0, 1)]
+    np.testing.assert_array_equal(np.sort(np.concatenate(halves)), np.sort(steps[3]))
+    tasks = [_task("a", n)]
+    sampler = StageSampler(tasks, (0,), batch_size=batch, seed=5, stage_index=1)
+    rows = [images for images, _, _ in sampler.batches(5)]
+    for step in range(5):
+        np.testing.assert_array_equal(rows[step], tasks[0].split("train").images[steps[step]])
 
 
 def test_multi_task_stage_mixes_tasks_and_channels():

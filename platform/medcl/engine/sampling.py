@@ -4,15 +4,30 @@ The global batch of step ``s`` is the ``s``-th run of ``batch_size`` indices thr
 seeded permutations of the stage's pooled training samples (one permutation per epoch, seeded by
 ``(seed, stage, epoch)``); rank ``r`` of ``w`` takes rows ``r::w`` of it. So the data seen per step
 do not depend on the number of workers, and a resumed stage replays exactly the same batches.
+:func:`sharded_rows` is that scheme alone; pretraining's pairs (``medcl.pretrain.data``) and
+PRIMED's reference stream (``medcl.primed.stream``) draw through it too.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from medcl.data.task import Task
+
+
+def sharded_rows(step: int, batch_size: int, n: int, permutation: Callable[[int], np.ndarray], *,
+                 rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Rank ``rank``'s rows of global step ``step``: positions ``step * batch_size`` onwards through
+    ``permutation(epoch)`` (a permutation of ``range(n)`` per pass over the ``n`` rows), taking
+    every ``world_size``-th position from ``rank``."""
+    positions = np.arange(step * batch_size, (step + 1) * batch_size)[rank::world_size]
+    rows = np.empty(len(positions), dtype=np.int64)
+    for epoch in np.unique(positions // n):
+        mask = positions // n == epoch
+        rows[mask] = permutation(int(epoch))[positions[mask] % n]
+    return rows
 
 
 class StageSampler:
@@ -35,14 +50,9 @@ class StageSampler:
 
     def batches(self, num_steps: int, start_step: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield this rank's ``(images uint8 NHWC, labels, task_ids)`` for steps start..num_steps-1."""
-        n = len(self)
         for step in range(start_step, num_steps):
-            positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size)[self.rank :: self.world_size]
-            pooled = np.empty(len(positions), dtype=np.int64)
-            for epoch in np.unique(positions // n):
-                mask = positions // n == epoch
-                pooled[mask] = self._permutation(int(epoch))[positions[mask] % n]
-            yield self._gather(pooled)
+            yield self._gather(sharded_rows(step, self.batch_size, len(self), self._permutation, rank=self.rank,
+                                            world_size=self.world_size))
 
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, self.stage_index, epoch]).permutation(len(self))

@@ -2,7 +2,7 @@
 and held-out, plus the deterministic sharded batches every worker draws.
 
 Both sources give RGB uint8 images ``(N, S, S, 3)`` at ``data.image_size`` and one caption per
-image. Batches follow the engine's sampler scheme (``medcl.engine.sampling``): the global batch of
+image. Batches follow the engine's sampler scheme (:func:`medcl.engine.sampling.sharded_rows`): the global batch of
 step ``s`` is the ``s``-th run of ``batch_size`` indices through seeded per-epoch permutations, and
 rank ``r`` of ``w`` takes rows ``r::w``; so a resumed run replays exactly the same batches.
 """
@@ -14,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
+from medcl.engine.sampling import sharded_rows
 from medcl.pretrain.config import CorpusData, PretrainConfigError, SynthmedData
 
 
@@ -120,12 +121,8 @@ class PairSampler:
 
     def indices(self, step: int) -> np.ndarray:
         n = len(self.pairs)
-        positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size)[self.rank :: self.world_size]
-        out = np.empty(len(positions), dtype=np.int64)
-        for epoch in np.unique(positions // n):
-            mask = positions // n == epoch
-            out[mask] = np.random.default_rng([self.seed, int(epoch)]).permutation(n)[positions[mask] % n]
-        return out
+        permutation = lambda epoch: np.random.default_rng([self.seed, epoch]).permutation(n)  # noqa: E731
+        return sharded_rows(step, self.batch_size, n, permutation, rank=self.rank, world_size=self.world_size)
 
     def batches(self, num_steps: int, start_step: int = 0) -> Iterator[tuple[np.ndarray, list[str]]]:
         for step in range(start_step, num_steps):

@@ -3,7 +3,7 @@
 The global reference batch of step s is the s-th run of ``batch_size`` positions through seeded
 permutations of the set (one per pass, each from ``ctx.rng("reference", pass, shared=True)``: the
 same on every rank); rank r of w takes
-positions r::w of it, as :class:`medcl.engine.sampling.StageSampler` does for the task's data, so
+positions r::w of it (:func:`medcl.engine.sampling.sharded_rows`, as for the task's data), so
 what a step sees does not depend on the number of workers and a resumed task replays it exactly.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from medcl import storage
 from medcl.data.reference import _decode
+from medcl.engine.sampling import sharded_rows
 from medcl.primed.planner import reference_file
 
 
@@ -41,9 +42,4 @@ class ReferenceStream:
         """This rank's positions into the set for global step ``step``; ``pass_rng(p)``: the generator
         of pass ``p``'s permutation, the same on every rank."""
         n = len(self)
-        positions = np.arange(step * batch_size, (step + 1) * batch_size)[rank::world]
-        out = np.empty(len(positions), dtype=np.int64)
-        for epoch in np.unique(positions // n):
-            mask = positions // n == epoch
-            out[mask] = pass_rng(int(epoch)).permutation(n)[positions[mask] % n]
-        return out
+        return sharded_rows(step, batch_size, n, lambda p: pass_rng(p).permutation(n), rank=rank, world_size=world)
