@@ -8,7 +8,8 @@ import pytest
 
 from medcl.config import ConfigError
 from medcl.pretrain.config import load_pretrain, validate_pretrain
-from medcl.pretrain.data import PairSampler, PairSet
+from medcl.data.pairs import ImageCaptions
+from medcl.pretrain.data import PairSampler
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def test_set_overrides_and_missing_file(tmp_path):
 
 
 def test_sampler_splits_each_global_batch_over_ranks_and_replays_it():
-    pairs = PairSet(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, -1), tuple(map(str, range(10))))
+    pairs = ImageCaptions(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, -1), tuple(map(str, range(10))))
     whole = PairSampler(pairs, batch_size=4, seed=3)
     ranks = [PairSampler(pairs, batch_size=4, seed=3, rank=r, world_size=2) for r in range(2)]
     for step in range(6):  # crosses epoch boundaries (10 pairs, 4 per step)

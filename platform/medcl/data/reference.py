@@ -7,45 +7,25 @@
       reference: {name: parquet, path: corpus/shard-0.parquet, limit: 2000}
 
 A source is a class registered with ``@register_reference("name")``: an ``Options`` model (its
-fields, validated, unknown ones are errors) and ``load(options) -> ReferenceSet``, deterministic in
+fields, validated, unknown ones are errors) and ``load(options) -> ImageCaptions``, deterministic in
 the options. Every source returns RGB uint8 images ``(N, S, S, 3)`` at ``image_size`` and one
 caption per image, so a strategy samples reference batches with plain indexing.
 """
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medcl.data.pairs import ImageCaptions
 from medcl.paths import PathStr
 from medcl.registry import Registry, UnknownNameError
 
 REFERENCE_SOURCES: Registry[type["ReferenceSource"]] = Registry("reference source", params="Options")
 register_reference = REFERENCE_SOURCES.register
-
-
-@dataclass(frozen=True)
-class ReferenceSet:
-    """``images`` uint8 (N, S, S, 3), ``captions`` and ``modalities`` one per image."""
-
-    images: np.ndarray
-    captions: tuple[str, ...]
-    modalities: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(f"reference images must be uint8 (N, S, S, 3), got {self.images.dtype} {self.images.shape}")
-        if not len(self.images):
-            raise ValueError("the reference set is empty")
-        if not len(self.images) == len(self.captions) == len(self.modalities):
-            raise ValueError("a reference set needs one caption and one modality per image")
-
-    def __len__(self) -> int:
-        return len(self.images)
 
 
 class ReferenceOptions(BaseModel):
@@ -57,7 +37,7 @@ class ReferenceOptions(BaseModel):
 class ReferenceSource:
     Options: ClassVar[type[ReferenceOptions]] = ReferenceOptions
 
-    def load(self, options: ReferenceOptions) -> ReferenceSet:  # pragma: no cover - abstract
+    def load(self, options: ReferenceOptions) -> ImageCaptions:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -86,8 +66,11 @@ class ReferenceConfig(BaseModel):
         name = raw.get("name", "synthmed")
         return REFERENCE_SOURCES.get(name).Options if isinstance(name, str) and name in REFERENCE_SOURCES else None
 
-    def load(self) -> ReferenceSet:
-        return REFERENCE_SOURCES.get(self.name)().load(self.options())
+    def load(self) -> ImageCaptions:
+        pairs = REFERENCE_SOURCES.get(self.name)().load(self.options())
+        if not len(pairs):
+            raise ValueError("the reference set is empty")
+        return pairs
 
 
 def _rgb(images: np.ndarray) -> np.ndarray:
@@ -113,13 +96,13 @@ class SynthmedReference(ReferenceSource):
                 raise ValueError(f"unknown or no domains {unknown}; known: {', '.join(DOMAIN_NAMES)}")
             return value
 
-    def load(self, options: Options) -> ReferenceSet:
+    def load(self, options: Options) -> ImageCaptions:
         from medcl.data.synthmed import DOMAIN_NAMES, SynthMed, captioned_pairs
 
         build = {"domains": options.domains or list(DOMAIN_NAMES), "train_per_class": options.per_class,
                  "val_per_class": 1, "test_per_class": 1, "image_size": options.image_size}
         pairs = list(captioned_pairs(SynthMed().build(build, options.seed)))[: options.limit]
-        return ReferenceSet(np.stack([_rgb(p["image"]) for p in pairs]), tuple(p["caption"] for p in pairs),
+        return ImageCaptions(np.stack([_rgb(p["image"]) for p in pairs]), tuple(p["caption"] for p in pairs),
                             tuple(p["modality"] for p in pairs))
 
 
@@ -131,7 +114,7 @@ class ParquetReference(ReferenceSource):
     class Options(ReferenceOptions):
         path: PathStr = Field(description="a .parquet file, or a folder whose *.parquet files are read in name order")
 
-    def load(self, options: Options) -> ReferenceSet:
+    def load(self, options: Options) -> ImageCaptions:
         import pyarrow.parquet as pq
 
         path = Path(options.path)
@@ -148,7 +131,7 @@ class ParquetReference(ReferenceSource):
                 modalities.append(str(row.get("modality") or ""))
         if not images:
             raise ValueError(f"reference.path: {path} holds no rows")
-        return ReferenceSet(np.stack(images), tuple(captions), tuple(modalities))
+        return ImageCaptions(np.stack(images), tuple(captions), tuple(modalities))
 
 
 def _decode(value, size: int) -> np.ndarray:

@@ -14,31 +14,15 @@ from typing import Iterator
 
 import numpy as np
 
+from medcl.data.pairs import ImageCaptions
 from medcl.engine.sampling import sharded_rows
 from medcl.pretrain.config import CorpusData, PretrainConfigError, SynthmedData
 
 
 @dataclass(frozen=True)
-class PairSet:
-    """``images`` uint8 (N, S, S, 3) and one caption per image."""
-
-    images: np.ndarray
-    captions: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(f"pair images must be uint8 (N, S, S, 3), got {self.images.dtype} {self.images.shape}")
-        if len(self.images) != len(self.captions):
-            raise ValueError("a pair set needs one caption per image")
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-
-@dataclass(frozen=True)
 class PretrainData:
-    train: PairSet
-    heldout: PairSet
+    train: ImageCaptions
+    heldout: ImageCaptions
     stats: dict = field(default_factory=dict)  # rows read / used / skipped by reason
 
 
@@ -59,9 +43,9 @@ def _synthmed(data: SynthmedData) -> PretrainData:
                "val_per_class": 1, "test_per_class": data.heldout_per_class, "image_size": data.image_size}
     tasks = SynthMed().build(options, data.seed)
 
-    def pairs(split: str) -> PairSet:
+    def pairs(split: str) -> ImageCaptions:
         rows = list(captioned_pairs(tasks, split))
-        return PairSet(np.stack([_rgb(r["image"]) for r in rows]), tuple(r["caption"] for r in rows))
+        return ImageCaptions(np.stack([_rgb(r["image"]) for r in rows]), tuple(r["caption"] for r in rows))
 
     train, heldout = pairs("train"), pairs("test")
     return PretrainData(train, heldout, {"source": "synthmed", "seed": data.seed, "rows": len(train) + len(heldout),
@@ -102,7 +86,7 @@ def _corpus(data: CorpusData) -> PretrainData:
     order = np.random.default_rng(data.seed).permutation(len(images))
     held, kept = np.sort(order[: data.heldout]), np.sort(order[data.heldout:])
     stack = np.stack(images)
-    take = lambda idx: PairSet(stack[idx], tuple(captions[i] for i in idx))  # noqa: E731
+    take = lambda idx: ImageCaptions(stack[idx], tuple(captions[i] for i in idx))  # noqa: E731
     return PretrainData(take(kept), take(held), {"source": "corpus", "path": str(root), "rows": read,
                                                  "train": len(kept), "heldout": len(held), "skipped": skipped})
 
@@ -110,7 +94,7 @@ def _corpus(data: CorpusData) -> PretrainData:
 class PairSampler:
     """This rank's share of each global batch (see the module docstring)."""
 
-    def __init__(self, pairs: PairSet, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, pairs: ImageCaptions, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         if not len(pairs):
             raise ValueError("no training pairs")
         self.pairs, self.batch_size, self.seed, self.rank, self.world_size = pairs, batch_size, seed, rank, world_size

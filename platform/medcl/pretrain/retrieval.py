@@ -14,14 +14,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from medcl.pretrain.data import PairSet
+from medcl.data.pairs import ImageCaptions
 from medcl.pretrain.loss import global_clip_loss
 
 KS = (1, 5)
 
 
 @torch.no_grad()
-def encode_pairs(model, tokenizer, pairs: PairSet, preprocess: Callable, batch_size: int,
+def encode_pairs(model, tokenizer, pairs: ImageCaptions, preprocess: Callable, batch_size: int,
                  device) -> tuple[torch.Tensor, torch.Tensor, list[str], np.ndarray]:
     """Normalised features of every image (N, D) and every distinct caption (U, D), the distinct
     captions, and each image's index into them."""
@@ -35,7 +35,7 @@ def encode_pairs(model, tokenizer, pairs: PairSet, preprocess: Callable, batch_s
 
 
 @torch.no_grad()
-def heldout_metrics(model, tokenizer, pairs: PairSet, preprocess: Callable, *, batch_size: int = 256,
+def heldout_metrics(model, tokenizer, pairs: ImageCaptions, preprocess: Callable, *, batch_size: int = 256,
                     loss_batch: int = 128, device="cpu") -> dict:
     """Recall@{1,5} both ways, chance level, and the mean InfoNCE over fixed held-out batches."""
     was_training = model.training
@@ -58,7 +58,7 @@ def heldout_metrics(model, tokenizer, pairs: PairSet, preprocess: Callable, *, b
         model.train(was_training)
 
 
-def _mean_loss(model, tokenizer, pairs: PairSet, preprocess, batch: int, device) -> float:
+def _mean_loss(model, tokenizer, pairs: ImageCaptions, preprocess, batch: int, device) -> float:
     loss_fn, losses = global_clip_loss(), []
     for s in range(0, len(pairs) - 1, batch):
         end = min(len(pairs), s + batch)

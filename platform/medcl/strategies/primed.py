@@ -38,7 +38,7 @@ from medcl.paths import PathStr
 from medcl.primed.losses import ckt_loss, cmc_loss, fisher_guard_weights, pair_cosines
 from medcl.primed.planner import plan_reference_sets
 from medcl.primed.scorer import StartingModelScorer
-from medcl.primed.stream import ReferenceStream
+from medcl.primed.stream import read_reference_set, reference_rows
 from medcl.storage import place, staged_dir
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
 from medcl.strategies.common import l2_penalty, snapshot
@@ -104,7 +104,7 @@ class Primed(Strategy):
     def before_stage(self, ctx) -> None:
         self.teacher = teacher_copy(ctx.model)
         self.anchor = snapshot(ctx.model) if self.params.dfg else {}
-        self.reference = ReferenceStream(self.plan_dir, ctx.task_index, self.image_size)
+        self.reference = read_reference_set(self.plan_dir, ctx.task_index, self.image_size)
         self.tokens = ctx.tokenizer(self.reference.captions) if len(self.reference) >= 2 else None
 
     def loss(self, ctx, batch) -> dict[str, torch.Tensor]:
@@ -113,8 +113,8 @@ class Primed(Strategy):
             return {"loss": ce, "ce": ce}
         p = self.params
         size = min(p.reference_batch_size, len(self.reference))
-        rows = self.reference.rows(ctx.step, size, pass_rng=lambda n: ctx.rng("reference", n, shared=True),
-                                   rank=ctx.rank, world=ctx.world_size)
+        rows = reference_rows(ctx.step, size, len(self.reference), lambda n: ctx.rng("reference", n, shared=True),
+                              rank=ctx.rank, world=ctx.world_size)
         images, tokens = ctx.preprocess(self.reference.images[rows]), self.tokens[rows].to(ctx.device)
         with running_statistics_kept(ctx.model):
             student = pair_cosines(ctx.model, images, tokens)

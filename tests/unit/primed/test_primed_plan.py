@@ -11,7 +11,7 @@ from medcl import seeds
 from medcl.primed.planner import plan_reference_sets, read_plan, reference_file
 from medcl.primed.questions import load_questions
 from medcl.primed.scorer import StartingModelScorer
-from medcl.primed.stream import ReferenceStream
+from medcl.primed.stream import read_reference_set, reference_rows
 from medcl.primed.uniform import KeywordIndex
 from medcl.strategies.primed import PrimedParams
 from primed_fakes import FakeRetriever, synthmed_corpus, synthmed_tasks
@@ -96,17 +96,17 @@ def test_uniform_plan_has_the_dynamic_size(setting, tmp_path):
 
 def test_stream_is_sharded_and_deterministic(setting, tmp_path):
     _plan(setting, tmp_path)
-    stream = ReferenceStream(tmp_path, 1, image_size=24)
-    assert stream.images.shape[1:] == (24, 24, 3) and stream.images.dtype == np.uint8
-    n = len(stream)
+    pairs = read_reference_set(tmp_path, 1, image_size=24)
+    assert pairs.images.shape[1:] == (24, 24, 3) and pairs.images.dtype == np.uint8
+    n = len(pairs)
     passes = {seed: (lambda p, seed=seed: seeds.rng(seed, "reference", 1, p)) for seed in (0, 1)}
     for step in (0, 3):
-        whole = stream.rows(step, 4, pass_rng=passes[0])
-        halves = [stream.rows(step, 4, pass_rng=passes[0], rank=r, world=2) for r in (0, 1)]
+        whole = reference_rows(step, 4, n, passes[0])
+        halves = [reference_rows(step, 4, n, passes[0], rank=r, world=2) for r in (0, 1)]
         assert sorted(np.concatenate(halves).tolist()) == sorted(whole.tolist())
-    epoch = np.concatenate([stream.rows(s, 1, pass_rng=passes[0]) for s in range(n)])
+    epoch = np.concatenate([reference_rows(s, 1, n, passes[0]) for s in range(n)])
     assert sorted(epoch.tolist()) == list(range(n))  # one pass visits every pair once
-    assert np.array_equal(epoch, np.concatenate([stream.rows(s, 1, pass_rng=passes[0]) for s in range(n)]))
-    assert not np.array_equal(epoch, np.concatenate([stream.rows(s, 1, pass_rng=passes[1]) for s in range(n)]))
+    assert np.array_equal(epoch, np.concatenate([reference_rows(s, 1, n, passes[0]) for s in range(n)]))
+    assert not np.array_equal(epoch, np.concatenate([reference_rows(s, 1, n, passes[1]) for s in range(n)]))
     with pytest.raises(FileNotFoundError, match="not planned"):
-        ReferenceStream(tmp_path, 5, image_size=24)
+        read_reference_set(tmp_path, 5, image_size=24)

@@ -16,7 +16,7 @@ from medcl import storage  # noqa: E402
 from medcl.config import strategy_params, validate_experiment  # noqa: E402
 from medcl.primed import planner  # noqa: E402
 from medcl.primed.scorer import StartingModelScorer  # noqa: E402
-from medcl.primed.stream import ReferenceStream  # noqa: E402
+from medcl.primed.stream import read_reference_set  # noqa: E402
 from medcl.storage import Location  # noqa: E402
 from medcl.strategies import primed  # noqa: E402
 from medcl.strategies.primed import Primed, PrimedParams  # noqa: E402
@@ -52,5 +52,5 @@ def test_prepare_plans_into_the_store_reuses_it_and_workers_stream_from_it(s3, s
     assert calls[1][1] == 0
     local = tmp_path / "local"
     storage.download_dir(run_dir / "primed", local)
-    remote, here = ReferenceStream(str(run_dir / "primed"), 1, 24), ReferenceStream(local, 1, 24)
+    remote, here = read_reference_set(str(run_dir / "primed"), 1, 24), read_reference_set(local, 1, 24)
     assert here.captions == remote.captions and np.array_equal(here.images, remote.images) and len(here) > 0
