@@ -110,6 +110,10 @@ class TrainSection(_Section):
     torch_threads: int = Field(default=1, ge=1)
     log_every: int | None = Field(default=None, ge=1)  # None: about 5 progress lines per task
     max_failures: int = Field(default=1, ge=0)
+    # Mid-task checkpoints (docs/reliability.md): every N optimizer steps within a task (None: only at
+    # task boundaries), and when Ray Train announces the preemption of a worker's node.
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    checkpoint_on_preemption: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSection":

@@ -16,7 +16,9 @@ holds the worker there instead of letting it race on::
 
     MEDCL_FAULT_READY=/tmp/at    # on reaching the point, write /tmp/at-rank<r>.json (pid, node, rank...)
     MEDCL_FAULT_GO=/tmp/go       # then wait until this file exists before acting
-    MEDCL_FAULT_ACTION=hold      # "exit" (default) leaves after the go; "hold" waits for its own death
+    MEDCL_FAULT_ACTION=hold      # "exit" (default) leaves after the go; "hold" waits for its own death;
+                                 # "raise" raises InjectedFault instead of leaving (a local-mode run in
+                                 # the test process stops there, and the process lives on)
     MEDCL_FAULT_WAIT_S=900       # longest wait (then exit anyway, so nothing is left behind)
 
 The worker is then blocked at the point (its peers block in the next gradient all-reduce) until the
@@ -31,7 +33,11 @@ from pathlib import Path
 
 FAULT_VARIABLES = ("MEDCL_FAULT", "MEDCL_FAULT_ONCE", "MEDCL_FAULT_EXIT_CODE", "MEDCL_FAULT_READY",
                    "MEDCL_FAULT_GO", "MEDCL_FAULT_ACTION", "MEDCL_FAULT_WAIT_S")
-ACTIONS = ("exit", "hold")
+ACTIONS = ("exit", "hold", "raise")
+
+
+class InjectedFault(RuntimeError):
+    """What ``MEDCL_FAULT_ACTION=raise`` raises at the fault point."""
 
 
 def parse_fault(spec: str) -> dict[str, int]:
@@ -72,6 +78,8 @@ def maybe_fail(point: str, **where: int) -> None:
     print(f"medcl: injected fault at {point} {where}", flush=True)
     _announce(point, where)
     _wait_for_go()
+    if os.environ.get("MEDCL_FAULT_ACTION") == "raise":
+        raise InjectedFault(f"injected fault at {point} {where}")
     os._exit(int(os.environ.get("MEDCL_FAULT_EXIT_CODE", "17")))
 
 
@@ -94,7 +102,7 @@ def _wait_for_go() -> None:
     if action not in ACTIONS:
         raise ValueError(f"MEDCL_FAULT_ACTION: {action!r}, expected one of {ACTIONS}")
     go = os.environ.get("MEDCL_FAULT_GO")
-    if not go and action == "exit":
+    if action == "raise" or (not go and action == "exit"):
         return
     deadline = time.monotonic() + float(os.environ.get("MEDCL_FAULT_WAIT_S", "900"))
     while time.monotonic() < deadline:

@@ -75,3 +75,16 @@ def test_the_fault_variables_are_forwarded(monkeypatch):
     assert forwarded_environment() == {"MEDCL_FAULT": "step=1", "MEDCL_FAULT_READY": "/tmp/x", "MEDCL_FAULT_GO": "/tmp/y"}
     with pytest.raises(ValueError):
         parse_fault("step=x")
+
+
+def test_raise_raises_at_the_point_once_and_the_process_lives_on(tmp_path, monkeypatch):
+    from medcl.faults import InjectedFault, maybe_fail
+
+    monkeypatch.setenv("MEDCL_FAULT", "step=3,stage=2")
+    monkeypatch.setenv("MEDCL_FAULT_ACTION", "raise")
+    monkeypatch.setenv("MEDCL_FAULT_ONCE", str(tmp_path / "fired"))
+    maybe_fail("step", step=2, stage=2, rank=0)  # not the point: returns
+    with pytest.raises(InjectedFault, match="step"):
+        maybe_fail("step", step=3, stage=2, rank=0)
+    maybe_fail("step", step=3, stage=2, rank=0)  # fired once already (fired-rank0 exists)
+    assert (tmp_path / "fired-rank0").exists()

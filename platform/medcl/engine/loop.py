@@ -27,6 +27,7 @@ from medcl.config import ExperimentConfig, strategy_params
 from medcl.faults import maybe_fail
 from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, restore_checkpoint, write_checkpoint
 from medcl.engine.context import TrainContext
+from medcl.engine.midtask import MidTaskCheckpoints
 from medcl.engine.evaluate import evaluate_tasks
 from medcl.engine.optim import build_optimizer, optimizer_step, sync_gradients
 from medcl.engine.progress import ProgressLog
@@ -70,6 +71,8 @@ def train_sequence(loop_config: dict) -> None:
     if state is None:
         state = SequenceState(task_names=[t.name for t in tasks], stage_names=[s.name for s in stages])
     log = ProgressLog(run, enabled=rank == 0, log_every=cfg.train.log_every, telemetry=cfg.telemetry)
+    midtask = MidTaskCheckpoints(run.checkpoints, state, every=cfg.train.checkpoint_every,
+                                 on_preemption=cfg.train.checkpoint_on_preemption)
     evaluate = lambda: evaluate_tasks(ctx, strategy, image_size=bundle.image_size, mean=bundle.mean,  # noqa: E731
                                     std=bundle.std, batch_size=cfg.train.eval_batch_size)
     if state.zero_shot is None:
@@ -80,7 +83,7 @@ def train_sequence(loop_config: dict) -> None:
     for stage_index in range(state.stages_done, len(stages)):
         ctx.stage_index = stage_index
         started = time.perf_counter()
-        steps, n_params = _train_stage(ctx, strategy, cfg, log)
+        steps, n_params = _train_stage(ctx, strategy, cfg, log, midtask)
         accuracy, auc = evaluate()
         state.rows.append(accuracy)
         state.auc_rows.append(auc)
@@ -95,7 +98,8 @@ def train_sequence(loop_config: dict) -> None:
             return
 
 
-def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: ProgressLog) -> tuple[int, int]:
+def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: ProgressLog,
+                 midtask: MidTaskCheckpoints) -> tuple[int, int]:
     stage = ctx.stage
     sampler = StageSampler(ctx.tasks, stage.train_tasks, batch_size=cfg.train.batch_size, seed=cfg.seed,
                            stage_index=ctx.stage_index, rank=ctx.rank, world_size=ctx.world_size)
@@ -110,8 +114,9 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: Progre
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
     ctx.train_mode()  # again: before_stage may have frozen parameters (a LoRA base and its BatchNorm)
+    ctx.step = midtask.resume(ctx, strategy, optimizer, scheduler, scaler)  # 0, or the step a mid-task checkpoint saved
     log.start_stage(stage.name, ctx.stage_index, len(ctx.stages), total)
-    for images, labels, task_ids in sampler.batches(total):
+    for images, labels, task_ids in sampler.batches(total, start_step=ctx.step):
         batch = ctx.make_batch(images, labels, task_ids)
         with torch.autocast(ctx.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             terms = strategy.loss(ctx, batch)
@@ -123,6 +128,7 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: Progre
         maybe_fail("step", step=ctx.step, stage=ctx.stage_index + 1, rank=ctx.rank)
         strategy.after_step(ctx)
         log.step(ctx.step, terms, len(batch) * ctx.world_size)
+        midtask.after_step(ctx, strategy, optimizer, scheduler, scaler)
     strategy.after_stage(ctx)
     sync_running_statistics(ctx.model, ctx.world_size)
     return total, sum(p.numel() for p in params)
@@ -131,13 +137,15 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: Progre
 def _restore(ctx: TrainContext, strategy, checkpoints_dir: Path) -> SequenceState | None:
     """Restore the newest of Ray's checkpoint (set after a worker restart or on a re-run) and the
     run directory's newest ``task-<t>``: a process killed right after a report can leave Ray's
-    record one task behind the files."""
+    record one task behind the files. A mid-task checkpoint (Ray's newest may be one) is not
+    restored here but by :meth:`MidTaskCheckpoints.resume`, over its stage's ``task-<t>``."""
     on_disk = latest_checkpoint(checkpoints_dir, ranks=ctx.world_size)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            ray_done = read_state(Path(directory)).stages_done
-            if on_disk is None or ray_done >= read_state(on_disk).stages_done:
+            ray_state = read_state(Path(directory))
+            ray_done = ray_state.stages_done
+            if not ray_state.mid_step and (on_disk is None or ray_done >= read_state(on_disk).stages_done):
                 return _load(ctx, strategy, Path(directory))
     return _load(ctx, strategy, on_disk) if on_disk is not None else None
 

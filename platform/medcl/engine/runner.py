@@ -34,7 +34,8 @@ from medcl.strategies import Strategy, build_strategy
 
 # Fields that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = {"output_dir", "telemetry", "train.log_every", "train.max_failures", "train.cpus_per_worker",
-                     "train.eval_batch_size", "train.torch_threads"}
+                     "train.eval_batch_size", "train.torch_threads", "train.checkpoint_every",
+                     "train.checkpoint_on_preemption"}
 
 
 class RunError(MedclError, RuntimeError):

@@ -121,6 +121,17 @@ class Strategy:
         if state:
             raise ValueError(f"{type(self).__name__} keeps no state but the checkpoint has {sorted(state)}")
 
+    def stage_state_dict(self) -> dict:
+        """What changes *during* a stage besides the model and optimiser (e.g. a running weight
+        ensemble updated in :meth:`after_step`), for a mid-task checkpoint; it is loaded with
+        :meth:`load_stage_state_dict` after :meth:`before_stage` has run again on the stage's start
+        model. State that only :meth:`before_stage` sets up (teachers, anchors) is rebuilt, not saved."""
+        return {}
+
+    def load_stage_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no in-stage state but the checkpoint has {sorted(state)}")
+
 
 def build_strategy(name: str, params: dict | StrategyParams | None = None) -> Strategy:
     """Instantiate a registered strategy; ``params``: its typed ``Params`` as they are, or a dict

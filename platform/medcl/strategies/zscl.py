@@ -100,6 +100,14 @@ class ZSCL(Strategy):
                 if name in self.average:
                     self.average[name] += (tensor.detach() - self.average[name]) / self.snapshots
 
+    def stage_state_dict(self) -> dict:
+        return {"average": dict(self.average), "snapshots": self.snapshots} if self.every else {}
+
+    def load_stage_state_dict(self, state: dict) -> None:
+        if self.every:
+            self.average = {k: v.to(self.average[k].device) for k, v in state["average"].items()}
+            self.snapshots = int(state["snapshots"])
+
     @torch.no_grad()
     def after_stage(self, ctx) -> None:
         if self.every:

@@ -1,0 +1,114 @@
+"""Mid-task checkpoints: resume a task at the exact step it was interrupted after.
+
+A task-boundary checkpoint ``task-<t>`` (:mod:`medcl.engine.checkpoint`) holds what is needed
+*between* stages: the model, the strategy's :meth:`~medcl.strategies.base.Strategy.state_dict` and
+the matrix so far. Within a stage more is live, so a mid-task checkpoint ``task-<t>-step-<n>``
+(``n`` steps of stage ``t + 1`` done) holds, in the same sha256-checked layout:
+
+- ``state.json``: the matrix so far with ``mid_step = n``;
+- ``model.safetensors``: the whole model after step ``n`` (LoRA adapters and all);
+- ``strategy-rank<r>.pt``: ``{"strategy": state_dict(), "stage": stage_state_dict(), "optimizer",
+  "scheduler", "scaler", "torch_rng", "cuda_rng"}``, per rank.
+
+The data order needs nothing: step ``s``'s batch is a function of ``(seed, stage, s)``
+(:class:`~medcl.engine.sampling.StageSampler` with ``start_step``), and so are the strategies'
+per-step generators (``ctx.rng(purpose, step)``). On resume the loop restores ``task-<t>`` as
+always, runs ``before_stage`` again on that start model (teachers and anchors are rebuilt exactly),
+builds the optimiser, then loads the newest complete ``task-<t>-step-<n>`` over all of it and trains
+steps ``n + 1 ..``, so the losses equal an uninterrupted run's.
+
+Writing one: every ``train.checkpoint_every`` steps, and (``train.checkpoint_on_preemption``) once
+per stage when ``ray.train.get_preemption_info()`` reports that a worker's node is being preempted
+(public, alpha, in Ray 2.60; a barrier over the workers, called by all of them after every step).
+A stage's last step writes none: the boundary checkpoint follows it.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import ray.train
+import torch
+
+from medcl.engine.checkpoint import SequenceState, _complete, restore_checkpoint, write_checkpoint
+
+_NAME = re.compile(r"task-(\d+)-step-(\d+)")
+
+
+def midtask_name(stages_done: int, step: int) -> str:
+    return f"task-{stages_done}-step-{step}"
+
+
+def latest_midtask(checkpoints_dir, stages_done: int, ranks: int = 1):
+    """The complete ``task-<stages_done>-step-<n>`` with the largest ``n``, or None."""
+    found = []
+    for path in checkpoints_dir.glob(f"task-{stages_done}-step-*"):
+        match = _NAME.fullmatch(path.name)
+        if match and int(match.group(1)) == stages_done:
+            found.append((int(match.group(2)), path))
+    for _, path in sorted(found, key=lambda item: item[0], reverse=True):
+        if _complete(path, ranks):
+            return path
+    return None
+
+
+class MidTaskCheckpoints:
+    """The loop's mid-task checkpointing for one run: :meth:`resume` at a stage's start and
+    :meth:`after_step` after every step."""
+
+    def __init__(self, checkpoints_dir, state: SequenceState, *, every: int | None, on_preemption: bool):
+        self.checkpoints_dir, self.state = checkpoints_dir, state
+        self.every, self.on_preemption = every, on_preemption
+        self.saved_on_preemption = False
+
+    def resume(self, ctx, strategy, optimizer, scheduler, scaler) -> int:
+        """Load the newest mid-task checkpoint of the stage about to train, if any; the step to
+        start from (0 without one). Call after ``before_stage`` and building the optimiser."""
+        self.saved_on_preemption = False
+        directory = latest_midtask(self.checkpoints_dir, self.state.stages_done, ranks=ctx.world_size)
+        if directory is None:
+            return 0
+        saved, payload = restore_checkpoint(directory, rank=ctx.rank, model=ctx.model)
+        if saved.stages_done != self.state.stages_done or not 0 < saved.mid_step < ctx.total_steps:
+            raise ValueError(f"{directory}: step {saved.mid_step} after {saved.stages_done} stages does not "
+                             f"continue stage {self.state.stages_done + 1} of {ctx.total_steps} steps")
+        strategy.load_state_dict(payload["strategy"])
+        strategy.load_stage_state_dict(payload["stage"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        if scaler is not None:
+            scaler.load_state_dict(payload["scaler"])
+        torch.set_rng_state(payload["torch_rng"])
+        if payload.get("cuda_rng") is not None and ctx.device.type == "cuda":
+            torch.cuda.set_rng_state(payload["cuda_rng"], ctx.device)
+        return saved.mid_step
+
+    def after_step(self, ctx, strategy, optimizer, scheduler, scaler) -> str | None:
+        """Write a mid-task checkpoint if one is due; its name, or None."""
+        if ctx.step >= ctx.total_steps:
+            return None  # the task-boundary checkpoint follows
+        due = bool(self.every) and ctx.step % self.every == 0
+        if self.on_preemption and not self.saved_on_preemption:
+            if ray.train.get_preemption_info() is not None:  # every rank calls it after every step
+                self.saved_on_preemption = due = True
+        if not due:
+            return None
+        return self._write(ctx, strategy, optimizer, scheduler, scaler)
+
+    def _write(self, ctx, strategy, optimizer, scheduler, scaler) -> str:
+        name = midtask_name(self.state.stages_done, ctx.step)
+        payload = {"strategy": strategy.state_dict(), "stage": strategy.stage_state_dict(),
+                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                   "scaler": scaler.state_dict() if scaler is not None else None,
+                   "torch_rng": torch.get_rng_state(),
+                   "cuda_rng": torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None}
+        state = replace(self.state, mid_step=ctx.step)
+        with tempfile.TemporaryDirectory(prefix="medcl-midtask-") as tmp:
+            write_checkpoint(Path(tmp), rank=ctx.rank, state=state, model=ctx.model, strategy_state=payload)
+            metrics = {"stage": self.state.stages_done, "stages": len(ctx.stages), "step": ctx.step,
+                       "steps": ctx.total_steps, "done": False}
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+        return name
+
