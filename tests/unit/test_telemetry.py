@@ -1,12 +1,11 @@
 """medcl.telemetry: metric names, kinds and tags as recorded; the off switches; ProgressLog wiring."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from medcl import telemetry
+from medcl.engine.checkpoint import SequenceState
 from medcl.engine.progress import ProgressLog
 from medcl.rundir import RunDir
 
@@ -127,8 +126,8 @@ def _run_progress(tmp_path, *, telemetry_on: bool, enabled: bool = True):
     log.start_stage("xray", 0, 2, 4)
     for step in range(1, 5):
         log.step(step, {"loss": torch.tensor(0.5 * step)}, samples=16)
-    state = SimpleNamespace(task_names=["xray", "fundus"], stage_names=["xray", "fundus"], stages_done=1,
-                            zero_shot=[20.0, 20.0], rows=[[75.0, 30.0]])
+    state = SequenceState(task_names=["xray", "fundus"], stage_names=["xray", "fundus"], zero_shot=[20.0, 20.0],
+                          rows=[[75.0, 30.0]], auc_zero_shot=[50.0, 50.0], auc_rows=[[90.0, 55.0]])
     log.row("xray", state)
 
 
