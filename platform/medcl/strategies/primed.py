@@ -120,7 +120,7 @@ class Primed(Strategy):
             student = pair_cosines(ctx.model, images, tokens)
         with torch.no_grad():
             teacher = pair_cosines(self.teacher, images, tokens)
-        tau = p.tau if p.tau is not None else float(1.0 / ctx.model.logit_scale.exp())
+        tau = p.tau if p.tau is not None else float(1.0 / ctx.model.logit_scale.detach().exp())
         ckt, cmc = ckt_loss(teacher, student, tau), cmc_loss(student, tau)
         non_ce = p.alpha * ckt + p.beta * cmc
         terms = {"ce": ce, "ckt": ckt, "cmc": cmc}
