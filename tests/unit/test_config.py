@@ -29,6 +29,16 @@ def test_quickstart_file_is_valid():
     assert config.benchmark.options()["num_tasks"] == 4
 
 
+def test_calibration_file_is_the_documented_recipe():
+    """experiments/calibration_medmnist.yaml is what docs/benchmarks.md and its header describe."""
+    config = load_experiment(REPO / "experiments" / "calibration_medmnist.yaml")
+    train = config.train
+    assert (config.strategy.name, config.model.name, config.model.pretrained) == ("specialist", "medcl-tiny", None)
+    assert config.benchmark.order == ["pneumoniamnist", "breastmnist"]
+    assert (train.steps_per_task, train.batch_size, train.lr, train.schedule) == (600, 64, 0.002, "cosine")
+    assert (train.warmup_steps, train.weight_decay, train.label_smoothing, train.workers) == (30, 0.05, 0.2, 1)
+
+
 def test_unknown_top_level_key_suggests_close_match():
     raw = _raw()
     raw["trian"] = {}
