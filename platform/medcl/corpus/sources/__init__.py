@@ -18,51 +18,11 @@ from __future__ import annotations
 from itertools import chain, islice
 from typing import Iterator
 
-import pyarrow as pa
-
-RAW_SCHEMA = pa.schema([
-    pa.field("id", pa.string()),
-    pa.field("ref", pa.string()),
-    pa.field("image", pa.binary()),
-    pa.field("image_path", pa.string()),
-    pa.field("caption", pa.string()),
-    pa.field("caption_bytes", pa.binary()),
-    pa.field("source", pa.string()),
-    pa.field("modality", pa.string()),
-    pa.field("license", pa.string()),
-    pa.field("reason", pa.string()),
-])
-
-
-def raw_record(spec, raw_id, *, ref: str, caption=None, image: bytes | None = None, image_path: str | None = None,
-               modality: str | None = None, license: str | None = None, reason: str = "") -> dict:
-    """One raw record of source ``spec``: id prefixed, caption sorted into text / bytes / not text."""
-    text, data = None, None
-    if isinstance(caption, (bytes, bytearray)):
-        data = bytes(caption)
-    elif isinstance(caption, str):
-        try:
-            caption.encode("utf-8")
-            text = caption
-        except UnicodeEncodeError:  # lone surrogates: undecodable bytes carried through surrogateescape
-            data = caption.encode("utf-8", "surrogateescape") if _escapable(caption) else b"\xff"
-    elif caption is not None and not reason:
-        reason = "non_text_caption"
-    return {"id": f"{spec.prefix}:{raw_id}", "ref": ref, "image": image, "image_path": image_path,
-            "caption": text, "caption_bytes": data, "source": spec.name,
-            "modality": (modality or spec.modality), "license": (license or spec.license), "reason": reason}
-
-
-def _escapable(text: str) -> bool:
-    try:
-        text.encode("utf-8", "surrogateescape")
-        return True
-    except UnicodeEncodeError:
-        return False
+from medcl.corpus.sources.record import RAW_SCHEMA, raw_record  # noqa: F401  (the package's API)
 
 
 def _modules() -> dict:
-    from medcl.corpus.sources import files, medpix, roco, synthmed
+    from medcl.corpus.sources import files, medpix, roco, synthmed  # on use: synthmed loads the renderer
 
     return {"roco": roco, "medpix": medpix, "jsonl": files.JSONL, "parquet": files.PARQUET,
             "webdataset": files.WEBDATASET, "synthmed": synthmed}

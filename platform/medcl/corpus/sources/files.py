@@ -23,7 +23,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from medcl.corpus.sources import raw_record
+from medcl.corpus.sources.record import raw_record
 
 WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from medcl.corpus.sources import raw_record
+from medcl.corpus.sources.record import raw_record
 from medcl.corpus.sources.modality import normalise_modality
 
 

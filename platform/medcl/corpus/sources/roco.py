@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 from typing import Iterator
 
-from medcl.corpus.sources import raw_record
+from medcl.corpus.sources.record import raw_record
 from medcl.corpus.sources.modality import GUESS
 
 

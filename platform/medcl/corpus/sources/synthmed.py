@@ -29,7 +29,7 @@ def units(spec, corpus) -> list[dict]:
 
 
 def read_unit(spec, corpus, unit: dict) -> Iterator[dict]:
-    from medcl.corpus.sources import raw_record
+    from medcl.corpus.sources.record import raw_record
     from medcl.data import BENCHMARKS
 
     benchmark = BENCHMARKS.get("synthmed")()
