@@ -31,6 +31,7 @@ from medcl.engine.midtask import MidTaskCheckpoints
 from medcl.engine.evaluate import evaluate_tasks
 from medcl.engine.optim import build_optimizer, optimizer_step, sync_gradients
 from medcl.engine.progress import ProgressLog
+from medcl.engine.resume import restore_newest
 from medcl.engine.sampling import StageSampler
 from medcl.engine.preprocess import to_model_input
 from medcl.models import create_model
@@ -135,19 +136,15 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: Progre
 
 
 def _restore(ctx: TrainContext, strategy, checkpoints_dir: Path) -> SequenceState | None:
-    """Restore the newest of Ray's checkpoint (set after a worker restart or on a re-run) and the
-    run directory's newest ``task-<t>``: a process killed right after a report can leave Ray's
-    record one task behind the files. A mid-task checkpoint (Ray's newest may be one) is not
-    restored here but by :meth:`MidTaskCheckpoints.resume`, over its stage's ``task-<t>``."""
-    on_disk = latest_checkpoint(checkpoints_dir, ranks=ctx.world_size)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            ray_state = read_state(Path(directory))
-            ray_done = ray_state.stages_done
-            if not ray_state.mid_step and (on_disk is None or ray_done >= read_state(on_disk).stages_done):
-                return _load(ctx, strategy, Path(directory))
-    return _load(ctx, strategy, on_disk) if on_disk is not None else None
+    """Restore the newest task boundary (:func:`medcl.engine.resume.restore_newest`). A mid-task
+    checkpoint (Ray's newest may be one) is not restored here but by
+    :meth:`MidTaskCheckpoints.resume`, over its stage's ``task-<t>``."""
+    def boundary_progress(directory: Path) -> int | None:
+        state = read_state(directory)
+        return None if state.mid_step else state.stages_done
+
+    return restore_newest(latest_checkpoint(checkpoints_dir, ranks=ctx.world_size), boundary_progress,
+                          lambda directory: _load(ctx, strategy, directory))
 
 
 def _load(ctx: TrainContext, strategy, directory: Path) -> SequenceState:

@@ -28,6 +28,7 @@ from medcl.engine.loop import _broadcast_parameters, _quiet_ray_train_reports
 from medcl.engine.optim import build_optimizer, optimizer_step, sync_gradients
 from medcl.engine.preprocess import to_model_input
 from medcl.engine.progress import ProgressLog
+from medcl.engine.resume import restore_newest
 from medcl.faults import maybe_fail
 from medcl.models import create_model
 from medcl.models.norm import sync_running_statistics
@@ -113,15 +114,9 @@ def _train(cfg: PretrainConfig, model, tokenizer, preprocess, sampler: PairSampl
 
 
 def _restore(checkpoints_dir: Path, model, optimizer, scheduler) -> ckpt.PretrainState | None:
-    """The newer of Ray's checkpoint (after a worker restart, or on a re-run) and the run
-    directory's newest ``step-<n>``."""
-    on_disk = ckpt.latest(checkpoints_dir)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            if on_disk is None or ckpt.read_state(Path(directory)).step >= ckpt.read_state(on_disk).step:
-                return ckpt.restore(Path(directory), model, optimizer, scheduler)
-    return ckpt.restore(on_disk, model, optimizer, scheduler) if on_disk is not None else None
+    """The newest ``step-<n>`` (:func:`medcl.engine.resume.restore_newest`)."""
+    return restore_newest(ckpt.latest(checkpoints_dir), lambda directory: ckpt.read_state(directory).step,
+                          lambda directory: ckpt.restore(directory, model, optimizer, scheduler))
 
 
 def _checkpoint_and_report(state: ckpt.PretrainState, model, optimizer, scheduler, rank: int, run: RunDir,
