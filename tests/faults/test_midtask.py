@@ -66,10 +66,12 @@ def resumed(ray_session, reference, tmp_path_factory):
         patch.undo()
 
 
-def test_mid_task_checkpoints_are_written_every_n_steps(resumed):
-    _, saved_before_resume = resumed
-    assert saved_before_resume == ["task-0", "task-0-step-3", "task-0-step-6", "task-0-step-9", "task-1",
-                                   "task-1-step-3", "task-1-step-6"]
+def test_mid_task_checkpoints_are_written_every_n_steps_and_pruned(resumed):
+    """Task 1's mid-task checkpoints went with its boundary; in task 2 step 6's replaced step 3's."""
+    result, saved_before_resume = resumed
+    assert saved_before_resume == ["task-0", "task-1", "task-1-step-6"]
+    finished = sorted(p.name for p in (result.run.path / "checkpoints").glob("task-*"))
+    assert finished == ["task-0", "task-1", "task-2"]
 
 
 def test_the_resumed_run_restarts_at_the_last_saved_step(resumed):

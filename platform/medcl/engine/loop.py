@@ -94,6 +94,7 @@ def train_sequence(loop_config: dict) -> None:
         state.strategy_metrics.append(strategy.extra_metrics(ctx))
         log.row(stages[stage_index].name, state)
         go_on = _checkpoint_and_report(ctx, strategy, state, with_model=True, gate=loop_config.get("gate"))
+        midtask.prune(ctx)  # the stage's mid-task checkpoints are superseded by task-<t>
         maybe_fail("after_stage", stage=state.stages_done, rank=rank)
         if not go_on:
             return

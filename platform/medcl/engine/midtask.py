@@ -21,6 +21,12 @@ Writing one: every ``train.checkpoint_every`` steps, and (``train.checkpoint_on_
 per stage when ``ray.train.get_preemption_info()`` reports that a worker's node is being preempted
 (public, alpha, in Ray 2.60; a barrier over the workers, called by all of them after every step).
 A stage's last step writes none: the boundary checkpoint follows it.
+
+Pruning (rank 0, after each report returned): only the newest complete mid-task checkpoint of the
+stage in progress is kept; older ones of that stage, and every mid-task checkpoint of a finished
+stage (its ``task-<t>`` supersedes them), are deleted through :mod:`medcl.storage` (a local run
+directory or an object store). Each holds a whole model, so without this a long task with
+``checkpoint_every`` would fill the disk.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import ray.train
 import torch
 
 from medcl.engine.checkpoint import SequenceState, _complete, restore_checkpoint, write_checkpoint
+from medcl.storage import rmtree
 
 _NAME = re.compile(r"task-(\d+)-step-(\d+)")
 
@@ -41,15 +48,35 @@ def midtask_name(stages_done: int, step: int) -> str:
     return f"task-{stages_done}-step-{step}"
 
 
+def midtask_checkpoints(checkpoints_dir) -> list[tuple[int, int, object]]:
+    """Every ``task-<t>-step-<n>`` under ``checkpoints_dir`` as ``(t, n, path)``, complete or not."""
+    found = []
+    for path in checkpoints_dir.glob("task-*-step-*"):
+        match = _NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), int(match.group(2)), path))
+    return sorted(found, key=lambda item: item[:2])
+
+
+def prune_midtask(checkpoints_dir, stages_done: int, ranks: int = 1) -> list[str]:
+    """Delete the mid-task checkpoints no resume can pick (see the module doc); their names."""
+    keep = latest_midtask(checkpoints_dir, stages_done, ranks)
+    keep_step = _step(keep) if keep is not None else 0
+    doomed = [path for stage, step, path in midtask_checkpoints(checkpoints_dir)
+              if stage < stages_done or (stage == stages_done and step < keep_step)]
+    for path in doomed:
+        rmtree(path)
+    return [path.name for path in doomed]
+
+
+def _step(path) -> int:
+    return int(_NAME.fullmatch(path.name).group(2))
+
+
 def latest_midtask(checkpoints_dir, stages_done: int, ranks: int = 1):
     """The complete ``task-<stages_done>-step-<n>`` with the largest ``n``, or None."""
-    found = []
-    for path in checkpoints_dir.glob(f"task-{stages_done}-step-*"):
-        match = _NAME.fullmatch(path.name)
-        if match and int(match.group(1)) == stages_done:
-            found.append((int(match.group(2)), path))
-    for _, path in sorted(found, key=lambda item: item[0], reverse=True):
-        if _complete(path, ranks):
+    for stage, _, path in reversed(midtask_checkpoints(checkpoints_dir)):
+        if stage == stages_done and _complete(path, ranks):
             return path
     return None
 
@@ -110,5 +137,11 @@ class MidTaskCheckpoints:
             metrics = {"stage": self.state.stages_done, "stages": len(ctx.stages), "step": ctx.step,
                        "steps": ctx.total_steps, "done": False}
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+        self.prune(ctx)
         return name
+
+    def prune(self, ctx) -> None:
+        """Rank 0 deletes the mid-task checkpoints superseded by the newest one or by a task boundary."""
+        if ctx.rank == 0:
+            prune_midtask(self.checkpoints_dir, self.state.stages_done, ranks=ctx.world_size)
 
