@@ -111,6 +111,7 @@ def test_caption_text_finds_itself_first_in_process(real_index):
 @pytest.mark.ray
 def test_service_answers_like_in_process_and_survives_a_killed_shard(real_index, ray_session, monkeypatch):
     from medcl import telemetry
+    from medcl.corpus.service_plan import ACTOR_OVERHEAD_BYTES
     from medcl.corpus.service import RetrievalService, ServiceError
 
     recorded, record = [], telemetry.record_retrieval  # the real Ray metrics, and what reached them
@@ -126,9 +127,12 @@ def test_service_answers_like_in_process_and_survives_a_killed_shard(real_index,
     on_ray = build_index(real_index["emb"], real_index["root"] / "ray-index", use_ray=True, log=lambda _: None)
     assert on_ray.entries("text")[0]["factory"] == "IVF35,Flat"  # one quantizer for all 1400 rows (1400 // 39 lists)
     assert LocalRetriever(real_index["root"] / "ray-index").search(queries, 10).ids == local.ids
-    service = RetrievalService.start(real_index["index"], name="test-retrieval", num_cpus=0.25)
+    # two shard groups asked for (by memory this small index would be one), each declaring its memory=
+    service = RetrievalService.start(real_index["index"], name="test-retrieval", num_cpus=0.25, shards=2)
     try:
         assert isinstance(service, Retriever)
+        assert service.layout["groups"] == [[0], [1]]
+        assert all(need > ACTOR_OVERHEAD_BYTES for need in service.layout["memory"])
         with pytest.raises(ServiceError, match="already running"):
             RetrievalService.start(real_index["index"], name="test-retrieval")
         by_text = service.search_text([rows[i]["caption"] for i in picked], 10)  # embedded by the service

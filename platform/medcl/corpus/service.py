@@ -8,7 +8,10 @@
 
 Layout (all actors in the Ray namespace ``medcl``): S shard groups x R replicas of
 :class:`ShardServer` named ``{name}/shard-{s}/replica-{r}``; shard group s serves the index shards
-whose number n has ``n % S == s`` (default S = number of index shards), in every space. A
+whose number n has ``n % S == s``, in every space. S is chosen by memory (``shards`` overrides it):
+enough groups that none holds more than ``max_actor_bytes`` of index, each actor declaring the
+``memory=`` its shards need (:mod:`medcl.corpus.service_plan`); replicas are scheduled with Ray's
+``SPREAD`` strategy, so the R copies of a group land on different nodes where there are several. A
 :class:`ServiceHead` actor named ``{name}`` holds the layout (so :meth:`RetrievalService.connect`
 finds every shard actor) and embeds raw text with the index's model (loaded on first use). The
 actors are not detached: they live as long as the job that started them.
@@ -41,6 +44,7 @@ from medcl import telemetry
 from medcl.corpus.index import RowMap, check_queries, load_shards, read_index_manifest
 from medcl.corpus.merge import Hits, merge_labels
 from medcl.corpus.retrieval import CorpusFetcher, SearchResult, check_k, corpus_dir_of
+from medcl.corpus.service_plan import DEFAULT_MAX_ACTOR_BYTES, plan_groups, shard_bytes
 
 NAMESPACE = "medcl"
 DEFAULT_NAME = "medcl-retrieval"
@@ -137,28 +141,31 @@ class RetrievalService:
     @classmethod
     def start(cls, index_dir, *, replicas: int = 1, name: str = DEFAULT_NAME, corpus_dir=None,
               num_cpus: float = 0.25, shards: int | None = None, max_restarts: int = 4,
-              omp_threads: int = 1, ready_timeout: float = 300.0) -> "RetrievalService":
-        """Start S x ``replicas`` shard actors over ``index_dir`` and wait until every one has loaded."""
+              omp_threads: int = 1, ready_timeout: float = 300.0,
+              max_actor_bytes: int = DEFAULT_MAX_ACTOR_BYTES) -> "RetrievalService":
+        """Start S x ``replicas`` shard actors over ``index_dir`` (S and each actor's ``memory=`` from
+        :func:`~medcl.corpus.service_plan.plan_groups`) and wait until every one has loaded."""
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
         _require_ray()
         index_dir = Path(index_dir).resolve()
         manifest = read_index_manifest(index_dir, verify=True)
-        numbers = manifest.shard_numbers
-        groups = max(1, min(shards or len(numbers), len(numbers)))
+        groups, memory = plan_groups(shard_bytes(index_dir, list(manifest.shards)), shards=shards,
+                                     max_actor_bytes=max_actor_bytes)
         if _find_actor(name) is not None:
             raise ServiceError(f"a retrieval service named {name!r} is already running in namespace {NAMESPACE!r}; "
                                f"use RetrievalService.connect({name!r}) or stop it first")
         corpus = corpus_dir_of(index_dir, corpus_dir)
         layout = {"name": name, "index_dir": str(index_dir), "corpus_dir": str(corpus) if corpus else None,
                   "dim": manifest.dim, "spaces": list(manifest.spaces), "model": manifest.model,
-                  "groups": [numbers[g::groups] for g in range(groups)], "replicas": replicas,
-                  "actors": [[f"{name}/shard-{g}/replica-{r}" for r in range(replicas)] for g in range(groups)]}
+                  "groups": groups, "memory": memory, "replicas": replicas,
+                  "actors": [[f"{name}/shard-{g}/replica-{r}" for r in range(replicas)] for g in range(len(groups))]}
         head = _HeadActor.options(name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=-1,
                                   max_task_retries=-1).remote(layout)
-        handles = [[_ShardActor.options(name=actor, namespace=NAMESPACE, num_cpus=num_cpus, max_restarts=max_restarts,
+        handles = [[_ShardActor.options(name=actor, namespace=NAMESPACE, num_cpus=num_cpus, memory=need,
+                                        scheduling_strategy="SPREAD", max_restarts=max_restarts,
                                         max_task_retries=-1).remote(str(index_dir), group, omp_threads)
-                    for actor in row] for row, group in zip(layout["actors"], layout["groups"])]
+                    for actor in row] for row, group, need in zip(layout["actors"], groups, memory)]
         service = cls(layout, head, handles, owner=True)
         try:
             ray.get([h.info.remote() for row in handles for h in row] + [head.get_layout.remote()],
