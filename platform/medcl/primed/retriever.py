@@ -1,21 +1,36 @@
 """How PRIMED reaches the corpus: LocalRetriever, the named RetrievalService, or the built-in corpus.
 
-``index_dir`` set, ``service: false`` (default): ``LocalRetriever(index_dir, corpus_dir=...)`` in
-this process. ``service: true``: connect to the running service ``service_name``; if none runs,
-start one on ``index_dir`` for the duration of the planning and stop it afterwards. Neither set:
-the built-in synthmed corpus (:mod:`medcl.primed.builtin`), embedded by the starting model.
+``index_dir`` set, ``service: false``: ``LocalRetriever(index_dir, corpus_dir=...)`` in this
+process. ``service: true``: connect to the running service ``service_name``; if none runs, start
+one on ``index_dir`` for the duration of the planning and stop it afterwards (its actors declare
+their memory and spread over the nodes, so the index is not loaded into the planning process).
+``service: null`` (the default): the service when this process is part of a Ray cluster with more
+than one alive node, in process otherwise. Neither ``index_dir`` nor ``service`` set: the built-in
+synthmed corpus (:mod:`medcl.primed.builtin`), embedded by the starting model.
 """
 from __future__ import annotations
 
 
+def use_service(params) -> bool:
+    """``params.service``, or for ``None``: an index is set and Ray runs on more than one node."""
+    if params.service is not None:
+        return params.service
+    if not params.index_dir:
+        return False
+    import ray
+
+    return ray.is_initialized() and sum(1 for node in ray.nodes() if node["Alive"]) > 1
+
+
 def open_retriever(params, scorer):
     """(retriever, close) where ``close`` is a callable to run when done, or None."""
-    if not params.index_dir and not params.service:
+    via_service = use_service(params)
+    if not params.index_dir and not via_service:
         from medcl.primed.builtin import InMemoryRetriever, synthmed_rows
 
         rows = synthmed_rows(per_class=params.builtin_per_class, seed=params.builtin_seed)
         return InMemoryRetriever(rows, scorer.texts), None
-    if not params.service:
+    if not via_service:
         from medcl.corpus.retrieval import LocalRetriever
 
         return LocalRetriever(params.index_dir, corpus_dir=params.corpus_dir), None

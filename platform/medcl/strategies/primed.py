@@ -49,7 +49,8 @@ PLAN_DIR = "primed"
 class PrimedParams(StrategyParams):
     index_dir: PathStr | None = Field(None, description="retrieval index (medcl index build); relative to the cwd")
     corpus_dir: PathStr | None = Field(None, description="corpus (medcl corpus build); default: the one the index records")
-    service: bool = Field(False, description="retrieve through the named RetrievalService instead of in process")
+    service: bool | None = Field(None, description="retrieve through the named RetrievalService (true), in process "
+                                 "(false), or null: the service when Ray has several nodes and index_dir is set")
     service_name: str = Field("medcl-retrieval", min_length=1, description="name of the retrieval service")
     questions: PathStr | None = Field(None, description="question pool file (YAML/JSON); default: the shipped pool")
     k: int = Field(16, ge=1, description="neighbours kept per query (dynamic unique-score threshold, BM25 gate)")
