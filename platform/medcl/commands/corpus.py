@@ -1,7 +1,7 @@
 """``medcl corpus build|embed``: corpus sources to one schema, and embeddings on Ray Data.
 
     medcl corpus build SPEC.yaml --out DIR [--strict] [--local]
-    medcl corpus embed CORPUS_DIR --out DIR --model NAME [--pretrained PATH | --run RUN_DIR]
+    medcl corpus embed CORPUS_DIR --out DIR --model NAME [--pretrained PATH | --run RUN_DIR] [--gpus N]
                        [--batch-size N] [--actors N] [--threads N] [--shard-rows N] [--local]
 
 Both start (or join, with RAY_ADDRESS) Ray unless ``--local`` runs the same steps in this process.
@@ -37,6 +37,10 @@ def register(subparsers) -> None:
     embed.add_argument("--threads", type=int, default=1, help="torch threads per actor")
     embed.add_argument("--shard-rows", type=int, default=50_000, help="rows per embedding shard")
     embed.add_argument("--seed", type=int, default=0, help="torch seed before building a randomly initialised model")
+    embed.add_argument("--gpus", type=int, default=0, help="GPU actors, one GPU each (0: --actors CPU actors); "
+                       "waited for when the cluster has none yet, never replaced by CPUs")
+    embed.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16",
+                       help="inference precision on GPU (autocast); CPU actors always run fp32")
     embed.add_argument("--local", action="store_true", help="embed in this process instead of on Ray Data")
     embed.set_defaults(handler=_embed)
 
@@ -72,8 +76,12 @@ def _embed(args) -> int:
             return 2
     if not args.local:
         _connect()
+    if args.gpus < 0:
+        print(f"medcl: error: --gpus must be >= 0, got {args.gpus}", file=sys.stderr)
+        return 2
     result = embed_corpus(args.corpus_dir, args.out, info, batch_size=args.batch_size, actors=args.actors,
                           threads=args.threads, shard_rows=args.shard_rows, use_ray=not args.local,
+                          gpus=args.gpus, precision=args.precision,
                           log=lambda m: print(f"medcl: {m}", flush=True))
     print(json.dumps({"out": str(result.out), "rows": result.rows, "with_image": result.with_image,
                       "shards": result.shards, "model": result.model}))

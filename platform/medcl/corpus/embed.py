@@ -1,7 +1,10 @@
 """``medcl corpus embed``: image and text embeddings of a corpus on a Ray Data actor pool.
 
-    corpus shards --read_parquet--> map_batches(Embedder, compute=ActorPoolStrategy(size=actors),
+    corpus shards --read_parquet--> map_batches(Embedder, compute=ActorPoolStrategy(size=actors | gpus),
                                     num_cpus=0.5 | num_gpus=1, batch_size) --> driver: shards.py files
+
+GPUs are asked for explicitly (``--gpus N``: N actors with one GPU each, bf16 or fp16 autocast by
+``--precision``); without it the pool runs on CPUs in fp32 and says so when the cluster has GPUs.
 
 Each actor builds the model once (:func:`load_bundle`, checked against the driver's weight
 fingerprint) and, per batch, decodes the image bytes exactly as training does (``images.decode``
@@ -58,6 +61,9 @@ def model_from_run(run_dir: str | Path) -> ModelInfo:
                      image_size=model.get("image_size"))
 
 
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}  # autocast dtype on GPU
+
+
 def load_bundle(info: ModelInfo, device: str = "cpu"):
     """The model of ``info`` in eval mode (random init seeded with ``info.seed``)."""
     from medcl.models import create_model
@@ -69,17 +75,25 @@ def load_bundle(info: ModelInfo, device: str = "cpu"):
 class Embedder:
     """Ray Data callable class: a corpus batch (pyarrow, INPUT_COLUMNS) -> an embeddings table."""
 
-    def __init__(self, info: ModelInfo, *, threads: int = 1, fingerprint: str | None = None):
+    def __init__(self, info: ModelInfo, *, threads: int = 1, fingerprint: str | None = None,
+                 precision: str = "bf16"):
         from medcl.models import state_fingerprint
 
         torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.autocast = HALF[precision] if self.device == "cuda" else None  # CPU: fp32 (bf16 matmuls are slower there)
         self.bundle = load_bundle(info, self.device)
         if fingerprint and state_fingerprint(self.bundle.model) != fingerprint:
             raise RuntimeError(f"embedding actor built {info.name} with weights differing from the driver's "
                                f"({fingerprint}); is the weights file on every node?")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.autocast is None:
+            return self._embed(batch)
+        with torch.autocast("cuda", dtype=self.autocast):
+            return self._embed(batch)
+
+    def _embed(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pydict()
         has_image = np.array([b is not None for b in rows["image"]], dtype=bool)
         text = self._encode_text(rows["caption"])
@@ -117,17 +131,28 @@ class EmbedResult:
 
 def embed_corpus(corpus_dir: str | Path, out: str | Path, info: ModelInfo, *, batch_size: int = 256,
                  actors: int = 2, threads: int = 1, shard_rows: int = 50_000, use_ray: bool = True,
+                 gpus: int = 0, precision: str = "bf16",
                  log: Callable[[str], None] = lambda message: None) -> EmbedResult:
-    """Embed every row of the corpus at ``corpus_dir`` into embedding shards under ``out``."""
+    """Embed every row of the corpus at ``corpus_dir`` into embedding shards under ``out``.
+
+    On Ray, ``gpus`` > 0 runs a pool of ``gpus`` actors with one GPU each, in ``precision``
+    (``bf16`` / ``fp16`` autocast, or ``fp32``); ``gpus`` = 0 runs ``actors`` CPU actors in fp32.
+    The choice is the caller's: a cluster that has no GPU yet (scaling from zero) is waited for,
+    never silently replaced by CPUs.
+    """
+    if gpus < 0 or precision not in HALF:
+        raise ValueError(f"gpus must be >= 0 (got {gpus}) and precision one of {', '.join(HALF)} (got {precision!r})")
     from medcl.models import state_fingerprint
 
     store = CorpusStore(corpus_dir)  # verifies every shard's sha256 first
     fingerprint = state_fingerprint(load_bundle(info).model)
     model = {**asdict(info), "fingerprint": fingerprint}
     if use_ray:
-        batches = _embedded_on_ray(store, info, fingerprint, batch_size=batch_size, actors=actors, threads=threads)
+        batches = _embedded_on_ray(store, info, fingerprint, batch_size=batch_size, actors=actors, threads=threads,
+                                   gpus=gpus, precision=precision, log=log)
     else:
-        batches = embed_locally(store.paths, Embedder(info, threads=threads, fingerprint=fingerprint), batch_size)
+        embedder = Embedder(info, threads=threads, fingerprint=fingerprint, precision=precision)
+        batches = embed_locally(store.paths, embedder, batch_size)
     out = Path(out)
     for old in [*out.glob("part-*.parquet"), out / shards.MANIFEST]:  # no stale manifest while rewriting
         old.unlink(missing_ok=True)
@@ -150,7 +175,7 @@ def embed_locally(paths: list[str], embedder: Embedder, batch_size: int) -> Iter
 
 
 def _embedded_on_ray(store: CorpusStore, info: ModelInfo, fingerprint: str, *, batch_size: int, actors: int,
-                     threads: int) -> Iterator[pa.Table]:
+                     threads: int, gpus: int, precision: str, log: Callable[[str], None]) -> Iterator[pa.Table]:
     import ray
     import ray.data
 
@@ -158,15 +183,20 @@ def _embedded_on_ray(store: CorpusStore, info: ModelInfo, fingerprint: str, *, b
 
     data_context()
     cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
-    gpus = 1 if cluster_gpus else 0
-    actors = min(actors, cluster_gpus) if gpus else actors  # one GPU per actor; more would wait forever
+    if gpus:
+        actors = gpus  # one GPU per actor
+        if cluster_gpus < gpus:
+            log(f"waiting for {gpus} GPU(s): the cluster has {cluster_gpus} now (an autoscaler adds them)")
+    elif cluster_gpus:
+        log(f"embedding on CPU with {actors} actor(s) although the cluster has {cluster_gpus} GPU(s): pass --gpus N to use them")
     # one Parquet file reads as one block, which would feed a single actor: split into blocks of a few batches
     dataset = (ray.data.read_parquet(store.paths).select_columns(INPUT_COLUMNS)
                .repartition(target_num_rows_per_block=batch_size * BATCHES_PER_BLOCK))
     embedded = dataset.map_batches(
-        Embedder, fn_constructor_kwargs={"info": info, "threads": threads, "fingerprint": fingerprint},
+        Embedder, fn_constructor_kwargs={"info": info, "threads": threads, "fingerprint": fingerprint,
+                                         "precision": precision},
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="pyarrow",
-        num_cpus=0 if gpus else 0.5, num_gpus=gpus)
+        num_cpus=0 if gpus else 0.5, num_gpus=1 if gpus else 0)
     return embedded.iter_batches(batch_format="pyarrow", batch_size=None)
 
 

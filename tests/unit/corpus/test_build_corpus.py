@@ -132,3 +132,20 @@ def pa_concat(tables):
     import pyarrow as pa
 
     return pa.concat_tables(tables)
+
+
+def test_embed_refuses_a_negative_gpu_count_or_an_unknown_precision(tmp_path):
+    from medcl.corpus.embed import ModelInfo, embed_corpus
+
+    with pytest.raises(ValueError, match="gpus must be >= 0"):
+        embed_corpus(tmp_path, tmp_path / "out", ModelInfo("medcl-tiny"), gpus=-1)
+    with pytest.raises(ValueError, match="precision one of bf16, fp16, fp32"):
+        embed_corpus(tmp_path, tmp_path / "out", ModelInfo("medcl-tiny"), precision="int8")
+
+
+def test_the_embedder_autocasts_only_on_gpu():
+    from medcl.corpus.embed import HALF, Embedder, ModelInfo
+
+    cpu = Embedder(ModelInfo("medcl-tiny"), precision="fp16")
+    assert cpu.device == "cpu" and cpu.autocast is None  # CPU actors run fp32 whatever --precision says
+    assert HALF["bf16"] is torch.bfloat16 and HALF["fp16"] is torch.float16 and HALF["fp32"] is None
