@@ -20,6 +20,7 @@ import yaml
 from medcl.config import ConfigError, ExperimentConfig, benchmark_options, strategy_params, to_yaml
 from medcl.data import BENCHMARKS, Task, order_tasks
 from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, verify_checkpoint
+from medcl.engine.midtask import latest_midtask
 from medcl.engine.localray import train_log_level
 from medcl.engine.outputs import write_outputs
 from medcl.engine.provenance import provenance
@@ -75,7 +76,9 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
         verify_checkpoint(resume)  # every rank's files, before any worker starts: a corrupt one is named
     resumed_after = read_state(resume).stages_done if resume else None
     if resumed_after is not None:
-        print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name})", flush=True)
+        mid = latest_midtask(run.checkpoints, resumed_after, ranks=config.train.workers)
+        where = f", at step {read_state(mid).mid_step} of stage {resumed_after + 1} ({mid.name})" if mid else ""
+        print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name}){where}", flush=True)
     if resumed_after != len(stages):
         joined = connect_checked(config, run, dashboard=dashboard)
         _fit(config, run, tasks, joined, prepared=prepare_strategy(strategy, config, tasks, run, as_task=True))
