@@ -117,9 +117,12 @@ def test_the_printed_matrix_and_metrics_are_the_runs(demo):
     assert f"Run directory: {run_dir}" in printed
     labels, tasks, values = read_matrix_csv(run_dir / "matrix.csv")
     assert len(labels) == len(tasks) + 1 == quickstart["benchmark"]["num_tasks"] + 1
-    table = printed[printed.index("Accuracy matrix (%)"):printed.index("Metrics (%)")]
-    rows = [line.split() for line in table.splitlines() if line.startswith(("before training", "after "))]
-    assert [row[-len(tasks):] for row in rows] == [[f"{v:.1f}" for v in row] for row in values]
+    auc_at, metrics_at = printed.index("AUC matrix (%"), printed.index("Metrics (%)")
+    for table, csv in ((printed[printed.index("Accuracy matrix (%)"):auc_at], "matrix.csv"),
+                       (printed[auc_at:metrics_at], "auc.csv")):
+        rows = [line.split() for line in table.splitlines() if line.startswith(("before training", "after "))]
+        _, _, expected = read_matrix_csv(run_dir / csv)
+        assert [row[-len(tasks):] for row in rows] == [[f"{v:.1f}" for v in row] for row in expected], csv
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["complete"] and set(metrics) >= {"transfer", "avg", "last", "bwt", "forgetting", "fwt"}
     for key in ("transfer", "avg", "last", "bwt", "forgetting", "fwt"):

@@ -71,6 +71,27 @@ def test_resume_reruns_interrupted_trials_under_their_number(tmp_path):
     assert open_study(config(tmp_path / "new"), resume=False, fresh=True, enqueue=[]).trials == []
 
 
+def test_a_trial_killed_before_its_parameters_were_sampled_gets_them_on_resume(tmp_path):
+    """Optuna stores a new trial (RUNNING) before its parameters: a sweep killed in between leaves
+    one with none. Resumed, it is given its parameters (an enqueued trial its enqueued values)
+    instead of running the experiment's defaults unrecorded."""
+    sweep = config(tmp_path, space={"train.lr": {"loguniform": [1e-4, 1e-2]}, "train.batch_size": {"choice": [8, 16]}})
+    study = open_study(sweep, resume=False, fresh=False, enqueue=[{"train.batch_size": 16}])
+    for _ in range(2):
+        study.ask()  # a trial created, its parameters not yet sampled (the first one is the enqueued one)
+    study = open_study(sweep, resume=True, fresh=False, enqueue=[])
+    interrupted = interrupted_trials(study)
+    assert [t.params for t in interrupted] == [{}, {}]
+    searcher = searcher_for(sweep, study, resume=interrupted)
+    for name, batch_sizes in (("a", (16,)), ("b", (8, 16))):
+        resumed = searcher.suggest(name)
+        assert set(resumed["params"]) == {"train.lr", "train.batch_size"}
+        assert 1e-4 <= resumed["params"]["train.lr"] <= 1e-2 and resumed["params"]["train.batch_size"] in batch_sizes
+        searcher.on_trial_complete(name, {"task": 2, "tasks": 2, "avg": 40.0})
+    recorded = [t.params for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert [set(p) for p in recorded] == [{"train.lr", "train.batch_size"}] * 2
+
+
 def test_multi_objective_study_and_pruned_trials(tmp_path):
     sweep = config(tmp_path, objective=["avg", "transfer"])
     study = open_study(sweep, resume=False, fresh=False, enqueue=[])

@@ -50,7 +50,7 @@ class StudySearcher(Searcher):
         if self._resume:
             frozen = self._resume.pop(0)
             trial = optuna.trial.Trial(self.study, frozen._trial_id)
-            params = dict(frozen.params)
+            params = {**frozen.params, **complete_params(trial, self.distributions, frozen.params)}
         else:
             trial = self.study.ask(self.distributions)
             params = dict(trial.params)
@@ -106,3 +106,25 @@ def classify(result: dict | None, error: bool, metrics: list[str]) -> tuple[str,
     if missing:
         return "FAIL", None, f"no value for {', '.join(missing)} (does the strategy train one stage per task?)"
     return "COMPLETE", [float(v) for v in values], ""
+
+
+def complete_params(trial, distributions: dict, params: dict) -> dict:
+    """The parameters an interrupted trial lacks, suggested now (an enqueued trial's fixed values are
+    returned as enqueued). A sweep killed between Optuna creating a trial and sampling its
+    parameters leaves a RUNNING trial with some or none; resumed as is, it would run the
+    experiment's defaults and be recorded without them."""
+    import optuna.distributions as od
+
+    missing = {}
+    for name, dist in distributions.items():
+        if name in params:
+            continue
+        if isinstance(dist, od.CategoricalDistribution):
+            missing[name] = trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, od.IntDistribution):
+            missing[name] = trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        elif isinstance(dist, od.FloatDistribution):
+            missing[name] = trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        else:
+            raise TypeError(f"{name}: cannot suggest a {type(dist).__name__}")
+    return missing
