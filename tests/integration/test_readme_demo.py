@@ -2,9 +2,12 @@
 
 The repository is cloned (``git clone`` of this checkout's HEAD: committed files only, as on a CI
 clone) into a temporary directory, and the recipe of the Makefile's ``demo:`` target is run there,
-line by line, from the clone's root, with the shipped relative paths and nothing added: ``medcl
-pretrain experiments/pretrain_synthmed.yaml`` then ``medcl run experiments/quickstart.yaml
---fresh`` today, whatever the Makefile says tomorrow. The clone's own code runs (``PYTHONPATH=
+line by line, from the clone's root, with the shipped relative paths: ``medcl pretrain
+experiments/pretrain_synthmed.yaml`` then ``medcl run experiments/quickstart.yaml --fresh`` today,
+whatever the Makefile says tomorrow. One thing is added, for CI's time budget: shorter training
+(``SHORTER``: the pretraining's ``train.steps`` and the sequence's ``train.steps_per_task``), since
+nothing checked here depends on how well the models learn; the demo's full-length accuracy and
+time are measured by ``experiments/benchmarks/quickstart_time.py``. The clone's own code runs (``PYTHONPATH=
 <clone>/platform``, ``python -m medcl.cli``) with this test run's packages, so nothing is installed.
 Checked: both commands succeed, the printed matrix is the run's ``matrix.csv``, ``metrics.json``
 is complete, the weights the quickstart starts from are the ones the pretraining wrote, and no
@@ -31,6 +34,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PREFIX = re.compile(r"^\((\w+) pid=\d+(?:, ip=[\d.]+)?\) ?(.*)$")
 RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\S+:\d+ --")
 MEDCL_LINE = ("[", "medcl:")  # medcl's own progress lines, printed by Train worker rank 0
+SHORTER = {"pretrain": ["--set", "train.steps=150"], "run": ["--set", "train.steps_per_task=40"]}
 
 
 def makefile_recipe(makefile: str, target: str) -> list[str]:
@@ -92,7 +96,9 @@ def demo(tmp_path_factory):
                            capture_output=True, text=True, check=True).stdout.strip()
     outputs = []
     for line in recipe:
-        proc = subprocess.run(as_command(line), cwd=clone, env=env, capture_output=True, text=True,
+        command = as_command(line)
+        command += SHORTER.get(command[3] if command[1:3] == ["-m", "medcl.cli"] else "", [])
+        proc = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True,
                               timeout=COMMAND_TIMEOUT_S)
         outputs.append(proc.stdout + proc.stderr)
         assert proc.returncode == 0, f"`{line}` failed in a fresh clone:\n{outputs[-1][-6000:]}"
