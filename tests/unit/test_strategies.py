@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import io
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +27,9 @@ from medcl.strategies.common import l2_penalty
 from medcl.strategies.lwf import distill_kl
 from medcl.strategies.rehearsal import ReplayBuffer, concat, shard_capacity
 from medcl.strategies.wiseft import interpolate_
+
+sys.path.insert(0, str(Path(__file__).parent / "strategies"))
+from strategy_harness import eval_logits  # noqa: E402  (the strategy harness's own evaluation)
 from medcl.strategies.zscl import distill_ce
 
 TINY_REFERENCE = {"name": "synthmed", "domains": ["ct"], "per_class": 1}
@@ -412,17 +417,6 @@ def _train_stage(strategy, ctx, steps: int = 2) -> list[float]:
     return losses
 
 
-@torch.no_grad()
-def _eval_logits(strategy, ctx) -> list[torch.Tensor]:
-    out = []
-    for k, task in enumerate(ctx.tasks):
-        with strategy.eval_model(ctx, k) as model, eval_mode(model):
-            images = ctx.preprocess(task.split("test").images)
-            out.append(clip_logits(model.encode_image(images, normalize=True), ctx.class_embeddings(k, model),
-                                   model.logit_scale.exp()))
-    return out
-
-
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_state_survives_a_checkpoint_round_trip(name, bundle, tasks, tmp_path):
     params = TEST_PARAMS.get(name)
@@ -438,5 +432,5 @@ def test_state_survives_a_checkpoint_round_trip(name, bundle, tasks, tmp_path):
     if len(original.stages(tasks)) > 1:  # train the next stage on both: same losses step by step
         ctx.stage_index = ctx2.stage_index = 1
         assert _train_stage(restored, ctx2) == pytest.approx(_train_stage(original, ctx), rel=1e-5)
-    for a, b in zip(_eval_logits(original, ctx), _eval_logits(restored, ctx2)):
+    for a, b in zip(eval_logits(original, ctx), eval_logits(restored, ctx2)):
         torch.testing.assert_close(a, b)
