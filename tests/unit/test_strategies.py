@@ -35,7 +35,8 @@ from medcl.strategies.zscl import distill_ce
 TINY_REFERENCE = {"name": "synthmed", "domains": ["ct"], "per_class": 1}
 # Parameters that keep each strategy cheap here; strategies not listed run with their defaults.
 TEST_PARAMS = {"zscl": {"reference": TINY_REFERENCE, "ensemble_period": 0.5, "l2": 0.1},
-               "rehearsal": {"buffer_size": 12}, "ewc": {"fisher_samples": 4}}
+               "rehearsal": {"buffer_size": 12}, "ewc": {"fisher_samples": 4}, "icarl": {"buffer_size": 12},
+               "moe_adapters": {"num_experts": 4}}
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,12 @@ teacher is rebuilt and no state is saved.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from medcl.models import clip_logits
 from medcl.models.norm import teacher_copy
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
-
-
-def distill_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over rows."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits.float() / t, dim=-1), F.log_softmax(teacher_logits.float() / t, dim=-1),
-                    log_target=True, reduction="batchmean") * t * t
+from medcl.strategies.common import distill_kl
 
 
 @register_strategy("lwf")

@@ -25,7 +25,6 @@ metrics.json; the shard is saved in ``strategy-rank<r>.pt``.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from typing import Literal
 
@@ -35,6 +34,7 @@ import torch.distributed as dist
 from pydantic import Field
 
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
+from medcl.strategies.common import concat
 
 
 def shard_capacity(buffer_size: int, rank: int, world_size: int) -> int:
@@ -103,12 +103,6 @@ class ReplayBuffer:
         self.seen = int(state["seen"])
         self.images = [image.numpy() for image in state["images"]]
         self.labels, self.tasks, self.ids = (state[k].tolist() for k in ("labels", "tasks", "ids"))
-
-
-def concat(batches: list):
-    """One :class:`~medcl.engine.context.Batch` with the rows of ``batches`` in order."""
-    return dataclasses.replace(batches[0], **{field: torch.cat([getattr(b, field) for b in batches])
-                                              for field in ("images", "labels", "task_ids")})
 
 
 @register_strategy("rehearsal")
