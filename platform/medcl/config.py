@@ -107,6 +107,9 @@ class TrainSection(_Section):
     label_smoothing: float = Field(default=0.2, ge=0, lt=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     grad_clip: float | None = Field(default=1.0, gt=0)
+    # dtype gradients are all-reduced in across workers (medcl.engine.gradsync): bf16 halves the bytes,
+    # at ~2**-8 relative error per element
+    grad_sync_dtype: Literal["fp32", "bf16"] = "fp32"
     torch_threads: int = Field(default=1, ge=1)
     log_every: int | None = Field(default=None, ge=1)  # None: about 5 progress lines per task
     max_failures: int = Field(default=1, ge=0)

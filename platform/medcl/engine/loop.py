@@ -5,11 +5,12 @@
     for each stage s: before_stage, train steps, after_stage, evaluate every task,
                       checkpoint task-<s> (model + strategy state + matrix), ray.train.report
 
-Gradients are averaged over workers by an explicit bucketed all-reduce after ``backward`` rather
-than by wrapping the model in DDP: strategies run several forward passes per step (task batch,
-replay, reference set, frozen teacher) and freeze different parameters per task (LoRA pools),
-which DDP's one-forward-per-backward reducer does not allow. The arithmetic is DDP's (mean of
-per-rank gradients); only the overlap of communication with backward is given up.
+Gradients are averaged over workers by :class:`medcl.engine.gradsync.GradSync`: hooks on the
+stage's trainable parameters all-reduce buckets of gradients asynchronously while ``backward``
+runs, rather than by wrapping the model in DDP: strategies run several forward passes per step
+(task batch, replay, reference set, frozen teacher) and freeze different parameters per task (LoRA
+pools), which DDP's one-forward-per-backward reducer does not allow. The arithmetic is DDP's (mean
+of per-rank gradients, absent ones as zeros) and, like DDP, communication overlaps ``backward``.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state
 from medcl.engine.context import TrainContext
 from medcl.engine.midtask import MidTaskCheckpoints
 from medcl.engine.evaluate import evaluate_tasks
-from medcl.engine.optim import build_optimizer, optimizer_step, sync_gradients
+from medcl.engine.gradsync import GradSync
+from medcl.engine.optim import build_optimizer, optimizer_step
 from medcl.engine.progress import ProgressLog
 from medcl.engine.resume import restore_newest
 from medcl.engine.sampling import StageSampler
@@ -39,6 +41,8 @@ from medcl.models.norm import resolve_freeze_norm, sync_running_statistics
 from medcl.rundir import RunDir
 from medcl.storage import place
 from medcl.strategies import build_strategy
+
+GRAD_SYNC_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # train.grad_sync_dtype -> GradSync(dtype=...)
 
 
 def train_sequence(loop_config: dict) -> None:
@@ -114,26 +118,40 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: Progre
     params = list(strategy.trainable_parameters(ctx))
     optimizer, scheduler = build_optimizer(params, cfg.train, total)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
     ctx.train_mode()  # again: before_stage may have frozen parameters (a LoRA base and its BatchNorm)
     ctx.step = midtask.resume(ctx, strategy, optimizer, scheduler, scaler)  # 0, or the step a mid-task checkpoint saved
     log.start_stage(stage.name, ctx.stage_index, len(ctx.stages), total)
+    grad_sync = GradSync(params, ctx.world_size, dtype=GRAD_SYNC_DTYPES[cfg.train.grad_sync_dtype])
+    try:
+        _run_steps(ctx, strategy, cfg, sampler, total, grad_sync, (params, optimizer, scheduler, scaler), log, midtask)
+    finally:
+        grad_sync.close()
+    strategy.after_stage(ctx)
+    sync_running_statistics(ctx.model, ctx.world_size)
+    return total, sum(p.numel() for p in params)
+
+
+def _run_steps(ctx: TrainContext, strategy, cfg: ExperimentConfig, sampler: StageSampler, total: int,
+               grad_sync: GradSync, optimisation: tuple, log: ProgressLog, midtask: MidTaskCheckpoints) -> None:
+    """The stage's optimiser steps from ``ctx.step`` to ``total``: loss, backward with gradients
+    averaged over workers as they arrive (``grad_sync``), clipped step, the strategy's hook,
+    progress and mid-task checkpoints."""
+    params, optimizer, scheduler, scaler = optimisation
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
     for images, labels, task_ids in sampler.batches(total, start_step=ctx.step):
         batch = ctx.make_batch(images, labels, task_ids)
         with torch.autocast(ctx.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             terms = strategy.loss(ctx, batch)
         optimizer.zero_grad(set_to_none=True)
+        grad_sync.arm()
         (scaler.scale(terms["loss"]) if scaler else terms["loss"]).backward()
-        sync_gradients(params, ctx.world_size)
+        grad_sync.finish()
         optimizer_step(optimizer, scheduler, params, cfg.train.grad_clip, scaler)
         ctx.step += 1
         maybe_fail("step", step=ctx.step, stage=ctx.stage_index + 1, rank=ctx.rank)
         strategy.after_step(ctx)
         log.step(ctx.step, terms, len(batch) * ctx.world_size)
         midtask.after_step(ctx, strategy, optimizer, scheduler, scaler)
-    strategy.after_stage(ctx)
-    sync_running_statistics(ctx.model, ctx.world_size)
-    return total, sum(p.numel() for p in params)
 
 
 def _restore(ctx: TrainContext, strategy, checkpoints_dir: Path) -> SequenceState | None:
