@@ -46,6 +46,8 @@ STRATEGIES = {
     "zscl": {"reference": ZSCL_REFERENCE},
     "primed": {}, "primed_uniform": {},
     "lora_incremental": {"rank": 8, "lora_alpha": 8}, "mslora_cr": {"rank": 8, "lora_alpha": 8},
+    "icarl": {"buffer_size": 300, "replay_fraction": 0.5},
+    "moe_adapters": {"num_experts": 22, "top_k": 2, "bottleneck": 16},
 }
 
 
