@@ -43,11 +43,27 @@ def index_dir(tmp_path_factory):
     return root / "index"
 
 
-def test_primed_plans_on_the_driver_and_trains_two_tasks(ray_session, index_dir, tmp_path):
-    config = _config(tmp_path, "primed", {"name": "primed", "index_dir": str(index_dir), "k": 6, "a": 2, "b": 1,
-                                          "c": 1, "n": 6, "reference_batch_size": 8})
+def _primed(index_dir, **extra) -> dict:
+    return {"name": "primed", "index_dir": str(index_dir), "k": 6, "a": 2, "b": 1, "c": 1, "n": 6,
+            "reference_batch_size": 8, **extra}
+
+
+@pytest.fixture(scope="module")
+def planned_run(ray_session, index_dir, tmp_path_factory):
+    config = _config(tmp_path_factory.mktemp("planned"), "primed", _primed(index_dir))
     run = RunDir(config.run_dir.resolve())  # what run_experiment does, without writing config.yaml here
     prepared = prepare_strategy(build_strategy("primed", strategy_params(config)), config, build_tasks(config), run)
+    return config, run, prepared, run_local(config, fresh=False, prepared=prepared)  # the workers read the driver's plan
+
+
+def _steps(result) -> list[dict]:
+    events = [json.loads(line) for line in result.run.events.read_text().splitlines()]
+    return [{k: v for k, v in e.items() if k not in ("time", "elapsed_s", "samples_per_s")}
+            for e in events if e["kind"] == "step"]
+
+
+def test_primed_plans_on_the_driver_and_trains_two_tasks(planned_run):
+    config, run, prepared, result = planned_run
     plan_dir = run.path / "primed"
     assert prepared == str(plan_dir) and "plan_dir" not in config.strategy.params()  # the user's params untouched
     plan = json.loads((plan_dir / "plan.json").read_text())
@@ -56,7 +72,6 @@ def test_primed_plans_on_the_driver_and_trains_two_tasks(ray_session, index_dir,
     reference = pq.read_table(plan_dir / "reference-001.parquet").to_pylist()
     assert reference and all(r["id"].startswith("synthmed:") and r["image"] for r in reference)
 
-    result = run_local(config, fresh=False, prepared=prepared)  # the workers read the driver's plan
     metrics = json.loads(result.run.metrics.read_text())
     assert metrics["complete"] and metrics["steps_per_task"] == [STEPS, STEPS]
     events = [json.loads(line) for line in result.run.events.read_text().splitlines()]
@@ -70,11 +85,44 @@ def test_primed_plans_on_the_driver_and_trains_two_tasks(ray_session, index_dir,
     assert np.isfinite(metrics["last"])
 
 
+def test_online_retrieval_with_the_starting_scorer_equals_the_planned_run(planned_run, index_dir, tmp_path):
+    config = _config(tmp_path, "primed", _primed(index_dir, retrieval="online", online_scorer="starting",
+                                                 refresh_every=3, service=False))
+    online = run_local(config)  # no driver plan: rank 0 retrieves in the worker at steps 0 and 3 of each task
+    planned = planned_run[3]
+    assert _steps(online) == _steps(planned) and _steps(online)  # every logged loss term, exactly
+    assert online.run.matrix.read_text() == planned.run.matrix.read_text()
+    metrics = json.loads(online.run.metrics.read_text())
+    assert metrics["primed_refreshes"] == 2 * 2 and metrics["primed_refresh_s"] > 0
+    assert not (online.run.path / "primed").exists()
+
+
 def test_primed_uniform_without_an_index_plans_in_the_worker(ray_session, tmp_path):
-    config = _config(tmp_path, "primed-uniform", {"name": "primed_uniform", "builtin_per_class": 2, "k": 4, "a": 1,
-                                                  "b": 1, "c": 1, "n": 4, "reference_batch_size": 8, "dfg": 0})
+    config = _config(tmp_path, "primed-uniform", {"name": "primed_uniform", "builtin_per_class": 2, "k": 4,
+                                                  "keywords": 8, "size": 40, "reference_batch_size": 8, "dfg": 0})
     result = run_local(config)  # no driver hook here: the worker plans from the built-in synthmed corpus
     metrics = json.loads(result.run.metrics.read_text())
     assert metrics["complete"] and metrics["steps_per_task"] == [STEPS, STEPS]
     logged = result.run.events.read_text()
     assert '"ckt"' in logged and '"dfg"' not in logged
+
+
+def test_online_retrieval_through_the_service_runs_it_for_the_training_only(ray_session, index_dir, tmp_path):
+    from medcl.corpus.service import RetrievalService, ServiceError
+
+    config = _config(tmp_path, "primed-svc", _primed(index_dir, retrieval="online", service=True,
+                                                      service_name="test-primed-online"))
+    strategy = build_strategy("primed", strategy_params(config))
+    assert strategy.prepare(config, build_tasks(config), tmp_path) is None  # online: nothing planned
+    with strategy.services(config, tmp_path):
+        service = RetrievalService.connect("test-primed-online")  # what rank 0 of the workers does
+        assert service.layout["index_dir"] == str(index_dir.resolve()) and service.info()
+    with pytest.raises(ServiceError, match="no retrieval service"):
+        RetrievalService.connect("test-primed-online")
+    running = RetrievalService.start(index_dir, name="test-primed-online")  # somebody else's: used, not stopped
+    try:
+        with strategy.services(config, tmp_path):
+            pass
+        assert RetrievalService.connect("test-primed-online").info()
+    finally:
+        running.stop()

@@ -81,7 +81,9 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
         print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name}){where}", flush=True)
     if resumed_after != len(stages):
         joined = connect_checked(config, run, dashboard=dashboard)
-        _fit(config, run, tasks, joined, prepared=prepare_strategy(strategy, config, tasks, run, as_task=True))
+        prepared = prepare_strategy(strategy, config, tasks, run, as_task=True)
+        with strategy.services(config, run.path):
+            _fit(config, run, tasks, joined, prepared=prepared)
     final = latest_checkpoint(run.checkpoints)
     if final is None:
         raise RunError(f"{run.path}: the run wrote no checkpoint; see the errors above")

@@ -10,7 +10,7 @@ ids and their images embedded once by the starting model (:mod:`.scorer`), and :
 ranks them. The result is written to ``plan_dir``:
 
     reference-<i>.parquet   id, caption, image (the corpus's encoded bytes), modality,
-                            level (task | domain | gen | uniform), query, dense_score, xmodal_score
+                            level (task | domain | gen | uniform | bm25 | batch), query, dense_score, xmodal_score
     plan.json               fingerprint of everything the plan depends on, and per task: rows,
                             rows per level, text-only entries dropped, retrieval seconds
 
@@ -34,7 +34,8 @@ from medcl.primed.retriever import open_retriever
 from medcl.primed.scorer import StartingModelScorer
 from medcl.primed.select import Candidate, dense_stage, rank_candidates
 from medcl.primed.siphon import LEVELS, assemble, siphon_queries
-from medcl.primed.uniform import KeywordIndex, corpus_captions, uniform_rows
+from medcl.primed.uniform import (KeywordIndex, corpus_captions, keyword_depth, keyword_rows, uniform_keywords,
+                                   uniform_rows)
 
 PLAN_FILE = "plan.json"
 FETCH_BATCH = 512
@@ -42,7 +43,8 @@ PLAN_SCHEMA = pa.schema([("id", pa.string()), ("caption", pa.string()), ("image"
                          ("modality", pa.string()), ("level", pa.string()), ("query", pa.string()),
                          ("dense_score", pa.float32()), ("xmodal_score", pa.float32())])
 PLANNING_FIELDS = ("k", "k_v", "a", "b", "c", "n", "over_fetch", "tie_decimals", "questions", "index_dir", "corpus_dir",
-                   "builtin_per_class", "builtin_seed")
+                   "builtin_per_class", "builtin_seed", "keywords", "size")
+MODES = ("dynamic", "uniform", "bm25")
 
 
 def reference_file(plan_dir, index: int):
@@ -81,9 +83,11 @@ class DynamicPlanner:
                                     float(queries[q] @ self.scorer.image(ids[j]))) for j in kept]
             self.ranked[text], _ = rank_candidates(text, candidates, k=p.k, k_v=p.k_v)
 
-    def plan(self, pool, tasks: list, index: int, seed: int) -> tuple[list[dict], dict]:
+    def plan(self, pool, tasks: list, index: int, seed: int, extra: tuple = ()) -> tuple[list[dict], dict]:
+        """Task ``index``'s siphon rows; ``extra``: more :class:`~.siphon.SiphonQuery` after the
+        siphon's (PRIMED's online mode: the current batch's class prompts)."""
         p = self.params
-        queries = siphon_queries(pool, tasks, index, a=p.a, b=p.b, c=p.c, n=p.n, seed=seed)
+        queries = siphon_queries(pool, tasks, index, a=p.a, b=p.b, c=p.c, n=p.n, seed=seed) + list(extra)
         self.rank([q.question.text for q in queries])
         rows = assemble(queries, self.ranked)
         dropped = sum(self.dropped.get(t, 0) for t in {q.question.text for q in queries})
@@ -133,7 +137,8 @@ def plan_reference_sets(tasks: list, plan_dir: Path, params, *, seed: int, model
 
     ``model``: the experiment's model section (``name``, ``pretrained``, ``image_size``), rebuilt as
     the starting model unless ``scorer`` is given; ``retriever``/``keyword_index`` replace the ones
-    built from ``params`` (tests); ``mode="uniform"``: same-size keyword-retrieved sets instead.
+    built from ``params`` (tests); ``mode``: ``dynamic`` (PRIMED), ``uniform`` (PRIMED_uni) or ``bm25``
+    (:class:`TaskPlanner`).
     """
     plan_dir = Path(plan_dir)
     fingerprint = plan_fingerprint(tasks, params, seed=seed, model=model, mode=mode)
@@ -146,20 +151,13 @@ def plan_reference_sets(tasks: list, plan_dir: Path, params, *, seed: int, model
         scorer = scorer or StartingModelScorer.build(model, seed)
         if retriever is None:
             retriever, opened = open_retriever(params, scorer)
-        planner = DynamicPlanner(retriever, scorer, params)
-        pool = load_questions(params.questions)
+        planner = TaskPlanner(retriever, scorer, params, mode=mode, seed=seed, keyword_index=keyword_index)
         summary = {"fingerprint": fingerprint, "mode": mode, "tasks": []}
         for index, task in enumerate(tasks):
             started = time.perf_counter()
-            rows, stats = planner.plan(pool, tasks, index, seed)
-            if mode == "uniform":
-                keyword_index = keyword_index or _keyword_index(params, retriever)
-                rows = uniform_rows(keyword_index, pool_for_task(pool, tasks, index), size=len(rows),
-                                    seed=seed, task_index=index)
-            fetched = [r for start in range(0, len(rows), FETCH_BATCH)
-                       for r in retriever.fetch([row["id"] for row in rows[start:start + FETCH_BATCH]])]
-            write_reference(plan_dir, index, rows, fetched)
-            levels = {lvl: sum(r["level"] == lvl for r in rows) for lvl in (*LEVELS, "uniform")}
+            rows, stats = planner.rows(tasks, index)
+            write_reference(plan_dir, index, rows, fetch_rows(retriever, rows))
+            levels = {lvl: sum(r["level"] == lvl for r in rows) for lvl in (*LEVELS, mode)}
             summary["tasks"].append({"task": task.name, "rows": len(rows), "levels": levels, **stats,
                                      "retrieval_s": round(time.perf_counter() - started, 3)})
             log(f"primed: task {index + 1}/{len(tasks)} {task.name}: {len(rows)} reference pairs {levels}")
@@ -171,6 +169,41 @@ def plan_reference_sets(tasks: list, plan_dir: Path, params, *, seed: int, model
             opened()
 
 
+class TaskPlanner:
+    """One task's reference rows in any mode, the same code for the driver's plan and PRIMED's
+    online mode: ``dynamic`` (the siphon), ``uniform`` (PRIMED_uni: ``params.keywords`` keywords,
+    ``params.size`` pairs) or ``bm25`` (same-size BM25 keyword sets); see :mod:`.uniform`.
+    Rankings (and the scorer's image embeddings) are cached, so a query is ranked once."""
+
+    def __init__(self, retriever, scorer, params, *, mode: str, seed: int, keyword_index=None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "uniform":  # each keyword must be able to give its share of the set
+            params = params.model_copy(update={"k": max(params.k, keyword_depth(params.size, params.keywords))})
+        self.retriever, self.mode, self.seed, self.params = retriever, mode, seed, params
+        self.dynamic = DynamicPlanner(retriever, scorer, params)
+        self.pool = load_questions(params.questions)
+        self.keyword_index = keyword_index
+
+    def rows(self, tasks: list, index: int, extra: tuple = ()) -> tuple[list[dict], dict]:
+        if self.mode == "uniform":
+            keywords = uniform_keywords(self.pool, self.params.keywords, self.seed)
+            self.dynamic.rank(keywords)
+            return keyword_rows(self.dynamic.ranked, keywords, self.params.size), {"keywords": len(keywords)}
+        rows, stats = self.dynamic.plan(self.pool, tasks, index, self.seed, extra)
+        if self.mode == "bm25":
+            self.keyword_index = self.keyword_index or _keyword_index(self.params, self.retriever)
+            rows = uniform_rows(self.keyword_index, pool_for_task(self.pool, tasks, index), size=len(rows),
+                                seed=self.seed, task_index=index)
+        return rows, stats
+
+
+def fetch_rows(retriever, rows: list[dict]) -> list[dict]:
+    """The corpus rows (with images) of ``rows``' ids, fetched in batches of ``FETCH_BATCH``."""
+    return [r for start in range(0, len(rows), FETCH_BATCH)
+            for r in retriever.fetch([row["id"] for row in rows[start:start + FETCH_BATCH]])]
+
+
 def _keyword_index(params, retriever) -> KeywordIndex:
     if hasattr(retriever, "captions_with_images"):  # the built-in corpus
         return KeywordIndex(*retriever.captions_with_images())
@@ -178,5 +211,5 @@ def _keyword_index(params, retriever) -> KeywordIndex:
 
     corpus_dir = corpus_dir_of(Path(params.index_dir), params.corpus_dir) if params.index_dir else params.corpus_dir
     if corpus_dir is None:
-        raise ValueError("strategy.corpus_dir: primed_uniform needs the corpus directory for keyword retrieval")
+        raise ValueError("strategy.corpus_dir: primed_bm25 needs the corpus directory for keyword retrieval")
     return KeywordIndex(*corpus_captions(corpus_dir))

@@ -15,7 +15,8 @@ A method is one short file under ``strategies/`` (docs/adding-a-method.md)::
             return {"loss": ce + self.params.lam * reg, "ce": ce, "l2": reg}
 
 On the driver, once per run before the workers start: :meth:`prepare` (e.g. PRIMED plans its
-reference sets); what it returns reaches every worker as ``ctx.prepared``.
+reference sets); what it returns reaches every worker as ``ctx.prepared``; :meth:`services` wraps
+the training (actors the workers call, such as PRIMED's online retrieval service).
 
 The engine (``medcl.engine.loop``) calls, in every Ray Train worker:
 ``setup(ctx)`` once, after the model is built (and before a checkpoint is restored);
@@ -74,6 +75,13 @@ class Strategy:
         a Ray task declaring ``train.torch_threads`` CPUs. Returns something picklable that every
         worker sees as ``ctx.prepared`` (default: nothing to prepare, None)."""
         return None
+
+    @contextlib.contextmanager
+    def services(self, config: "ExperimentConfig", run_dir: Path) -> Iterator[None]:
+        """On the driver of ``medcl run``, around training (after :meth:`prepare`): Ray actors the
+        workers use while they train, started before and stopped after (PRIMED's online retrieval
+        service). Default: none."""
+        yield
 
     def setup(self, ctx: TrainContext) -> None:
         """Called once per worker after the model is built."""

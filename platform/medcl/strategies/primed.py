@@ -10,7 +10,8 @@ BatchNorm normalising as the student's without updating statistics), outside the
 all-reduce; the student's reference pass keeps its running statistics
 (:func:`medcl.models.norm.running_statistics_kept`). L_DFG's anchor is the same previous-task model's weights.
 
-Reference sets are planned on the driver before the TorchTrainer starts (:meth:`Primed.prepare`,
+Reference sets are planned on the driver before the TorchTrainer starts (``retrieval: planned``,
+the default; :meth:`Primed.prepare`,
 :mod:`medcl.primed.planner`): question pool M^i -> dynamic siphon -> three-stage retrieval through
 the retriever (``index_dir`` in process, or the ``service``) -> ``<plan dir>/reference-<i>.parquet``
 (``plan_dir``, default ``<run dir>/primed``; a local path or an object store, :mod:`medcl.storage`);
@@ -18,16 +19,25 @@ the plan's directory reaches the workers as ``ctx.prepared``. Workers read their
 ``before_stage``; a restart re-runs ``before_stage`` after the engine restored the previous task's
 weights, so no state is saved.
 
-``primed_uniform`` (:class:`PrimedUniform`, the ablation of the question hierarchy and dynamic
-siphon) is PRIMED with each task's reference set of the same size chosen by BM25 keyword retrieval
-(:mod:`medcl.primed.uniform`).
+With ``retrieval: online`` the workers retrieve instead, during training: rank 0 every
+``refresh_every`` steps, through the same planner, re-ranked by the starting or the current model
+(``online_scorer``), the pairs broadcast to every rank (:mod:`medcl.primed.online`); with the
+starting model as scorer a run equals the planned one. :meth:`Primed.services` keeps the retrieval
+service running on the driver for the whole run when the workers use it.
+
+Ablations (:mod:`medcl.primed.uniform`): ``primed_uniform`` (:class:`PrimedUniform`, the paper's
+PRIMED_uni) distils on ``size`` pairs (ZSCL's reference-set size) from ``keywords`` (30) uniformly
+drawn keywords, the same for every task; ``primed_bm25`` (:class:`PrimedBM25`) on a set of PRIMED's
+own size chosen by BM25 keyword retrieval from M^i.
 
     medcl run experiments/primed_synthmed.yaml
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -38,7 +48,9 @@ from medcl.paths import PathStr
 from medcl.primed.losses import ckt_loss, cmc_loss, fisher_guard_weights, pair_cosines
 from medcl.primed.planner import plan_reference_sets
 from medcl.primed.scorer import StartingModelScorer
+from medcl.primed.online import OnlineReferences, batch_questions
 from medcl.primed.stream import read_reference_set, reference_rows
+from medcl.primed.uniform import ZSCL_DEFAULT_REFERENCE_SIZE
 from medcl.storage import place, staged_dir
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
 from medcl.strategies.common import l2_penalty, snapshot
@@ -70,6 +82,12 @@ class PrimedParams(StrategyParams):
     builtin_per_class: int = Field(10, ge=1, description="no index: synthmed pairs per finding and domain in the built-in corpus")
     builtin_seed: int = Field(1, description="no index: seed of the built-in corpus (keep it apart from the experiment's)")
     plan_dir: PathStr | None = Field(None, description="where reference sets are planned/reused; default <run dir>/primed")
+    retrieval: Literal["planned", "online"] = Field("planned", description="planned on the driver before training, "
+                                                    "or retrieved by the workers during training")
+    refresh_every: int = Field(100, ge=1, description="online: steps between two retrievals of the set (the first at step 0)")
+    online_scorer: Literal["starting", "current"] = Field("current", description="online: the re-rank's scorer, the "
+                                                          "starting model (= planned mode) or the model being trained")
+    batch_queries: bool = Field(False, description="online: also query the class prompts of the current batch")
 
 
 @register_strategy("primed")
@@ -78,17 +96,47 @@ class Primed(Strategy):
     Params = PrimedParams
     plan_mode = "dynamic"
 
-    def prepare(self, config, tasks: list, run_dir: Path) -> str:
+    def prepare(self, config, tasks: list, run_dir: Path) -> str | None:
         """On the driver: plan every task's reference set into ``plan_dir`` (default
-        ``<run dir>/primed``); returns the plan's resolved directory (``ctx.prepared``)."""
+        ``<run dir>/primed``); returns the plan's resolved directory (``ctx.prepared``). Online: None."""
+        if self.params.retrieval == "online":
+            return None
         plan_dir = place(self.params.plan_dir) if self.params.plan_dir else place(run_dir) / PLAN_DIR
         with staged_dir(plan_dir) as local:  # an object-store plan is planned locally, then uploaded
             plan_reference_sets(tasks, local, self.params, seed=config.seed, model=config.model.model_dump(mode="json"),
                                 threads=config.train.torch_threads, mode=self.plan_mode)
         return str(plan_dir.resolve())
 
+    @contextlib.contextmanager
+    def services(self, config, run_dir: Path):
+        """On the driver, around training: online retrieval through the service starts the service
+        (unless one of that name runs) and stops it when training ends."""
+        from medcl.primed.retriever import use_service
+
+        if self.params.retrieval != "online" or not self.params.index_dir or not use_service(self.params):
+            yield
+            return
+        from medcl.corpus.service import RetrievalService, ServiceError
+
+        try:
+            RetrievalService.connect(self.params.service_name)
+            yield  # somebody else's service: used, not stopped
+            return
+        except ServiceError:
+            pass
+        service = RetrievalService.start(self.params.index_dir, name=self.params.service_name,
+                                         corpus_dir=self.params.corpus_dir)
+        try:
+            yield
+        finally:
+            service.stop()
+
     def setup(self, ctx) -> None:
         self.image_size = int(ctx.preprocess(np.zeros((1, 1, 1, 3), np.uint8)).shape[-1])
+        self.online, self.reference_ids = None, None
+        if self.params.retrieval == "online":
+            self.online = OnlineReferences(self.params, ctx, mode=self.plan_mode, image_size=self.image_size)
+            return
         # without the driver's plan (a harness calling the worker loop directly): a given plan_dir, or plan here
         self.plan_dir = ctx.prepared or self.params.plan_dir or self._plan_here(ctx)
 
@@ -105,11 +153,29 @@ class Primed(Strategy):
     def before_stage(self, ctx) -> None:
         self.teacher = teacher_copy(ctx.model)
         self.anchor = snapshot(ctx.model) if self.params.dfg else {}
-        self.reference = read_reference_set(self.plan_dir, ctx.task_index, self.image_size)
-        self.tokens = ctx.tokenizer(self.reference.captions) if len(self.reference) >= 2 else None
+        if self.online is not None:  # retrieved in loss(), at the stage's first step
+            self.reference, self.reference_ids, self.tokens = None, None, None
+            return
+        self._use(ctx, read_reference_set(self.plan_dir, ctx.task_index, self.image_size))
+
+    def _use(self, ctx, reference, ids=None) -> None:
+        self.reference, self.reference_ids = reference, ids
+        self.tokens = ctx.tokenizer(reference.captions) if len(reference) >= 2 else None
+
+    def _refresh_online(self, ctx, batch) -> None:
+        if ctx.step % self.params.refresh_every == 0:
+            extra = batch_questions(ctx.tasks, batch.labels, batch.task_ids, self.params.a) \
+                if self.params.batch_queries else ()
+            ids, reference = self.online.refresh(ctx.task_index, ctx.model, extra)
+            self._use(ctx, reference, ids)
+        elif self.reference is None and self.reference_ids is not None:  # resumed inside a stage
+            ids, reference = self.online.restore(self.reference_ids)
+            self._use(ctx, reference, ids)
 
     def loss(self, ctx, batch) -> dict[str, torch.Tensor]:
         ce = ctx.task_loss(batch)
+        if self.online is not None:
+            self._refresh_online(ctx, batch)
         if self.tokens is None:
             return {"loss": ce, "ce": ce}
         p = self.params
@@ -135,8 +201,34 @@ class Primed(Strategy):
     def after_stage(self, ctx) -> None:
         self.teacher, self.anchor, self.reference, self.tokens = None, {}, None, None
 
+    def stage_state_dict(self) -> dict:
+        """Online: the ids of the set in use (a resumed stage fetches them again)."""
+        return {"reference_ids": list(self.reference_ids)} if self.online is not None and self.reference_ids else {}
+
+    def load_stage_state_dict(self, state: dict) -> None:
+        if state:
+            self.reference_ids, self.reference, self.tokens = list(state["reference_ids"]), None, None
+
+    def extra_metrics(self, ctx) -> dict[str, float]:
+        if self.online is None or ctx.rank != 0:
+            return {}
+        return {"primed_refreshes": float(self.online.refreshes), "primed_refresh_s": round(self.online.seconds, 4)}
+
+
+class PrimedUniformParams(PrimedParams):
+    keywords: int = Field(30, ge=1, description="uniformly drawn keywords (distinct diseases of the question pool)")
+    size: int = Field(ZSCL_DEFAULT_REFERENCE_SIZE, ge=2, description="pairs per task's set (default: the size of "
+                      "ZSCL's default reference set)")
+
 
 @register_strategy("primed_uniform")
 class PrimedUniform(Primed):
-    description = "PRIMED's losses on a same-size reference set from uniform keyword (BM25) retrieval"
+    description = "PRIMED_uni (the paper's ablation): a ZSCL-sized set from 30 uniform keywords, PRIMED's losses"
+    Params = PrimedUniformParams
     plan_mode = "uniform"
+
+
+@register_strategy("primed_bm25")
+class PrimedBM25(Primed):
+    description = "PRIMED's losses on a set of PRIMED's size from BM25 keyword retrieval over M^i"
+    plan_mode = "bm25"

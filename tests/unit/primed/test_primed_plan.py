@@ -12,8 +12,8 @@ from medcl.primed.planner import plan_reference_sets, read_plan, reference_file
 from medcl.primed.questions import load_questions
 from medcl.primed.scorer import StartingModelScorer
 from medcl.primed.stream import read_reference_set, reference_rows
-from medcl.primed.uniform import KeywordIndex
-from medcl.strategies.primed import PrimedParams
+from medcl.primed.uniform import ZSCL_DEFAULT_REFERENCE_SIZE, KeywordIndex, round_robin, uniform_keywords
+from medcl.strategies.primed import PrimedParams, PrimedUniformParams
 from primed_fakes import FakeRetriever, synthmed_corpus, synthmed_tasks
 
 MODALITIES = ("xray", "ultrasound", "fundus", "pathology", "ct", "dermatology", "mri", "radiology")
@@ -84,14 +84,45 @@ def test_changed_parameters_replan(setting, tmp_path):
     assert retriever.calls == 2
 
 
-def test_uniform_plan_has_the_dynamic_size(setting, tmp_path):
+def test_bm25_plan_has_the_dynamic_size(setting, tmp_path):
     dynamic, _ = _plan(setting, tmp_path / "d")
     corpus = [r for r in setting[2] if r["image"] is not None]
     keyword = KeywordIndex([r["id"] for r in corpus], [r["caption"] for r in corpus])
-    uniform, _ = _plan(setting, tmp_path / "u", mode="uniform", keyword_index=keyword)
-    assert [t["rows"] for t in uniform["tasks"]] == [t["rows"] for t in dynamic["tasks"]]
+    bm25, _ = _plan(setting, tmp_path / "u", mode="bm25", keyword_index=keyword)
+    assert [t["rows"] for t in bm25["tasks"]] == [t["rows"] for t in dynamic["tasks"]]
     rows = pq.read_table(reference_file(tmp_path / "u", 1)).to_pylist()
-    assert {r["level"] for r in rows} == {"uniform"} and len({r["id"] for r in rows}) == len(rows)
+    assert {r["level"] for r in rows} == {"bm25"} and len({r["id"] for r in rows}) == len(rows)
+
+
+def test_paper_uniform_plan_is_zscl_sized_from_uniform_keywords_the_same_for_every_task(setting, tmp_path):
+    params = PrimedUniformParams(k=6, k_v=1, keywords=5, size=12)
+    summary, _ = _plan(setting, tmp_path, mode="uniform", params=params)
+    keywords = uniform_keywords(load_questions(), 5, seed=0)
+    assert keywords == uniform_keywords(load_questions(), 5, seed=0) != uniform_keywords(load_questions(), 5, seed=1)
+    assert len(set(keywords)) == 5 and set(keywords) <= {q.disease for q in load_questions().questions}
+    tables = [pq.read_table(reference_file(tmp_path, i)).to_pylist() for i in range(2)]
+    assert [t["rows"] for t in summary["tasks"]] == [len(t) for t in tables]
+    for rows in tables:
+        assert 0 < len(rows) <= 12 and len({r["id"] for r in rows}) == len(rows)
+        assert {r["level"] for r in rows} == {"uniform"} and {r["query"] for r in rows} <= set(keywords)
+        counts = [sum(r["query"] == k for r in rows) for k in keywords]  # turns: shares differ by at most one
+        assert max(counts) - min(c for c in counts if c) <= 1 or len(rows) < 12
+    assert [r["id"] for r in tables[0]] == [r["id"] for r in tables[1]]  # no dependence on earlier tasks
+    with pytest.raises(ValueError, match="strategy.keywords"):
+        uniform_keywords(load_questions(), 10_000, seed=0)
+
+
+def test_round_robin_takes_turns_and_skips_what_an_earlier_list_took():
+    picked = round_robin([["a", "b", "c"], ["a", "d"], []], 4)
+    assert picked == [(0, "a"), (1, "d"), (0, "b"), (0, "c")]
+    assert round_robin([["a"], ["a"]], 5) == [(0, "a")]
+
+
+def test_the_paper_uniform_default_size_is_zscls_default_reference_set():
+    from medcl.data.reference import ReferenceConfig
+
+    assert PrimedUniformParams().size == ZSCL_DEFAULT_REFERENCE_SIZE == len(ReferenceConfig().load())
+    assert PrimedUniformParams().keywords == 30
 
 
 def test_stream_is_sharded_and_deterministic(setting, tmp_path):
