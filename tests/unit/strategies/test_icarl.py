@@ -108,3 +108,30 @@ def test_exemplar_budget_below_the_class_count_keeps_none_and_falls_back_to_prom
     assert len(strategy.memory) == 0 and all(v == [] for v in strategy.memory.classes.values())
     with strategy.eval_model(ctx, 0) as model:
         assert model is ctx.model
+
+
+def _rank_worker(rank: int, store: str, out: str) -> None:
+    """One of two gloo ranks: train nothing, herd task 0's exemplars, save the memory."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    strategy = build_strategy("icarl", {"buffer_size": 15})
+    ctx = make_ctx(strategy, synthmed_tasks())
+    ctx.rank, ctx.world_size = rank, 2
+    strategy.after_stage(ctx)
+    torch.save(strategy.state_dict(), f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_herd_the_same_exemplars_as_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    single = build_strategy("icarl", {"buffer_size": 15})
+    ctx = make_ctx(single, synthmed_tasks())
+    single.after_stage(ctx)
+    expected = single.state_dict()["memory"]
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)["memory"]
+        assert torch.equal(got["items"], expected["items"]) and torch.equal(got["classes"], expected["classes"])
