@@ -76,13 +76,12 @@ class MoEAdapters(Strategy):
     def setup(self, ctx) -> None:
         p = self.params
         ctx.model.requires_grad_(False)
-        base = {name: t.detach().clone() for name, t in ctx.model.state_dict().items()}
+        self.base_fingerprint = state_fingerprint(ctx.model.state_dict())
         self.adapters = attach(ctx.model, num_tasks=len(ctx.tasks), num_experts=p.num_experts, top_k=p.top_k,
                                bottleneck=p.bottleneck, dropout=p.expert_dropout, scale=p.expert_scale,
                                noise_epsilon=p.noise_epsilon, seed=ctx.seed)
         ctx.model.to(ctx.device)
         self.frozen = {name: set() for name in self.adapters}
-        self.base_fingerprint = state_fingerprint(base)
         self._set_task(None, trainable=False)
 
     def _set_task(self, task: int | None, trainable: bool) -> None:
@@ -127,9 +126,11 @@ class MoEAdapters(Strategy):
 
     @contextlib.contextmanager
     def eval_model(self, ctx, task_index: int):
-        """Router ``task_index`` if that task was trained, else the experts off (the frozen base)."""
+        """Router ``task_index`` if that task was trained, else the experts off (the frozen base);
+        what trains (``requires_grad``) is left as it is."""
         previous = next(iter(self.adapters.values())).task
-        self._set_task(task_index if task_index in self.trained else None, trainable=False)
+        for adapter in self.adapters.values():
+            adapter.task = task_index if task_index in self.trained else None
         try:
             yield ctx.model
         finally:
