@@ -79,6 +79,27 @@ def after_backward(rank: int, backwards: int) -> dict:
     return grads(net)
 
 
+def two_steps(rank: int, overlap: bool) -> tuple[list[dict], list[list[int]] | None]:
+    """Gradients of two steps (other data each), and GradSync's buckets after the first."""
+    net = make_net()
+    sync = GradSync(list(net.parameters()), WORLD, bucket_bytes=1) if overlap else None
+    out, buckets = [], None
+    for step in range(2):
+        net.zero_grad(set_to_none=True)
+        if sync:
+            sync.arm()
+        loss_of(net, rank, micro=step).backward()
+        if sync:
+            sync.finish()
+            buckets = buckets or [list(b) for b in sync.buckets]
+        else:
+            sync_gradients(list(net.parameters()), WORLD)
+        out.append(grads(net))
+    if sync:
+        sync.close()
+    return out, buckets
+
+
 def late_arrival_fails(rank: int) -> bool:
     net = make_net()
     sync = GradSync(list(net.parameters()), WORLD, bucket_bytes=1)
@@ -88,7 +109,7 @@ def late_arrival_fails(rank: int) -> bool:
     try:
         same_on_both().backward()  # a second pass that arm did not announce
     except RuntimeError as exc:
-        failed = "after its bucket was all-reduced" in str(exc)
+        failed = "more often than GradSync.arm(backwards=1)" in str(exc)
     else:
         failed = False
     for work, _ in sync._flight:  # both ranks launched the same buckets: let them complete
@@ -115,6 +136,8 @@ def worker(rank: int, store: str, out: str) -> None:
     results["new_one_bucket"], _ = overlapped(rank, 1)
     results["new2"], _ = overlapped(rank, 2, bucket_bytes=64)
     results["bf16"], _ = overlapped(rank, 1, bucket_bytes=64, dtype=torch.bfloat16)
+    results["two_steps"], results["rebuilt_buckets"] = two_steps(rank, overlap=True)
+    results["two_steps_old"], _ = two_steps(rank, overlap=False)
     results["late_arrival_fails"] = late_arrival_fails(rank)
     results["idle_outside_arm"] = hooks_idle_outside_arm(rank)
     dist.barrier()
@@ -179,6 +202,16 @@ def test_buckets_launch_during_backward_in_order_despite_a_gradient_one_rank_lac
     assert ranks[0]["launched_small"] == 5 and ranks[1]["launched_small"] == 0
     for name, g in ranks[0]["new_small"].items():
         assert torch.equal(ranks[1]["new_small"][name], g)
+
+
+def test_buckets_rebuilt_after_the_first_step_are_the_same_on_every_rank_and_the_mean_is_unchanged(ranks):
+    """After step 1 the buckets follow rank 0's arrival order (broadcast): one order on both ranks,
+    every parameter once; step 2's gradients still equal the all-reduce after backward."""
+    assert ranks[0]["rebuilt_buckets"] == ranks[1]["rebuilt_buckets"]
+    assert sorted(i for bucket in ranks[0]["rebuilt_buckets"] for i in bucket) == list(range(7))
+    for rank in ranks:
+        for new, old in zip(rank["two_steps"], rank["two_steps_old"]):
+            assert all(torch.equal(new[name], g) for name, g in old.items())
 
 
 def test_an_unannounced_backward_pass_is_an_error_and_hooks_are_idle_outside_arm(ranks):

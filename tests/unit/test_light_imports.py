@@ -19,8 +19,8 @@ print(json.dumps({{"heavy": [m for m in {heavy!r} if m in sys.modules], "env_cha
 """
 
 
-def probe(body: str, tmp_path: Path) -> dict:
-    script = PROBE.format(body=body, heavy=HEAVY)
+def probe(body: str, tmp_path: Path, heavy: tuple[str, ...] = HEAVY) -> dict:
+    script = PROBE.format(body=body, heavy=heavy)
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -42,6 +42,19 @@ def test_a_config_error_is_reported_without_loading_torch(tmp_path):
             "with contextlib.redirect_stderr(err):\n    code = main(['run', 'bad.yaml'])\n"
             "assert code == 2 and 'train.lr' in err.getvalue(), err.getvalue()\n")
     assert probe(body, tmp_path)["heavy"] == []
+
+
+def test_the_driver_and_the_worker_modules_load_neither_open_clip_nor_peft(tmp_path):
+    """open_clip (7-8 s a process: transformers, torchvision) loads at the first model build, peft
+    (~1 s) at the first LoRA pool: `medcl run`'s driver, checking a model with random init or a
+    weights file (offline: conftest sets HF_HUB_OFFLINE), and a worker's modules load neither
+    (docs/performance.md, start-up)."""
+    body = ("import medcl.cli, medcl.engine.runner, medcl.engine.loop, medcl.models.lora, medcl.strategies\n"
+            "from medcl.models import ModelLoadError, check_model_source\n"
+            "check_model_source('medcl-tiny', None)\n"
+            "try:\n    check_model_source('medcl-tiny', 'missing/model.safetensors')\n"
+            "except ModelLoadError:\n    pass\n")
+    assert probe(body, tmp_path, heavy=("open_clip", "peft", "transformers", "torchvision", "timm"))["heavy"] == []
 
 
 def test_errors_module_imports_only_the_standard_library():

@@ -94,6 +94,16 @@ def test_missing_local_file_names_the_path(tmp_path):
         create_model("medcl-tiny", pretrained=str(path))
 
 
+def test_the_factory_copies_of_open_clip_constants_are_equal():
+    """medcl.models.factory imports open_clip lazily and so keeps its own copies of these."""
+    import open_clip.constants
+
+    from medcl.models import factory
+
+    for name in ("HF_CONFIG_NAME", "HF_SAFE_WEIGHTS_NAME", "HF_WEIGHTS_NAME", "OPENAI_DATASET_MEAN", "OPENAI_DATASET_STD"):
+        assert getattr(factory, name) == getattr(open_clip.constants, name), name
+
+
 def test_unknown_tag_lists_tags():
     with pytest.raises(ModelLoadError, match="openai"):
         create_model("ViT-B-32", pretrained="no-such-tag")

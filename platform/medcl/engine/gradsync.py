@@ -19,20 +19,24 @@ Contracts:
   until all buckets before it are launched. Ranks whose gradients arrive in a different order, or
   never (a parameter unused on one rank: a task-specific head, a routed expert), therefore issue
   the same collectives in the same order; the missing ones are launched by :meth:`finish` with
-  zeros in place of the absent gradients.
+  zeros in place of the absent gradients. The first step's buckets follow the reverse parameter
+  order; after it, as DDP does, they are rebuilt in the order rank 0's gradients arrived (rank
+  0's order is broadcast, so every rank cuts the same buckets).
 - **Own process group.** The collectives run on a process group of their own (created once per
   process, collectively, on the first :class:`GradSync` of more than one worker), so that a
   collective a strategy runs inside its loss or ``backward`` cannot interleave with them.
 - **Backward passes.** ``arm(backwards=k)`` announces ``k`` backward passes before the next
   ``finish`` (gradient accumulation); a bucket launches when each of its parameters arrived ``k``
-  times. An arrival after its bucket was launched is an error (RuntimeError), not a silently
-  wrong mean. Outside ``arm``..``finish`` the hooks do nothing (EWC's Fisher estimate and other
-  backward passes of a strategy's own are not averaged by them).
+  times. More arrivals than announced is an error (RuntimeError), not a silently wrong mean.
+  Outside ``arm``..``finish`` the hooks do nothing (EWC's Fisher estimate and other backward
+  passes of a strategy's own are not averaged by them).
 - **Compression.** ``dtype=torch.bfloat16`` all-reduces a bf16 copy of each bucket (half the
-  bytes) and writes the mean back in the gradients' dtype: relative error about ``2**-8`` per
-  element (bf16 has an 8-bit significand).
-- **Memory.** After ``finish`` each gradient is a view of its bucket's flat buffer (no copy back;
-  fp32 only), so the gradients take their usual memory, plus the bf16 copies while in flight.
+  bytes) and writes the mean back in the gradients' dtype. Each rank's gradient and the sum are
+  rounded to bf16 (relative error <= 2**-9 each), so ``|mean_bf16 - mean| <= 2**-7 * mean_r |g_r|``
+  per element (a test checks it).
+- **Memory.** While a step's buckets are in flight, their flat copies exist beside the gradients
+  (as DDP's bucket buffers do); ``finish`` makes each gradient a view of its bucket's buffer (no
+  copy back) and the original gradients are freed.
 
 With one worker nothing is hooked and ``arm``/``finish`` do nothing.
 """
@@ -56,11 +60,12 @@ def sync_group(world_size: int):
     return group
 
 
-def make_buckets(params: list[torch.nn.Parameter], bucket_bytes: int = BUCKET_BYTES) -> list[list[int]]:
-    """Indices into ``params`` grouped into buckets: reverse order, a new bucket when the dtype
-    changes or the bucket reached ``bucket_bytes``."""
+def make_buckets(params: list[torch.nn.Parameter], bucket_bytes: int = BUCKET_BYTES,
+                 order: list[int] | None = None) -> list[list[int]]:
+    """Indices into ``params`` grouped into buckets in ``order`` (default: reverse order), a new
+    bucket when the dtype changes or the bucket reached ``bucket_bytes``."""
     buckets, size = [], 0
-    for i in reversed(range(len(params))):
+    for i in reversed(range(len(params))) if order is None else order:
         p = params[i]
         if not buckets or size >= bucket_bytes or params[buckets[-1][0]].dtype != p.dtype:
             buckets.append([])
@@ -76,12 +81,14 @@ class GradSync:
     Use once per optimiser step: ``arm()``, ``loss.backward()``, ``finish()``; ``close()`` removes
     the hooks (at the end of the stage, whose parameter list it was built for)."""
 
-    def __init__(self, params, world_size: int, dtype: torch.dtype | None = None, bucket_bytes: int = BUCKET_BYTES):
+    def __init__(self, params, world_size: int, dtype: torch.dtype | None = None, bucket_bytes: int = BUCKET_BYTES,
+                 reorder: bool = True):
         self.params = list({id(p): p for p in params}.values())  # each parameter once
         self.world_size = world_size
         self.dtype = dtype
-        self.buckets = make_buckets(self.params, bucket_bytes)
-        self._bucket_of = {i: b for b, bucket in enumerate(self.buckets) for i in bucket}
+        self.bucket_bytes = bucket_bytes
+        self._set_buckets(make_buckets(self.params, bucket_bytes))
+        self._arrivals: list[int] | None = [] if reorder else None  # first step's arrival order
         self._handles = []
         self._armed = False
         if world_size > 1:
@@ -115,23 +122,42 @@ class GradSync:
             work.wait()
             self._write_mean(bucket, flat)
         self._armed, self._flight = False, []
+        if self._arrivals is not None:
+            self._rebuild_buckets(self._arrivals)
+            self._arrivals = None
 
     def close(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
 
+    def _set_buckets(self, buckets: list[list[int]]) -> None:
+        self.buckets = buckets
+        self._bucket_of = {i: b for b, bucket in enumerate(buckets) for i in bucket}
+
+    def _rebuild_buckets(self, arrivals: list[int]) -> None:
+        """After the first step, as DDP does: buckets in the order rank 0's gradients arrived
+        (then those that never did, in reverse order), broadcast so that every rank cuts the same
+        buckets. Only which gradients share a bucket and when it launches change, not the mean."""
+        arrived = set(arrivals)
+        order = arrivals + [i for i in reversed(range(len(self.params))) if i not in arrived]
+        device = self.params[0].device if self.params else torch.device("cpu")
+        order_tensor = torch.tensor(order, dtype=torch.int64, device=device)
+        dist.broadcast(order_tensor, src=0, group=self._group)
+        self._set_buckets(make_buckets(self.params, self.bucket_bytes, order_tensor.tolist()))
+
     def _hook(self, index: int):
         def on_gradient(param: torch.Tensor) -> None:
             if not self._armed:
                 return
             bucket = self._bucket_of[index]
-            if bucket < self._next:
-                raise RuntimeError(f"a gradient arrived after its bucket was all-reduced: more backward passes "
-                                   f"than GradSync.arm(backwards={self._backwards}) announced")
-            if self._arrived[index] < self._backwards:
-                self._arrived[index] += 1
-                self._missing[bucket] -= 1
+            if bucket < self._next or self._arrived[index] == self._backwards:
+                raise RuntimeError(f"a gradient arrived more often than GradSync.arm(backwards={self._backwards}) "
+                                   f"announced (its bucket may already be all-reduced)")
+            if self._arrivals is not None and not self._arrived[index]:
+                self._arrivals.append(index)
+            self._arrived[index] += 1
+            self._missing[bucket] -= 1
             while self._next < len(self.buckets) and self._missing[self._next] == 0:
                 self._launch(self._next)
                 self._next += 1

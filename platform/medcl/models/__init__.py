@@ -1,6 +1,7 @@
 """CLIP models for medcl: a registry of named open_clip models, weights I/O, zero-shot heads.
 
-Importing this package registers the ``medcl-*`` JSON configs with open_clip.
+The ``medcl-*`` JSON configs are registered with open_clip when the factory first uses it
+(open_clip is imported then, not by importing this package: :mod:`medcl.models.factory`).
 """
 from medcl.models.factory import (
     MODELS,

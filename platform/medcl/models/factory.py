@@ -1,9 +1,12 @@
 """Named CLIP models built with open_clip, with weights that load offline or fail fast.
 
 A model name is a registered :class:`ModelSpec` (``medcl-tiny``, ``biomedclip``, ...), any
-architecture open_clip knows (``open_clip.list_models()``) or an ``hf-hub:org/repo`` tag.
-The ``medcl-*`` architectures are JSON configs shipped in ``configs/`` and registered with
-open_clip when this module is imported; they build offline from random init.
+architecture open_clip knows (``_open_clip().list_models()``) or an ``hf-hub:org/repo`` tag.
+The ``medcl-*`` architectures are JSON configs shipped in ``configs/``, registered with open_clip
+when this module first uses it; they build offline from random init. open_clip itself is imported
+on first use (:func:`_open_clip`: 7-8 s, it imports transformers and torchvision), so a process that
+only checks a registered name with random init or a weights file (the driver of ``medcl run``)
+never imports it.
 
 ``pretrained`` selects the weights (see :func:`create_model`). Anything that needs the Hugging
 Face Hub is checked against the local cache first when ``HF_HUB_OFFLINE`` is set, so a missing
@@ -19,19 +22,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import open_clip
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
-from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from open_clip.model import resize_pos_embed
 
 from medcl.models.weights import TORCH_SUFFIXES, ModelLoadError, load_state_into, read_state_dict
 from medcl.registry import Registry, UnknownNameError, close_match_hint
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-open_clip.add_model_config(CONFIG_DIR)
+# open_clip.constants' values (a unit test compares them), so that the module needs no open_clip import
+HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME = (
+    "open_clip_config.json", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
+_OPEN_CLIP = []  # the module, once imported and given the medcl-* configs
+
+
+def _open_clip():
+    """open_clip, imported on first call, with the ``medcl-*`` configs of ``configs/`` registered."""
+    if not _OPEN_CLIP:
+        import open_clip
+
+        open_clip.add_model_config(CONFIG_DIR)
+        _OPEN_CLIP.append(open_clip)
+    return _OPEN_CLIP[0]
 
 HF_HUB_PREFIX = "hf-hub:"
 DEFAULT = "default"  # ``pretrained: default`` -> the spec's default_pretrained
@@ -102,7 +116,7 @@ class UnknownModelError(UnknownNameError):
     """A model name that is neither registered, an open_clip architecture, nor ``hf-hub:``."""
 
     def __str__(self) -> str:
-        candidates = self.known + open_clip.list_models()
+        candidates = self.known + _open_clip().list_models()
         same_but_case = [c for c in candidates if c.lower() == str(self.name).lower()]
         hint = f" (did you mean {same_but_case[0]!r}?)" if same_but_case else close_match_hint(self.name, candidates)
         return (f"unknown model {self.name!r}{hint}; registered: {', '.join(self.known)}; "
@@ -112,14 +126,14 @@ class UnknownModelError(UnknownNameError):
 def list_models() -> list[str]:
     """Registered names first, then every other architecture open_clip knows."""
     registered = MODELS.names()
-    return registered + [m for m in open_clip.list_models() if m not in MODELS]
+    return registered + [m for m in _open_clip().list_models() if m not in MODELS]
 
 
 def resolve_spec(name: str) -> ModelSpec:
     """The registered spec, or an ad-hoc one for an open_clip / ``hf-hub:`` name."""
     if name in MODELS:
         return MODELS.get(name)
-    if name.startswith(HF_HUB_PREFIX) or name in open_clip.list_models():
+    if name.startswith(HF_HUB_PREFIX) or name in _open_clip().list_models():
         return ModelSpec(name, name, None, "open_clip model")
     raise UnknownModelError("model", name, MODELS.names())
 
@@ -145,7 +159,7 @@ def create_model(name: str, *, pretrained: str | None = None, image_size: int | 
     with _download_errors(spec, needed):
         model = _build(spec, weights, image_size, device, precision, cache_dir)
         with _quiet_random_init():
-            tokenizer = open_clip.get_tokenizer(spec.open_clip_name, cache_dir=cache_dir)
+            tokenizer = _open_clip().get_tokenizer(spec.open_clip_name, cache_dir=cache_dir)
     if weights.kind == "file":
         _load_file(model, weights.value)
     model.eval()
@@ -171,16 +185,17 @@ def _resolve_weights(spec: ModelSpec, pretrained: str | None) -> _Weights:
     is_hub = spec.open_clip_name.startswith(HF_HUB_PREFIX)
     if is_hub and pretrained in (HUB_WEIGHTS, spec.open_clip_name):
         return _Weights("hub", spec.open_clip_name)
-    if not is_hub and open_clip.get_pretrained_cfg(spec.open_clip_name, pretrained):
-        return _Weights("tag", pretrained)
     path = Path(pretrained).expanduser()
+    looks_like_a_path = path.suffix in WEIGHT_SUFFIXES or os.sep in pretrained  # no open_clip tag does
+    if not is_hub and not looks_like_a_path and _open_clip().get_pretrained_cfg(spec.open_clip_name, pretrained):
+        return _Weights("tag", pretrained)
     if path.is_file():
         return _Weights("file", str(path))
-    if path.suffix in WEIGHT_SUFFIXES or os.sep in pretrained:
+    if looks_like_a_path:
         raise ModelLoadError(f"pretrained weights file not found: {path} (model {spec.name!r}); create it first "
                              f"(a `medcl pretrain FILE.yaml` run writes <output_dir>/<name>/model.safetensors) "
                              f"or set model.pretrained to null for random init")
-    choices = [HUB_WEIGHTS] if is_hub else open_clip.list_pretrained_tags_by_model(spec.open_clip_name)
+    choices = [HUB_WEIGHTS] if is_hub else _open_clip().list_pretrained_tags_by_model(spec.open_clip_name)
     raise ModelLoadError(
         f"pretrained {pretrained!r} for model {spec.name!r} is neither a weights file nor a known tag "
         f"(tags: {', '.join(choices) or 'none'}; or 'default', or null for random init)")
@@ -191,12 +206,12 @@ def _build(spec: ModelSpec, weights: _Weights, image_size: int | None, device, p
     kwargs = dict(precision=precision, device=device, force_image_size=image_size, cache_dir=cache_dir,
                   pretrained_text=False, output_dict=False)
     if weights.kind == "tag":
-        tag_cfg = open_clip.get_pretrained_cfg(spec.open_clip_name, weights.value)
+        tag_cfg = _open_clip().get_pretrained_cfg(spec.open_clip_name, weights.value)
         kwargs.update(pretrained=weights.value, force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
     if spec.open_clip_name.startswith(HF_HUB_PREFIX) and weights.kind != "hub":
         kwargs["load_weights"] = False
     with _quiet_random_init():
-        return open_clip.create_model(spec.open_clip_name, **kwargs)
+        return _open_clip().create_model(spec.open_clip_name, **kwargs)
 
 
 class _DropRandomInitWarning(logging.Filter):
@@ -220,6 +235,8 @@ def _load_file(model: torch.nn.Module, path: str) -> None:
     state = read_state_dict(path)
     with contextlib.suppress(Exception):
         # A checkpoint of another image size is adapted; anything stranger is reported below.
+        from open_clip.model import resize_pos_embed
+
         resize_pos_embed(state, model)
     load_state_into(model, state, strict=True, source=f"weights file {path}")
 
@@ -289,7 +306,7 @@ def _hub_requirements(open_clip_name: str, weights: _Weights, cache_dir: str) ->
     else:
         if weights.kind == "tag":
             needed.extend(_tag_files(open_clip_name, weights.value))
-        model_cfg = open_clip.get_model_config(open_clip_name) or {}
+        model_cfg = _model_config(open_clip_name)
     text_cfg = model_cfg.get("text_cfg", {})
     if text_cfg.get("hf_model_name"):
         needed.append(_HubFile(text_cfg["hf_model_name"], ("config.json",)))
@@ -298,9 +315,18 @@ def _hub_requirements(open_clip_name: str, weights: _Weights, cache_dir: str) ->
     return needed
 
 
+def _model_config(open_clip_name: str) -> dict:
+    """open_clip's config of an architecture; one shipped in ``configs/`` is read from there, which
+    spares the driver of an offline run (``HF_HUB_OFFLINE``) the open_clip import."""
+    shipped = CONFIG_DIR / f"{open_clip_name}.json"
+    if shipped.is_file():
+        return json.loads(shipped.read_text())
+    return _open_clip().get_model_config(open_clip_name) or {}
+
+
 def _tag_files(open_clip_name: str, tag: str) -> list[_HubFile]:
     """The checkpoint file of an open_clip tag, as open_clip would fetch it (hub preferred)."""
-    cfg = open_clip.get_pretrained_cfg(open_clip_name, tag)
+    cfg = _open_clip().get_pretrained_cfg(open_clip_name, tag)
     hub, url = cfg.get("hf_hub", ""), cfg.get("url", "")
     if not hub:
         return [_HubFile("", (), url=url)] if url else []

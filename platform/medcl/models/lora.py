@@ -16,7 +16,8 @@ image tower, ``transformer.`` the text tower). A ResNet image tower has no such 
 then covers the text tower only; a regex that matches nothing is a :class:`ModelLoadError`.
 
 peft's own ``MultiheadAttention`` LoRA adds B A into the frozen weights before every forward and
-subtracts it after, so the frozen base drifts by float round-off at every step; :class:`ExactLoraMHA`
+subtracts it after, so the frozen base drifts by float round-off at every step; ``ExactLoraMHA``
+(:mod:`medcl.models.lora_mha`, a module of its own so that peft is imported only when a pool is built)
 keeps peft's layer (names, merge, state) but computes attention functionally with W + sum B A,
 so the base is never written and stays bit-identical (dropout is not applied to the attention's
 LoRA path, as in peft's merge-based forward).
@@ -32,10 +33,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model
-from peft.tuners.lora.layer import LoraLayer
-from peft.tuners.lora.layer import MultiheadAttention as PeftLoraMHA
 
 from medcl.models.weights import ModelLoadError, load_state_into, read_state_dict, save_weights
 
@@ -50,33 +47,12 @@ def adapter_name(index: int) -> str:
     return f"task{index + 1}"
 
 
-class ExactLoraMHA(PeftLoraMHA):
-    """peft's MultiheadAttention LoRA with a forward that never writes the frozen weights:
-    attention with in_proj = W_in + sum_k dW_in,k and out_proj = W_out + sum_k dW_out,k."""
+def lora_config(*, rank: int, lora_alpha: float, dropout: float, targets: str):
+    """A peft ``LoraConfig`` whose MultiheadAttention layers are :class:`ExactLoraMHA`."""
+    from peft import LoraConfig  # peft (~1 s: transformers' modelling code, accelerate) only where LoRA is used
 
-    def forward(self, query, key=None, value=None, key_padding_mask=None, need_weights=True, attn_mask=None,
-                average_attn_weights=True, is_causal=False):
-        base = self.get_base_layer()
-        key = query if key is None else key
-        value = key if value is None else value
-        active = [a for a in self.active_adapters if a in self.lora_A]
-        if self.disable_adapters or self.merged or not active:
-            return base(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
-                        attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
-        out_lora = base.out_proj
-        w_in = base.in_proj_weight + sum(self.get_delta_weight(a) for a in active)
-        w_out = out_lora.get_base_layer().weight + sum(out_lora.get_delta_weight(a) for a in active)
-        if base.batch_first:
-            query, key, value = (x.transpose(0, 1) for x in (query, key, value))
-        out, weights = F.multi_head_attention_forward(
-            query, key, value, base.embed_dim, base.num_heads, w_in, base.in_proj_bias, base.bias_k, base.bias_v,
-            base.add_zero_attn, base.dropout, w_out, out_lora.get_base_layer().bias, training=self.training,
-            key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
-            average_attn_weights=average_attn_weights, is_causal=is_causal)
-        return (out.transpose(0, 1) if base.batch_first else out), weights
+    from medcl.models.lora_mha import ExactLoraMHA
 
-
-def lora_config(*, rank: int, lora_alpha: float, dropout: float, targets: str) -> LoraConfig:
     config = LoraConfig(r=rank, lora_alpha=lora_alpha, lora_dropout=dropout, target_modules=targets, bias="none")
     config._register_custom_module({torch.nn.MultiheadAttention: ExactLoraMHA})
     return config
@@ -107,6 +83,9 @@ class LoraPool:
             if not any(name.startswith(prefix) for name in matched):
                 log.warning("LoRA targets %r match nothing in the %s tower (%s...); it stays frozen without adapters",
                             targets, tower, prefix)
+        from peft import get_peft_model
+        from peft.tuners.lora.layer import LoraLayer
+
         config = lora_config(rank=rank, lora_alpha=lora_alpha, dropout=dropout, targets=targets)
         self.model, self.num_adapters, self.targets = model, num_adapters, matched
         with torch.random.fork_rng(devices=[]):
