@@ -41,3 +41,14 @@ def test_train_rendezvous_uses_a_file_store():
     config = local_torch_config(use_gpu=False)
     assert config is not None, "Ray's private torch helpers moved: the TCPStore would listen on all interfaces"
     assert config.backend == "gloo" and config.backend_cls.__name__ == "_FileStoreBackend"
+
+
+def test_one_launch_path_meets_by_file_on_one_machine(ray_session):
+    from medcl.engine.launch import Workers, make_trainer, rendezvous
+
+    assert rendezvous() == "file"  # every node of the test session's Ray is on 127.0.0.1
+    trainer = make_trainer(lambda config: None, {}, "/tmp/medcl-unused", Workers(2))
+    assert type(trainer.backend_config).__name__ == "_FileStoreTorchConfig"
+    tcp = make_trainer(lambda config: None, {}, "/tmp/medcl-unused", Workers(2), meet="tcp")
+    assert type(tcp.backend_config).__name__ == "TorchConfig"
+    assert make_trainer(lambda config: None, {}, "/tmp/medcl-unused", Workers.local()).scaling_config.num_workers == 0

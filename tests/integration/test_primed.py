@@ -97,10 +97,11 @@ def test_online_retrieval_with_the_starting_scorer_equals_the_planned_run(planne
     assert not (online.run.path / "primed").exists()
 
 
-def test_primed_uniform_without_an_index_plans_in_the_worker(ray_session, tmp_path):
+def test_primed_uniform_without_an_index_retrieves_from_the_builtin_corpus(ray_session, tmp_path):
     config = _config(tmp_path, "primed-uniform", {"name": "primed_uniform", "builtin_per_class": 2, "k": 4,
                                                   "keywords": 8, "size": 40, "reference_batch_size": 8, "dfg": 0})
-    result = run_local(config)  # no driver hook here: the worker plans from the built-in synthmed corpus
+    result = run_local(config)  # the driver hook plans from the built-in synthmed corpus
+    assert (result.run.path / "primed" / "reference-001.parquet").is_file()
     metrics = json.loads(result.run.metrics.read_text())
     assert metrics["complete"] and metrics["steps_per_task"] == [STEPS, STEPS]
     logged = result.run.events.read_text()

@@ -14,25 +14,36 @@ import shutil
 
 import ray
 import ray.train
-from ray.train import RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 
-from medcl.config import ExperimentConfig
+from medcl.config import ExperimentConfig, strategy_params
 from medcl.engine.checkpoint import latest_checkpoint, read_state
-from medcl.engine.loop import train_sequence
 from medcl.engine.outputs import write_outputs
-from medcl.engine.runner import RunResult, build_tasks, prepare_run_dir
+from medcl.engine.runner import RunResult, build_tasks, build_trainer, prepare_run_dir, prepare_strategy
+from medcl.strategies import build_strategy
 from medcl.report import write_report
 
 
 def run_local(config: ExperimentConfig, *, fresh: bool = True, prepared=None) -> RunResult:
     """Run (or resume, with ``fresh=False``) ``config`` in this process; needs ``ray.init`` first.
-    ``prepared``: what the strategy's driver-side ``prepare`` returned (``ctx.prepared``); this
-    function does not call it."""
+    The strategy's driver hooks run as in ``medcl run``: ``prepare`` (in this process, unless
+    ``prepared`` gives its result) and ``services`` around the training."""
     assert config.train.workers == 1, "local mode runs one worker"
     tasks = build_tasks(config)
     run = prepare_run_dir(config, fresh=fresh)
     resume = latest_checkpoint(run.checkpoints)
+    strategy = build_strategy(config.strategy.name, strategy_params(config))
+    if prepared is None:
+        prepared = prepare_strategy(strategy, config, tasks, run)
+    with strategy.services(config, run.path):
+        _fit_here(config, run, tasks, prepared)
+    state = read_state(latest_checkpoint(run.checkpoints))
+    metrics = write_outputs(run, state, strategy=config.strategy.name, model=config.model.name,
+                            benchmark=config.benchmark.name)
+    write_report(run.path)
+    return RunResult(run=run, state=state, metrics=metrics, resumed_after=read_state(resume).stages_done if resume else None)
+
+
+def _fit_here(config: ExperimentConfig, run, tasks, prepared) -> None:
     report = ray.train.report
 
     def persisting_report(metrics, checkpoint=None, checkpoint_dir_name=None, **kwargs):
@@ -41,14 +52,6 @@ def run_local(config: ExperimentConfig, *, fresh: bool = True, prepared=None) ->
 
     ray.train.report = persisting_report
     try:
-        TorchTrainer(train_sequence, scaling_config=ScalingConfig(num_workers=0),
-                     train_loop_config={"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks),
-                                        "run_dir": str(run.path), "prepared": prepared},
-                     run_config=RunConfig(name="checkpoints", storage_path=str(run.path))).fit()
+        build_trainer(config, run, tasks, local=True, prepared=prepared).fit()
     finally:
         ray.train.report = report
-    state = read_state(latest_checkpoint(run.checkpoints))
-    metrics = write_outputs(run, state, strategy=config.strategy.name, model=config.model.name,
-                            benchmark=config.benchmark.name)
-    write_report(run.path)
-    return RunResult(run=run, state=state, metrics=metrics, resumed_after=read_state(resume).stages_done if resume else None)

@@ -21,16 +21,14 @@ from medcl.config import ConfigError, ExperimentConfig, benchmark_options, strat
 from medcl.data import BENCHMARKS, Task, order_tasks
 from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, verify_checkpoint
 from medcl.engine.midtask import latest_midtask
-from medcl.engine.localray import train_log_level
 from medcl.engine.outputs import write_outputs
 from medcl.engine.provenance import provenance
 from medcl.errors import MedclError
-from medcl.faults import forwarded_environment
 from medcl.models import ModelLoadError, check_model_source
 from medcl.paths import is_weights_file, resolve_paths
 from medcl.registry import UnknownNameError
 from medcl.rundir import RunDir
-from medcl.storage import is_remote, ray_storage, read_bytes, rmtree, write_bytes
+from medcl.storage import is_remote, read_bytes, rmtree, write_bytes
 from medcl.strategies import Strategy, build_strategy
 
 # Fields that may change between a run and its resumption without changing its results.
@@ -80,10 +78,10 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
         where = f", at step {read_state(mid).mid_step} of stage {resumed_after + 1} ({mid.name})" if mid else ""
         print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name}){where}", flush=True)
     if resumed_after != len(stages):
-        joined = connect_checked(config, run, dashboard=dashboard)
+        connect_checked(config, run, dashboard=dashboard)
         prepared = prepare_strategy(strategy, config, tasks, run, as_task=True)
         with strategy.services(config, run.path):
-            _fit(config, run, tasks, joined, prepared=prepared)
+            _fit(config, run, tasks, prepared=prepared)
     final = latest_checkpoint(run.checkpoints)
     if final is None:
         raise RunError(f"{run.path}: the run wrote no checkpoint; see the errors above")
@@ -197,8 +195,8 @@ def write_run_report(run: RunDir) -> None:
         write_bytes(run.report, write_report(local.path).read_bytes())
 
 
-def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], joined: bool, prepared=None) -> None:
-    trainer = build_trainer(config, run, tasks, joined=joined, prepared=prepared)
+def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], prepared=None) -> None:
+    trainer = build_trainer(config, run, tasks, prepared=prepared)
     try:
         trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; show the root cause, keep the checkpoints
@@ -206,40 +204,25 @@ def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], joined: bool,
                        f"{run.checkpoints}; run the same command again to resume.") from exc
 
 
-def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, joined: bool, callbacks=(),
+def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, callbacks=(),
                   file_rendezvous: bool | None = None, controller_failure_limit: int = 3,
-                  loop_extras: dict | None = None, prepared=None):
-    """The sequence's TorchTrainer (Ray must be initialised); ``callbacks`` are added to its
-    ``RunConfig``. Workers meet through a file on one machine (``file_rendezvous``; by default when
-    not ``joined`` or every node is on loopback), else through Ray's TCP rendezvous.
-    ``controller_failure_limit``: worker-group starts that may fail (e.g. time out waiting for
-    nodes) before the run fails. ``loop_extras`` join the worker loop's config (a sweep trial's
-    ``gate``); ``prepared``: the strategy's :func:`prepare_strategy` result (``ctx.prepared``)."""
+                  loop_extras: dict | None = None, prepared=None, local: bool = False):
+    """The sequence's TorchTrainer (Ray must be initialised) through :mod:`medcl.engine.launch`:
+    ``callbacks`` join its ``RunConfig``; the workers' rendezvous follows the cluster's layout
+    unless ``file_rendezvous`` says; ``controller_failure_limit``: worker-group starts that may
+    fail (e.g. time out waiting for nodes) before the run fails; ``loop_extras`` join the worker
+    loop's config (a sweep trial's ``gate``); ``prepared``: the strategy's :func:`prepare_strategy`
+    result (``ctx.prepared``); ``local``: Ray Train's local mode (the loop in this process)."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
+    from medcl.engine.launch import Workers, make_trainer
     from medcl.engine.loop import train_sequence
-    from medcl.engine.cluster import loopback_only
-    from medcl.engine.loopback import local_torch_config
 
-    if file_rendezvous is None:
-        file_rendezvous = not joined or loopback_only()
-    torch_config = local_torch_config(config.train.use_gpu) if file_rendezvous else None
-    return TorchTrainer(
-        train_sequence,
-        train_loop_config={"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks),
-                           "run_dir": str(run.path), "prepared": prepared, **(loop_extras or {})},
-        scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=config.train.use_gpu,
-                                     resources_per_worker={"CPU": config.train.cpus_per_worker}),
-        run_config=RunConfig(name="checkpoints", **ray_storage(run.path), callbacks=list(callbacks) or None,
-                             worker_runtime_env={"env_vars": forwarded_environment()} if forwarded_environment() else None,
-                             checkpoint_config=CheckpointConfig(num_to_keep=None),
-                             logging_config=LoggingConfig(log_level=train_log_level()),
-                             failure_config=FailureConfig(max_failures=config.train.max_failures,
-                                                          controller_failure_limit=controller_failure_limit)),
-        **({"torch_config": torch_config} if torch_config is not None else {}),
-    )
+    workers = Workers.local() if local else Workers.of(config.train, controller_failure_limit=controller_failure_limit)
+    meet = None if file_rendezvous is None else ("file" if file_rendezvous else "tcp")
+    loop_config = {"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks), "run_dir": str(run.path),
+                   "prepared": prepared, **(loop_extras or {})}
+    return make_trainer(train_sequence, loop_config, run.path, workers, callbacks=callbacks, meet=meet)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -20,8 +20,6 @@ from pathlib import Path
 
 from medcl.config import ConfigError
 from medcl.engine.runner import RunError, _root_cause, prepare_run_dir
-from medcl.engine.localray import train_log_level
-from medcl.faults import forwarded_environment
 from medcl.models import ModelLoadError, check_model_source
 from medcl.pretrain import checkpoint as ckpt
 from medcl.pretrain.config import PretrainConfig
@@ -80,34 +78,18 @@ def _prepare_run_dir(config: PretrainConfig, *, fresh: bool) -> RunDir:
 
 def _fit(config: PretrainConfig, run: RunDir, data: PretrainData, *, dashboard: bool, local: bool) -> None:
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from medcl.engine.cluster import check_resources, connect
-    from medcl.engine.loopback import local_torch_config
+    from medcl.engine.launch import Workers, make_trainer
     from medcl.pretrain.loop import pretrain_worker
 
-    joined = False
     if not local:
-        joined = connect(None, dashboard=dashboard)
+        connect(None, dashboard=dashboard)
         check_resources(config)
-    torch_config = None if joined or local else local_torch_config(config.train.use_gpu)
-    env = forwarded_environment()
-    trainer = TorchTrainer(
-        pretrain_worker,
-        train_loop_config={"config": config.model_dump(mode="json"), "data": ray.put(data),
-                           "run_dir": str(run.path), "persist": local},
-        scaling_config=ScalingConfig(num_workers=0) if local else ScalingConfig(
-            num_workers=config.train.workers, use_gpu=config.train.use_gpu,
-            resources_per_worker={"CPU": config.train.cpus_per_worker}),
-        run_config=RunConfig(name="checkpoints", storage_path=str(run.path),
-                             worker_runtime_env={"env_vars": env} if env else None,
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level=train_log_level()),
-                             failure_config=FailureConfig(max_failures=config.train.max_failures,
-                                                          controller_failure_limit=3)),
-        **({"torch_config": torch_config} if torch_config is not None else {}),
-    )
+    loop_config = {"config": config.model_dump(mode="json"), "data": ray.put(data), "run_dir": str(run.path),
+                   "persist": local}
+    trainer = make_trainer(pretrain_worker, loop_config, run.path, Workers.local() if local else Workers.of(config.train),
+                           num_to_keep=2)
     try:
         trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; show the root cause, keep the checkpoints

@@ -98,7 +98,7 @@ class SequenceTrial(tune.Trainable):
             from medcl.engine.runner import build_trainer
 
             os.environ.setdefault(START_TIMEOUT_VARIABLE, f"{plan.start_timeout_s:g}")
-            trainer = build_trainer(experiment, self.run, tasks, joined=True, file_rendezvous=plan.rendezvous == "file",
+            trainer = build_trainer(experiment, self.run, tasks, file_rendezvous=plan.rendezvous == "file",
                                     controller_failure_limit=plan.controller_failure_limit,
                                     loop_extras={"gate": GateClient(self.gate)}, prepared=prepared)
         self.thread = _FitThread(trainer)
@@ -167,16 +167,9 @@ class _FitThread(threading.Thread):
 
 def _local_trainer(experiment, run, tasks, gate, prepared):
     """Ray Train local mode: the worker loop in this process, world size 1."""
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from medcl.engine.runner import build_trainer
 
-    from medcl.engine.loop import train_sequence
-
-    return TorchTrainer(train_sequence, scaling_config=ScalingConfig(num_workers=0),
-                        train_loop_config={"experiment": experiment.model_dump(mode="json"), "tasks": ray.put(tasks),
-                                           "run_dir": str(run.path), "gate": gate, "prepared": prepared},
-                        run_config=RunConfig(name="checkpoints", storage_path=str(run.path)))
+    return build_trainer(experiment, run, tasks, local=True, loop_extras={"gate": gate}, prepared=prepared)
 
 
 def _root_cause(exc: BaseException) -> str:

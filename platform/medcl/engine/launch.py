@@ -1,0 +1,83 @@
+"""The one way medcl starts Ray Train: ``medcl run``, ``medcl pretrain``, sweep trials and the tests.
+
+    trainer = make_trainer(train_sequence, loop_config, run_path, Workers.of(config.train))
+    trainer = make_trainer(train_sequence, loop_config, run_path, Workers.local())   # in this process
+
+Every caller gets the same ``TorchTrainer``: checkpoints owned by Ray Train under the run's location
+(``RunConfig(name="checkpoints", **ray_storage(run))``, a local path or an object store,
+:mod:`medcl.storage`), fault variables forwarded to the workers, Ray Train's log level, the failure
+policy, and the workers' rendezvous chosen from the cluster's layout (:func:`rendezvous`):
+
+* ``file``: every alive node is on 127.0.0.1 (one machine: a local Ray, ``ray start
+  --node-ip-address 127.0.0.1``): the workers meet through a ``file://`` store, so nothing listens
+  on a network interface (:func:`medcl.engine.loopback.local_torch_config`);
+* ``tcp``: nodes with other addresses (a real cluster, or the tests' 127.0.0.2/127.0.0.3 nodes):
+  Ray Train's own TCP rendezvous, which reaches across machines.
+
+``Workers.local()`` is Ray Train's local mode (``num_workers=0``): the worker function runs in the
+calling process with world size 1 (the tests' and benchmarks' short runs, a sweep trial without
+Train workers); it needs no rendezvous.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+Rendezvous = Literal["file", "tcp"]
+
+
+@dataclass(frozen=True)
+class Workers:
+    """How many Ray Train workers, with what; ``count=0``: local mode (in this process)."""
+
+    count: int
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 0
+    controller_failure_limit: int = 3
+
+    @classmethod
+    def of(cls, train, *, controller_failure_limit: int = 3) -> "Workers":
+        """From an experiment's or a pretraining's ``train`` section."""
+        return cls(train.workers, train.use_gpu, train.cpus_per_worker, train.max_failures, controller_failure_limit)
+
+    @classmethod
+    def local(cls) -> "Workers":
+        return cls(0)
+
+
+def rendezvous() -> Rendezvous:
+    """``file`` when every alive node of the connected cluster is on 127.0.0.1, else ``tcp``."""
+    from medcl.engine.cluster import loopback_only
+
+    return "file" if loopback_only() else "tcp"
+
+
+def make_trainer(train_fn: Callable, loop_config: dict, run_path, workers: Workers, *, callbacks=(),
+                 num_to_keep: int | None = None, meet: Rendezvous | None = None):
+    """The ``TorchTrainer`` of one run (Ray must be initialised); see the module docstring.
+    ``meet``: the rendezvous, by default :func:`rendezvous`; ``num_to_keep``: checkpoints Ray
+    Train keeps (None: all)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from medcl.engine.localray import train_log_level
+    from medcl.engine.loopback import local_torch_config
+    from medcl.faults import forwarded_environment
+    from medcl.storage import ray_storage
+
+    env = forwarded_environment()
+    run_config = RunConfig(name="checkpoints", **ray_storage(run_path), callbacks=list(callbacks) or None,
+                           worker_runtime_env={"env_vars": env} if env else None,
+                           checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+                           logging_config=LoggingConfig(log_level=train_log_level()),
+                           failure_config=FailureConfig(max_failures=workers.max_failures,
+                                                        controller_failure_limit=workers.controller_failure_limit))
+    if workers.count == 0:
+        return TorchTrainer(train_fn, train_loop_config=loop_config, scaling_config=ScalingConfig(num_workers=0),
+                            run_config=run_config)
+    torch_config = local_torch_config(workers.use_gpu) if (meet or rendezvous()) == "file" else None
+    return TorchTrainer(train_fn, train_loop_config=loop_config,
+                        scaling_config=ScalingConfig(num_workers=workers.count, use_gpu=workers.use_gpu,
+                                                     resources_per_worker={"CPU": workers.cpus_per_worker}),
+                        run_config=run_config, **({"torch_config": torch_config} if torch_config is not None else {}))
