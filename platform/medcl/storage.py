@@ -321,6 +321,35 @@ def local_copy(value) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def cached_file(value, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local copy of the file at ``value``: the path itself when local, else a download into this
+    node's cache (``$MEDCL_CACHE``, default ``~/.cache/medcl/objects``), named by the URI, the
+    object's size and modification time, so a changed object is fetched again and the workers of a
+    node share one copy (written to a temporary name, then renamed: no reader sees half a file).
+    StorageError names the URI when there is no such object."""
+    import hashlib
+
+    where = place(value)
+    if isinstance(where, Path):
+        return where
+    filesystem, path = resolve(where)
+    info = filesystem.get_file_info(path)
+    if info.type.name != "File":
+        raise StorageError(f"{where.uri}: no such object")
+    key = hashlib.sha256(f"{where.uri}|{info.size}|{info.mtime_ns}".encode()).hexdigest()[:16]
+    root = Path(cache_dir or os.environ.get("MEDCL_CACHE") or Path.home() / ".cache" / "medcl" / "objects")
+    target = root / f"{key}-{Path(path).name}"
+    if target.is_file() and target.stat().st_size == info.size:
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    with filesystem.open_input_stream(path) as source, open(partial, "wb") as sink:
+        while chunk := source.read(8 << 20):
+            sink.write(chunk)
+    os.replace(partial, target)
+    return target
+
+
 @contextlib.contextmanager
 def staged_dir(value) -> Iterator[Path]:
     """A local directory to write the place's files in: the place itself when local (created),

@@ -171,3 +171,27 @@ def test_path_arguments_refuse_a_uri_and_take_file_uris(capsys):
     with pytest.raises(SystemExit):
         main(["corpus", "build", "spec.yaml", "--out", "s3://b/corpus"])
     assert "--out: s3://b/corpus: a local path or a shared mount" in capsys.readouterr().err
+
+
+def test_pretrained_weights_in_the_object_store_load_through_the_node_cache(s3, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from medcl.models import ModelLoadError, check_model_source, create_model
+
+    torch.manual_seed(3)
+    source = create_model("medcl-tiny").model
+    local = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(local))
+    uri = f"s3://{BUCKET}/weights-{os.urandom(4).hex()}/w.safetensors"
+    storage.write_bytes(uri, local.read_bytes())
+    monkeypatch.setenv("MEDCL_CACHE", str(tmp_path / "cache"))
+    check_model_source("medcl-tiny", uri)  # the driver checks, downloads nothing
+    assert not (tmp_path / "cache").exists()
+    torch.manual_seed(0)
+    loaded = create_model("medcl-tiny", pretrained=uri).model  # a worker: through this node's cache
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values()))
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1 and cached[0].read_bytes() == local.read_bytes()
+    assert storage.cached_file(uri) == cached[0]  # the second worker of the node reuses it
+    with pytest.raises(ModelLoadError, match=r"s3://.*missing\.safetensors: no such object"):
+        check_model_source("medcl-tiny", f"s3://{BUCKET}/missing.safetensors")

@@ -27,6 +27,7 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 
 from medcl.models.weights import TORCH_SUFFIXES, ModelLoadError, load_state_into, read_state_dict
+from medcl.paths import is_uri
 from medcl.registry import Registry, UnknownNameError, close_match_hint
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -166,22 +167,40 @@ def create_model(name: str, *, pretrained: str | None = None, image_size: int | 
     return _bundle(spec, model, tokenizer, weights, image_size)
 
 
+def _remote_weights(spec: ModelSpec, uri: str, fetch: bool) -> _Weights:
+    from medcl import storage
+
+    try:
+        if not fetch:
+            if not storage.is_file(uri):
+                raise storage.StorageError(f"{uri}: no such object")
+            return _Weights("file", uri)
+        return _Weights("file", str(storage.cached_file(uri)))
+    except storage.StorageError as exc:
+        raise ModelLoadError(f"pretrained weights file not found: {exc} (model {spec.name!r}); upload it there "
+                             f"or set model.pretrained to a file every node has, or to null for random init") from None
+
+
 def check_model_source(name: str, pretrained: str | None = None) -> None:
     """Raise what :func:`create_model` would raise about the name and the weights' source (unknown
     name, missing file, unknown tag, weights not cached while offline) without building anything,
     so a run fails before Ray starts rather than inside every worker."""
     spec = resolve_spec(name)
-    weights = _resolve_weights(spec, pretrained)
+    weights = _resolve_weights(spec, pretrained, fetch=False)
     if hub_offline():
         cache_dir = hf_cache_dir()
         _raise_if_not_cached(spec, _hub_requirements(spec.open_clip_name, weights, cache_dir), cache_dir)
 
 
-def _resolve_weights(spec: ModelSpec, pretrained: str | None) -> _Weights:
+def _resolve_weights(spec: ModelSpec, pretrained: str | None, *, fetch: bool = True) -> _Weights:
+    """``fetch``: an object-store weights file (``s3://``, ``gs://``) is downloaded into the node's
+    cache (:func:`medcl.storage.cached_file`); without it only its existence is checked."""
     if pretrained == DEFAULT:
         pretrained = spec.default_pretrained
     if pretrained is None:
         return _Weights("none")
+    if is_uri(pretrained) and not pretrained.startswith("file://"):
+        return _remote_weights(spec, pretrained, fetch)
     is_hub = spec.open_clip_name.startswith(HF_HUB_PREFIX)
     if is_hub and pretrained in (HUB_WEIGHTS, spec.open_clip_name):
         return _Weights("hub", spec.open_clip_name)
