@@ -236,3 +236,13 @@ def test_one_worker_hooks_nothing():
     reference = make_net()
     loss_of(reference, 0).backward()
     assert torch.equal(net.a.weight.grad, reference.a.weight.grad)
+
+
+def test_every_grad_sync_dtype_of_the_config_has_a_dtype_in_the_loop():
+    from typing import get_args
+
+    from medcl.config import TrainSection
+    from medcl.engine.loop import GRAD_SYNC_DTYPES
+
+    assert set(GRAD_SYNC_DTYPES) == set(get_args(TrainSection.model_fields["grad_sync_dtype"].annotation))
+    assert TrainSection(steps_per_task=1).grad_sync_dtype == "fp32"
