@@ -5,7 +5,8 @@ with logits over task j's own classes (MTIL protocol, docs/methods.md#1-evaluati
 
 auc[t, j] = macro one-vs-rest AUC (percent, :func:`medcl.auc.macro_auc`) of the softmax of the same
 logits: AUC is not a sum over shards, so each worker's probabilities (rows ``rank::world``) are
-all-gathered (padded to one length) and every worker computes the same value.
+all-gathered (padded to one length) and every worker computes the same value. Each task's split is
+fetched in turn and released once evaluated, unless it was held already (:mod:`medcl.engine.taskrefs`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.distributed as dist
 from medcl.auc import macro_auc, softmax
 from medcl.engine.context import TrainContext
 from medcl.engine.preprocess import to_model_input
+from medcl.engine.taskrefs import RemoteSplits, release
 from medcl.models import clip_logits, encode_class_prompts
 from medcl.models.norm import eval_mode
 from medcl.strategies.base import Strategy
@@ -36,10 +38,13 @@ def evaluate_tasks(ctx: TrainContext, strategy: Strategy, *, image_size: int, me
     AUC NaN when no class has both positives and negatives)."""
     accuracy, auc = [], []
     for k, task in enumerate(ctx.tasks):
+        fetched = not _held(task, split)
         data = task.split(split)
         rows = np.arange(ctx.rank, len(data), ctx.world_size)
         with strategy.eval_model(ctx, k) as model, eval_mode(model):
             logits = _logits(ctx, model, task, data, rows, image_size, mean, std, batch_size)
+        if fetched:
+            release(task, split)  # one evaluated split held at a time (light tasks: medcl.engine.taskrefs)
         probabilities = _gather_rows(ctx, softmax(logits), len(data), len(task.classes))
         if len(data) == 0:
             accuracy.append(float("nan"))
@@ -48,6 +53,12 @@ def evaluate_tasks(ctx: TrainContext, strategy: Strategy, *, image_size: int, me
         accuracy.append(float(100.0 * np.mean(probabilities.argmax(axis=1) == data.labels)))
         auc.append(macro_auc(probabilities, data.labels)[0])
     return accuracy, auc
+
+
+def _held(task, split: str) -> bool:
+    """True when ``task``'s ``split`` needs no fetch: a plain task, or a light one holding it already."""
+    splits = task.splits
+    return not isinstance(splits, RemoteSplits) or split in splits.held()
 
 
 def _logits(ctx, model, task, data, rows, image_size, mean, std, batch_size) -> np.ndarray:

@@ -35,6 +35,7 @@ from medcl.engine.optim import build_optimizer, optimizer_step
 from medcl.engine.progress import ProgressLog
 from medcl.engine.resume import restore_newest
 from medcl.engine.sampling import StageSampler
+from medcl.engine.taskrefs import release
 from medcl.engine.preprocess import to_model_input
 from medcl.models import create_model
 from medcl.models.norm import resolve_freeze_norm, sync_running_statistics
@@ -47,7 +48,8 @@ GRAD_SYNC_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # train.grad_sync_dty
 
 def train_sequence(loop_config: dict) -> None:
     """Ray Train entry point. ``loop_config``: ``experiment`` (dict), ``tasks`` (ObjectRef of the
-    ordered task list), ``run_dir`` (str), optionally ``prepared`` (what the strategy's driver-side
+    ordered task list: light tasks whose splits are fetched when used, :mod:`medcl.engine.taskrefs`),
+    ``run_dir`` (str), optionally ``prepared`` (what the strategy's driver-side
     ``prepare`` returned: ``ctx.prepared``) and ``gate`` (a sweep trial's
     :class:`medcl.sweep.gate.GateClient`: after each task's report, the loop goes on only when the
     trial says so, and otherwise returns, which ends the Train run normally)."""
@@ -127,6 +129,7 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: Progre
     finally:
         grad_sync.close()
     strategy.after_stage(ctx)
+    release(ctx.tasks, "train")  # light tasks (medcl.engine.taskrefs): the stage's pixels are no longer pinned
     sync_running_statistics(ctx.model, ctx.world_size)
     return total, sum(p.numel() for p in params)
 

@@ -23,6 +23,7 @@ from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state
 from medcl.engine.midtask import latest_midtask
 from medcl.engine.outputs import write_outputs
 from medcl.engine.provenance import provenance
+from medcl.engine.taskrefs import put_tasks
 from medcl.errors import MedclError
 from medcl.models import ModelLoadError, check_model_source
 from medcl.paths import is_weights_file, resolve_paths
@@ -79,6 +80,7 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
         print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name}){where}", flush=True)
     if resumed_after != len(stages):
         connect_checked(config, run, dashboard=dashboard)
+        tasks = put_tasks(tasks)  # each split in the object store once, for the prepare hook and the workers
         prepared = prepare_strategy(strategy, config, tasks, run, as_task=True)
         with strategy.services(config, run.path):
             _fit(config, run, tasks, prepared=prepared)
@@ -212,7 +214,9 @@ def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, c
     unless ``file_rendezvous`` says; ``controller_failure_limit``: worker-group starts that may
     fail (e.g. time out waiting for nodes) before the run fails; ``loop_extras`` join the worker
     loop's config (a sweep trial's ``gate``); ``prepared``: the strategy's :func:`prepare_strategy`
-    result (``ctx.prepared``); ``local``: Ray Train's local mode (the loop in this process)."""
+    result (``ctx.prepared``); ``local``: Ray Train's local mode (the loop in this process). The
+    workers get the tasks by reference (:func:`medcl.engine.taskrefs.put_tasks`: each split its own
+    object, fetched by a worker when a stage or an evaluation uses it)."""
     import ray
 
     from medcl.engine.launch import Workers, make_trainer
@@ -220,8 +224,8 @@ def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, c
 
     workers = Workers.local() if local else Workers.of(config.train, controller_failure_limit=controller_failure_limit)
     meet = None if file_rendezvous is None else ("file" if file_rendezvous else "tcp")
-    loop_config = {"experiment": config.model_dump(mode="json"), "tasks": ray.put(tasks), "run_dir": str(run.path),
-                   "prepared": prepared, **(loop_extras or {})}
+    loop_config = {"experiment": config.model_dump(mode="json"), "tasks": ray.put(put_tasks(tasks)),
+                   "run_dir": str(run.path), "prepared": prepared, **(loop_extras or {})}
     return make_trainer(train_sequence, loop_config, run.path, workers, callbacks=callbacks, meet=meet)
 
 

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from medcl.data.task import Task
+from medcl.engine.taskrefs import split_size
 
 
 def sharded_rows(step: int, batch_size: int, n: int, permutation: Callable[[int], np.ndarray], *,
@@ -35,7 +36,7 @@ class StageSampler:
                  stage_index: int, rank: int = 0, world_size: int = 1):
         self.tasks, self.batch_size = tasks, batch_size
         self.seed, self.stage_index, self.rank, self.world_size = seed, stage_index, rank, world_size
-        sizes = [len(tasks[t].split("train")) for t in train_tasks]
+        sizes = [split_size(tasks[t], "train") for t in train_tasks]
         if not sum(sizes):
             raise ValueError(f"stage {stage_index} has no training samples")
         self.task_of = np.concatenate([np.full(n, t, dtype=np.int64) for t, n in zip(train_tasks, sizes)])
