@@ -13,6 +13,11 @@ reads the run's events back from S3. Prints one JSON object:
 * ``job_s``: submit -> SUCCEEDED; ``steps_lost``: task-2 steps done before the death;
 * the 1-minute load average before and after (measure on a quiet machine: load < 1).
 
+Then, on the same cluster, a whole node is lost (``node_kill``): both workers hold at step 2 of task 2,
+every process of the worker node is SIGKILLed, a new node joins at 127.0.0.3 (an autoscaler's
+replacement) and the run goes on: ``replacement_join_s`` (kill -> new node alive), ``recovery_s``
+(kill -> first step event of the restarted task 2), ``steps_lost``.
+
 The restarted task 2 is checked to replay the interrupted one exactly (``faultkit.assert_replayed``).
 """
 from __future__ import annotations
@@ -70,15 +75,47 @@ def measure(folder: Path) -> dict:
             status = cluster.wait("recovery", timeout=900)
             finished = time.time()
             logs = cluster.logs("recovery")
-        if status != "SUCCEEDED":
-            raise SystemExit(f"job {status}:\n{logs[-4000:]}")
+            if status != "SUCCEEDED":
+                raise SystemExit(f"job {status}:\n{logs[-4000:]}")
+            node_kill = measure_node_kill(cluster, folder)
         events = _events(storage.place(f"s3://{BUCKET}/runs/two-node"))
     steps = [e for e in events if e["kind"] == "step"]
     interrupted, restarted = attempts(events, 2)
     return {"submit_to_first_step_s": round(steps[0]["time"] - submit_returned, 2),
             "submit_command_s": round(submit_returned - submitted, 2),
             "recovery_s": round(restarted[0]["time"] - interrupted[-1]["time"], 2),
-            "steps_lost": assert_replayed(events, 2), "job_s": round(finished - submitted, 2)}
+            "steps_lost": assert_replayed(events, 2), "job_s": round(finished - submitted, 2), "node_kill": node_kill}
+
+
+def measure_node_kill(cluster, folder: Path) -> dict:
+    """The whole-node loss of the module docstring, on ``cluster``; the run goes to s3://BUCKET/killed."""
+    from faultkit import assert_replayed, at_point, attempts, held_fault, release, wait_until
+    from two_node_cluster import WORKER_IP
+
+    from medcl import storage
+
+    held_dir = folder / "held"
+    held_dir.mkdir()
+    spec = yaml.safe_load((REPO / "cluster" / "runtime_env.yaml").read_text())
+    spec["env_vars"].update(held_fault(held_dir, "step=2,stage=2"))
+    (held_dir / "runtime_env.yaml").write_text(yaml.safe_dump(spec))
+    cluster.submit("node-kill", ["medcl", "run", "tiny.yaml", "--output-dir", f"s3://{BUCKET}/killed",
+                                 "--set", "train.max_failures=2", "--set", "train.log_every=1"],
+                   working_dir=folder / "job", runtime_env=held_dir / "runtime_env.yaml")
+    wait_until(lambda: all(at_point(held_dir, r) for r in (0, 1)), "both workers at the fault point", timeout=900)
+    killed_at = time.time()
+    cluster.kill_worker_node()
+    cluster.replace_worker_node()
+    joined = time.time()
+    release(held_dir)
+    status = cluster.wait("node-kill", timeout=900)
+    if status != "SUCCEEDED":
+        raise SystemExit(f"node-kill job {status}:\n{cluster.logs('node-kill')[-4000:]}")
+    events = _events(storage.place(f"s3://{BUCKET}/killed/two-node"))
+    restarted = attempts(events, 2)[1]
+    assert any(n["node_ip"] == WORKER_IP for n in cluster.alive_nodes())
+    return {"replacement_join_s": round(joined - killed_at, 2), "recovery_s": round(restarted[0]["time"] - killed_at, 2),
+            "steps_lost": assert_replayed(events, 2)}
 
 
 def main() -> None:

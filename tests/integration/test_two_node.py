@@ -20,6 +20,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 from s3server import MotoS3, apply_env, restore_env  # noqa: E402
 from two_node_cluster import HEAD_IP, WORKER_IP, TwoNodeCluster, namespace_error  # noqa: E402
 
@@ -54,7 +55,10 @@ def cluster(s3):
     reason = namespace_error()
     if reason is not None:
         pytest.skip(f"no private node-local directories on this machine: {reason}")
-    with TwoNodeCluster(head_cpus=1, worker_cpus=1, env={**s3.env, "MEDCL_TELEMETRY": "0"}) as started:
+    # RAY_DEDUP_LOGS=0: every worker line keeps its "(pid=..., ip=...)" prefix in the job's log, never
+    # folded into "[repeated Nx across cluster]" (which drops the ip the py_modules check looks for)
+    with TwoNodeCluster(head_cpus=1, worker_cpus=1,
+                        env={**s3.env, "MEDCL_TELEMETRY": "0", "RAY_DEDUP_LOGS": "0"}) as started:
         yield started
 
 
@@ -125,3 +129,40 @@ def test_a_two_worker_run_in_s3_with_local_edits_on_both_nodes(cluster, job_dir,
         "strategy-rank0.pt", "strategy-rank1.pt"]
     assert storage.is_file(run / "report.html") and storage.is_file(run / "config.yaml")
     assert not any((disk / "s3:").exists() for disk in cluster.disks.values()) and not Path("s3:").exists()
+
+
+def test_a_run_in_s3_resumes_after_the_node_of_a_train_worker_is_killed(cluster, job_dir, tmp_path):
+    """Last in the module: it replaces the worker node. Both Train workers hold at step 3 of task 2
+    (faultkit.held_fault), so the kill always lands there; the worker node's processes are then
+    SIGKILLed by PID (a lost VM), a new node joins at the same address (an autoscaler's
+    replacement), and Ray Train restarts task 2 from task 1's checkpoint in S3."""
+    from faultkit import assert_replayed, at_point, attempts, held_fault, release, wait_until
+
+    spec = yaml.safe_load((REPO / "cluster" / "runtime_env.yaml").read_text())
+    spec["env_vars"].update(held_fault(tmp_path, "step=3,stage=2"))
+    (tmp_path / "runtime_env.yaml").write_text(yaml.safe_dump(spec))
+    cluster.submit("node-kill", ["medcl", "run", "tiny.yaml", "--output-dir", f"s3://{BUCKET}/killed",
+                                 "--set", "train.max_failures=2", "--set", "train.log_every=1"], working_dir=job_dir,
+                   runtime_env=tmp_path / "runtime_env.yaml")
+    held = wait_until(lambda: [at_point(tmp_path, r) for r in (0, 1)] if all(at_point(tmp_path, r) for r in (0, 1))
+                      else None, "both Train workers at step 3 of task 2", timeout=600,
+                      alive=lambda: cluster.status("node-kill") in ("PENDING", "RUNNING"))
+    worker_node = next(n["node_id"] for n in cluster.alive_nodes() if n["node_ip"] == WORKER_IP)
+    assert sorted(w["node_id"] == worker_node for w in held) == [False, True]  # one worker per node
+    killed = cluster.kill_worker_node()
+    victim = next(w for w in held if w["node_id"] == worker_node)
+    assert victim["pid"] in killed
+    replacement = cluster.replace_worker_node()
+    release(tmp_path)  # the surviving worker leaves, as the peer of a lost rank fails
+    status = cluster.wait("node-kill", timeout=600)
+    logs = cluster.logs("node-kill")
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert replacement != worker_node
+    run = storage.place(f"s3://{BUCKET}/killed/two-node")
+    events = [json.loads(line) for line in storage.read_text(run / "events.jsonl").splitlines() if line.strip()]
+    assert [e["stage"] for e in events if e["kind"] == "stage_start"] == [1, 2, 2]  # task 1 not trained again
+    assert [e["step"] for e in attempts(events, stage=2)[0]] == [1, 2]  # step 3 was held, never logged
+    assert assert_replayed(events, stage=2) == 2  # the restarted task 2 repeats the lost steps exactly
+    assert [e["step"] for e in attempts(events, stage=2)[1]] == [1, 2, 3, 4]
+    assert [e["after"] for e in events if e["kind"] == "row"] == ["zero_shot", "xray", "ultrasound"]
+    assert json.loads(storage.read_text(run / "metrics.json"))["complete"]

@@ -101,6 +101,38 @@ class TwoNodeCluster(LocalRayCluster):
             raise
         return self
 
+    def kill_worker_node(self) -> list[int]:
+        """SIGKILL the worker node's ``ray start`` and everything under it (raylet, its Ray workers),
+        by PID, as a lost VM; returns the PIDs killed."""
+        root = psutil.Process(self.nodes["worker"].pid)
+        victims = [root, *root.children(recursive=True)]
+        for proc in victims:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(victims, timeout=30)
+        self.nodes["worker"].wait(timeout=30)
+        return [p.pid for p in victims]
+
+    def replace_worker_node(self, timeout: float = 240) -> str:
+        """A new worker node at 127.0.0.3 (new ports, the same private disk), as an autoscaler
+        replaces a lost VM; returns its node id once it is alive."""
+        before = {n["node_id"] for n in self.alive_nodes()}
+        self.worker_ports = dict(zip(NODE_PORTS, free_ports(len(NODE_PORTS))))
+        self.nodes["worker"] = self._node("worker", [
+            self.ray, "start", "--block", "--disable-usage-stats", "--temp-dir", self.temp_dir, "--address",
+            self.address, "--node-ip-address", WORKER_IP, "--num-cpus", str(self.worker_cpus),
+            *[f"--{n}={p}" for n, p in self.worker_ports.items()]])
+        deadline = time.monotonic() + timeout
+        while True:
+            new = [n["node_id"] for n in self.alive_nodes() if n["node_ip"] == WORKER_IP and n["node_id"] not in before]
+            if new:
+                return new[0]
+            if self.nodes["worker"].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the new worker node did not join; logs:\n{self.node_logs()}")
+            time.sleep(1)
+
     def _wait_for_gcs(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
