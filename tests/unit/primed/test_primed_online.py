@@ -98,3 +98,34 @@ def test_evaluating_restores_each_modules_mode():
     with evaluating(model) as m:
         assert not any(x.training for x in m.modules()) and not torch.is_grad_enabled()
     assert model.training and model[0].training and not model[1].training
+
+
+def _online_rank(rank: int, store: str, out: str) -> None:
+    """One of two gloo ranks: rank 0 retrieves task 1's set (only it has a retriever), both save it."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    ctx = _context(0)
+    ctx.rank, ctx.world_size = rank, 2
+    retriever = FakeRetriever(synthmed_corpus(per_class=3, text_only=4)) if rank == 0 else None
+    online = OnlineReferences(PARAMS, ctx, mode="dynamic", image_size=16, retriever=retriever)
+    ids, pairs = online.refresh(1, ctx.model)
+    again_ids, _ = online.restore(ids)
+    np.savez(f"{out}/rank{rank}.npz", images=pairs.images, ids=np.array(ids), again=np.array(again_ids),
+             captions=np.array(pairs.captions), refreshes=online.refreshes)
+    dist.destroy_process_group()
+
+
+def test_every_rank_gets_rank_0s_pairs(planned, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_online_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    got = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
+    expected = read_reference_set(planned, 1, image_size=16)
+    for rank in (0, 1):
+        assert got[rank]["ids"].tolist() == got[rank]["again"].tolist() == \
+            pq.read_table(reference_file(planned, 1), columns=["id"])["id"].to_pylist()
+        assert np.array_equal(got[rank]["images"], expected.images)
+        assert got[rank]["captions"].tolist() == list(expected.captions)
+    assert [int(g["refreshes"]) for g in got] == [1, 0]  # only rank 0 retrieved
