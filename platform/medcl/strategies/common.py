@@ -6,6 +6,9 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from medcl.models import ModelLoadError
+from medcl.models.norm import teacher_copy
+
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Detached copies of the parameters that require grad, by name."""
@@ -34,3 +37,24 @@ def concat(batches: list):
     """One :class:`~medcl.engine.context.Batch` with the rows of ``batches`` in order."""
     return dataclasses.replace(batches[0], **{field: torch.cat([getattr(b, field) for b in batches])
                                               for field in ("images", "labels", "task_ids")})
+
+
+def earlier_task_heads(ctx) -> tuple[list[int], torch.nn.Module | None, dict[int, torch.Tensor]]:
+    """For distillation on earlier tasks' heads (LwF, iCaRL), at the start of a stage: the tasks
+    trained in earlier stages, a frozen copy of the model (None at the first stage) and, per earlier
+    task, that copy's class-prompt embeddings."""
+    old_tasks = sorted({k for stage in ctx.stages[: ctx.stage_index] for k in stage.train_tasks})
+    teacher = teacher_copy(ctx.model) if old_tasks else None
+    with torch.no_grad():
+        heads = {k: ctx.class_embeddings(k, teacher) for k in old_tasks}
+    return old_tasks, teacher, heads
+
+
+def check_base_fingerprint(saved: str | None, current: str | None, adapters: str) -> None:
+    """ModelLoadError when a checkpoint's frozen-base fingerprint differs from this run's base (the
+    ``adapters`` were trained on another model)."""
+    if saved is not None and current is not None and saved != current:
+        raise ModelLoadError(
+            f"the frozen base model differs from the one this run's {adapters} were trained on (fingerprint "
+            f"{current}, checkpoint {saved}): were model.name, model.pretrained or seed changed? "
+            "Restore them or start over with --fresh")

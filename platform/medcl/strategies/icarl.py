@@ -49,9 +49,8 @@ import torch
 from pydantic import Field
 
 from medcl.models import clip_logits
-from medcl.models.norm import teacher_copy
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
-from medcl.strategies.common import concat, distill_kl
+from medcl.strategies.common import concat, distill_kl, earlier_task_heads
 from medcl.strategies.exemplars import ExemplarMemory, task_features
 
 
@@ -100,10 +99,7 @@ class ICaRL(Strategy):
         self.teacher, self.old_tasks, self.old_heads = None, [], {}
 
     def before_stage(self, ctx) -> None:
-        self.old_tasks = sorted({k for stage in ctx.stages[: ctx.stage_index] for k in stage.train_tasks})
-        self.teacher = teacher_copy(ctx.model) if self.old_tasks else None
-        with torch.no_grad():
-            self.old_heads = {k: ctx.class_embeddings(k, self.teacher) for k in self.old_tasks}
+        self.old_tasks, self.teacher, self.old_heads = earlier_task_heads(ctx)
 
     def loss(self, ctx, batch) -> dict[str, torch.Tensor]:
         f = self.params.replay_fraction

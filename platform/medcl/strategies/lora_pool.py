@@ -26,9 +26,10 @@ from typing import ClassVar
 import torch
 from pydantic import Field, field_validator
 
-from medcl.models import ModelLoadError, state_fingerprint
+from medcl.models import state_fingerprint
 from medcl.models.lora import DEFAULT_TARGETS, LoraPool
 from medcl.strategies.base import Strategy, StrategyParams
+from medcl.strategies.common import check_base_fingerprint
 
 BASE_FILE = "base.safetensors"
 
@@ -114,12 +115,7 @@ class LoraPoolStrategy(Strategy):
 
     def load_state_dict(self, state: dict) -> None:
         self.trained = [int(k) for k in state.get("trained", [])]
-        saved = state.get("base_fingerprint")
-        if saved is not None and self.base_fingerprint is not None and saved != self.base_fingerprint:
-            raise ModelLoadError(
-                f"the frozen base model differs from the one this run's LoRA adapters were trained on (fingerprint "
-                f"{self.base_fingerprint}, checkpoint {saved}): were model.name, model.pretrained or seed changed? "
-                "Restore them or start over with --fresh")
+        check_base_fingerprint(state.get("base_fingerprint"), self.base_fingerprint, "LoRA adapters")
 
     def adapter_tensors(self, index: int) -> list[torch.Tensor]:
         """P_index: A and B of every LoRA module of adapter ``index``, in module order."""

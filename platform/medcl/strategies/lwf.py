@@ -17,9 +17,8 @@ import torch
 from pydantic import Field
 
 from medcl.models import clip_logits
-from medcl.models.norm import teacher_copy
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
-from medcl.strategies.common import distill_kl
+from medcl.strategies.common import distill_kl, earlier_task_heads
 
 
 @register_strategy("lwf")
@@ -31,10 +30,7 @@ class LwF(Strategy):
         temperature: float = Field(2.0, gt=0, description="softmax temperature T")
 
     def before_stage(self, ctx) -> None:
-        self.old_tasks = sorted({k for stage in ctx.stages[: ctx.stage_index] for k in stage.train_tasks})
-        self.teacher = teacher_copy(ctx.model) if self.old_tasks else None
-        with torch.no_grad():
-            self.old_heads = {k: ctx.class_embeddings(k, self.teacher) for k in self.old_tasks}
+        self.old_tasks, self.teacher, self.old_heads = earlier_task_heads(ctx)
 
     def loss(self, ctx, batch) -> dict[str, torch.Tensor]:
         features = ctx.model.encode_image(batch.images, normalize=True)

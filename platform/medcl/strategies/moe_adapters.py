@@ -38,9 +38,10 @@ import torch
 import torch.distributed as dist
 from pydantic import Field, model_validator
 
-from medcl.models import ModelLoadError, state_fingerprint
+from medcl.models import state_fingerprint
 from medcl.models.moe_adapter import MoEAdapter, attach, tower_counts
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
+from medcl.strategies.common import check_base_fingerprint
 
 MOE_FILE, BASE_FILE = "moe.safetensors", "base.safetensors"
 
@@ -166,12 +167,7 @@ class MoEAdapters(Strategy):
     def load_state_dict(self, state: dict) -> None:
         if not state:
             return
-        saved = state.get("base_fingerprint")
-        if saved is not None and self.base_fingerprint is not None and saved != self.base_fingerprint:
-            raise ModelLoadError(
-                f"the frozen base model differs from the one this run's MoE adapters were trained on (fingerprint "
-                f"{self.base_fingerprint}, checkpoint {saved}): were model.name, model.pretrained or seed changed? "
-                "Restore them or start over with --fresh")
+        check_base_fingerprint(state.get("base_fingerprint"), self.base_fingerprint, "MoE adapters")
         frozen = state["frozen"]
         if tuple(frozen.shape) != (len(self.adapters), self.params.num_experts):
             raise ValueError(f"the checkpoint's frozen-expert table is {tuple(frozen.shape)}, this model has "
