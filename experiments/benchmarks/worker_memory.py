@@ -15,7 +15,8 @@ without the dashboard, so the state API cannot list the objects; other jobs' use
 would show here too). Ray deserialises numpy arrays zero-copy from the object store, so pixels a
 worker only reads are shared memory: they appear in its RSS (the pages it touched) and PSS (shared
 with the other mappers) but not its USS (memory only it holds). Prints JSON: per-worker peaks in
-MiB, the growth of ``/dev/shm``, the driver's RSS and the load average.
+MiB, the growth of ``/dev/shm``, the driver's (this process's) peaks and its figures at the last
+sample taken while Train workers were alive, and the load average.
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.interval, self.done = interval, threading.Event()
         self.workers: dict[int, dict] = {}
+        self.driver: dict[str, int] = {}
+        self.driver_training: dict[str, int] = {}
         self.shm_base, self.shm_peak = shutil.disk_usage("/dev/shm").used, 0
         self.samples = 0
 
@@ -69,7 +72,12 @@ class Sampler(threading.Thread):
             self.done.wait(self.interval)
 
     def _sample_workers(self) -> None:
-        for proc in psutil.Process().children(recursive=True):
+        driver = psutil.Process()
+        driver_info = driver.memory_full_info()
+        for key in ("rss", "uss", "pss"):
+            self.driver[key] = max(self.driver.get(key, 0), getattr(driver_info, key))
+        workers = 0
+        for proc in driver.children(recursive=True):
             try:
                 if "RayTrainWorker" not in " ".join(proc.cmdline()):
                     continue
@@ -81,6 +89,9 @@ class Sampler(threading.Thread):
             peak["title"] = proc.cmdline()[0][:60]
             for key, value in (("rss", info.rss), ("uss", info.uss), ("pss", info.pss), ("hwm", hwm)):
                 peak[key] = max(peak[key], value)
+            workers += 1
+        if workers:  # the driver while the workers train and evaluate (its peak is building the tasks)
+            self.driver_training = {"rss": driver_info.rss, "uss": driver_info.uss, "pss": driver_info.pss}
 
     def stop(self) -> None:
         self.done.set()
@@ -110,9 +121,9 @@ def main() -> None:
     from medcl.config import validate_experiment
     from medcl.engine import runner
 
-    tasks = synthetic_tasks(args.tasks, args.images, args.size)
-    pixels = sum(s.images.nbytes for t in tasks for s in t.splits.values())
-    runner.build_tasks = lambda config: tasks  # the real engine path with these tasks
+    pixels = args.tasks * args.images * args.size * args.size * 3
+    # the real engine path with these tasks; built there, so this script holds no reference to them
+    runner.build_tasks = lambda config: synthetic_tasks(args.tasks, args.images, args.size)
     load_before = os.getloadavg()
     sampler = Sampler(args.interval)
     with tempfile.TemporaryDirectory(prefix="medcl-wmem-") as out:
@@ -136,7 +147,8 @@ def main() -> None:
         "pixels_mib": round(pixels / MIB, 1), "workers": args.workers, "steps_per_task": args.steps,
         "per_worker_peak_mib": workers,
         "dev_shm_growth_peak_mib": round(sampler.shm_peak / MIB, 1),
-        "driver_rss_mib": round(psutil.Process().memory_info().rss / MIB, 1),
+        "driver_peak_mib": {k: round(v / MIB, 1) for k, v in sampler.driver.items()},
+        "driver_last_sample_with_workers_mib": {k: round(v / MIB, 1) for k, v in sampler.driver_training.items()},
         "samples": sampler.samples, "wall_s": round(wall, 1),
         "final_row": result.state.rows[-1] if result.state.rows else None,
         "load_average_before": [round(x, 2) for x in load_before],
