@@ -1,24 +1,28 @@
-"""``medcl corpus embed``: image and text embeddings of a corpus on a Ray Data actor pool.
+"""``medcl corpus embed``: image and text embeddings of a corpus, decoded on CPUs, encoded by model actors.
 
-    corpus shards --read_parquet--> map_batches(Embedder, compute=ActorPoolStrategy(size=actors | gpus),
-                                    num_cpus=0.5 | num_gpus=1, batch_size) --> driver: shards.py files
+    corpus shards --read_parquet--> map_batches(prepare_batch, CPU tasks)   decode to uint8, tokenise
+                  --> map_batches(Embedder, compute=ActorPoolStrategy(size=actors | gpus),
+                                  num_cpus=0.5 | num_gpus=1) --> workers write + hash the shards
 
-GPUs are asked for explicitly (``--gpus N``: N actors with one GPU each, bf16 or fp16 autocast by
-``--precision``); without it the pool runs on CPUs in fp32 and says so when the cluster has GPUs.
+(embed_ray.py has the pipeline; ``use_ray=False`` runs the same two stages in this process and
+writes the shards here.) GPUs are asked for explicitly (``--gpus N``: N actors with one GPU each,
+bf16 or fp16 autocast by ``--precision``); without it the pool runs on CPUs in fp32 and says so when
+the cluster has GPUs.
 
-Each actor builds the model once (:func:`load_bundle`, checked against the driver's weight
-fingerprint) and, per batch, decodes the image bytes exactly as training does (``images.decode``
-to the model's size with a centre crop, then ``engine.preprocess.to_model_input``: /255, grayscale
-to 3 channels, the model's mean/std), tokenises every caption, and returns
-``shards.embeddings_table``: ``image_embedding = normalize(encode_image(x))`` for rows with an
-image (null otherwise), ``text_embedding = normalize(encode_text(tokens))`` for all rows. Output
-order is the corpus order (``preserve_order``). The driver streams the batches into shards of
-``shard_rows`` rows and writes the manifest with ``model = {name, pretrained, fingerprint, seed,
-image_size}``; a randomly initialised model is built after ``torch.manual_seed(seed)`` so the same
-weights can be rebuilt to embed text queries.
+The CPU stage (embed_prep.py) decodes the image bytes exactly as training does (``images.decode`` to
+the model's size with a centre crop, 3 channels, uint8) and tokenises every caption. Each actor
+builds the model once (:func:`load_bundle`, checked against the driver's weight fingerprint) and,
+per batch, finishes the preprocessing on its device (``engine.preprocess.to_model_input``: /255, the
+model's mean/std) and returns ``shards.embeddings_table``: ``image_embedding =
+normalize(encode_image(x))`` for rows with an image (null otherwise), ``text_embedding =
+normalize(encode_text(tokens))`` for all rows. Shards hold ``shard_rows`` rows (the last fewer) in
+corpus order, and the manifest records ``model = {name, pretrained, fingerprint, seed, image_size}``;
+a randomly initialised model is built after ``torch.manual_seed(seed)`` so the same weights can be
+rebuilt to embed text queries.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -28,10 +32,8 @@ import pyarrow as pa
 import torch
 
 from medcl.corpus import shards
+from medcl.corpus.embed_ray import INPUT_COLUMNS
 from medcl.corpus.store import CorpusStore
-
-INPUT_COLUMNS = ["id", "image", "caption", "modality", "source"]
-BATCHES_PER_BLOCK = 2
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,11 @@ def load_bundle(info: ModelInfo, device: str = "cpu"):
 
 
 class Embedder:
-    """Ray Data callable class: a corpus batch (pyarrow, INPUT_COLUMNS) -> an embeddings table."""
+    """Ray Data callable class: a prepared batch (``embed_prep.prepare_batch``) -> an embeddings table.
+
+    The pixels arrive decoded (uint8) and the captions tokenised; the actor casts and normalises
+    the pixels on its device and runs both encoders, nothing else.
+    """
 
     def __init__(self, info: ModelInfo, *, threads: int = 1, fingerprint: str | None = None,
                  precision: str = "bf16"):
@@ -94,30 +100,37 @@ class Embedder:
             return self._embed(batch)
 
     def _embed(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pydict()
-        has_image = np.array([b is not None for b in rows["image"]], dtype=bool)
-        text = self._encode_text(rows["caption"])
+        from medcl.corpus.embed_prep import pixels_of, tokens_of
+
+        has_image = batch["has_image"].to_numpy(zero_copy_only=False).astype(bool)
+        text = self._encode_tokens(tokens_of(batch))
         image = np.zeros_like(text)
         if has_image.any():
-            image[has_image] = self._encode_images([b for b in rows["image"] if b is not None])
-        return shards.embeddings_table(ids=rows["id"], captions=rows["caption"], modalities=rows["modality"],
-                                       sources=rows["source"], image_embeddings=image, has_image=has_image,
-                                       text_embeddings=text)
+            image[has_image] = self._encode_pixels(pixels_of(batch, self.bundle.image_size))
+        return shards.embeddings_table(ids=batch["id"].to_pylist(), captions=batch["caption"].to_pylist(),
+                                       modalities=batch["modality"].to_pylist(), sources=batch["source"].to_pylist(),
+                                       image_embeddings=image, has_image=has_image, text_embeddings=text)
 
     @torch.inference_mode()
-    def _encode_text(self, captions: list[str]) -> np.ndarray:
-        tokens = self.bundle.tokenizer(list(captions)).to(self.device)
-        return self.bundle.model.encode_text(tokens, normalize=True).float().cpu().numpy()
+    def _encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(tokens).to(self.device)
+        return self.bundle.model.encode_text(x, normalize=True).float().cpu().numpy()
 
     @torch.inference_mode()
-    def _encode_images(self, blobs: list[bytes]) -> np.ndarray:
-        from medcl.data.images import decode, stack_images
+    def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         from medcl.engine.preprocess import to_model_input
 
         size = self.bundle.image_size
-        pixels = stack_images([decode(b, image_size=size) for b in blobs], channels=3)
-        x = to_model_input(pixels, size, self.bundle.mean, self.bundle.std, device=self.device)
+        with warnings.catch_warnings():  # a read-only Arrow view: to_model_input only reads it
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            x = to_model_input(pixels, size, self.bundle.mean, self.bundle.std, device=self.device)
         return self.bundle.model.encode_image(x, normalize=True).float().cpu().numpy()
+
+    def _encode_images(self, blobs: list[bytes]) -> np.ndarray:
+        """Encoded image bytes -> normalised image embeddings (decode + encode, as the two stages do)."""
+        from medcl.corpus.embed_prep import decode_images
+
+        return self._encode_pixels(decode_images(blobs, self.bundle.image_size))
 
 
 @dataclass
@@ -135,53 +148,61 @@ def embed_corpus(corpus_dir: str | Path, out: str | Path, info: ModelInfo, *, ba
                  log: Callable[[str], None] = lambda message: None) -> EmbedResult:
     """Embed every row of the corpus at ``corpus_dir`` into embedding shards under ``out``.
 
-    On Ray, ``gpus`` > 0 runs a pool of ``gpus`` actors with one GPU each, in ``precision``
-    (``bf16`` / ``fp16`` autocast, or ``fp32``); ``gpus`` = 0 runs ``actors`` CPU actors in fp32.
-    The choice is the caller's: a cluster that has no GPU yet (scaling from zero) is waited for,
-    never silently replaced by CPUs.
+    On Ray (embed_ray.py), CPU tasks decode and tokenise, a model actor pool encodes, and workers
+    write and hash the shards; ``gpus`` > 0 runs a pool of ``gpus`` actors with one GPU each, in
+    ``precision`` (``bf16`` / ``fp16`` autocast, or ``fp32``); ``gpus`` = 0 runs ``actors`` CPU actors
+    in fp32. The choice is the caller's: a cluster that has no GPU yet (scaling from zero) is
+    waited for, never silently replaced by CPUs. ``use_ray=False`` runs the same two stages in this
+    process. Either way every shard but the last holds ``shard_rows`` rows, in corpus order.
     """
     if gpus < 0 or precision not in HALF:
         raise ValueError(f"gpus must be >= 0 (got {gpus}) and precision one of {', '.join(HALF)} (got {precision!r})")
     from medcl.models import state_fingerprint
 
-    store = CorpusStore(corpus_dir)  # verifies every shard's sha256 first
-    fingerprint = state_fingerprint(load_bundle(info).model)
+    store = CorpusStore(corpus_dir, verify=not use_ray)  # on Ray the shards are hashed in parallel tasks
+    bundle = load_bundle(info)
+    fingerprint = state_fingerprint(bundle.model)
     model = {**asdict(info), "fingerprint": fingerprint}
-    if use_ray:
-        batches = _embedded_on_ray(store, info, fingerprint, batch_size=batch_size, actors=actors, threads=threads,
-                                   gpus=gpus, precision=precision, log=log)
-    else:
-        embedder = Embedder(info, threads=threads, fingerprint=fingerprint, precision=precision)
-        batches = embed_locally(store.paths, embedder, batch_size)
+    prepare_kwargs = {"image_size": bundle.image_size, "tokenizer": bundle.tokenizer}
     out = Path(out)
     for old in [*out.glob("part-*.parquet"), out / shards.MANIFEST]:  # no stale manifest while rewriting
         old.unlink(missing_ok=True)
-    written = write_embedding_shards(out, batches, shard_rows)
-    dim = shards.read_shard(out, written[0], ["text_embedding"]).schema.field("text_embedding").type.list_size \
-        if written else 0
+    if use_ray:
+        written, dim = _embed_on_ray(store, out, info, fingerprint, prepare_kwargs, batch_size=batch_size,
+                                     actors=actors, threads=threads, gpus=gpus, precision=precision,
+                                     shard_rows=shard_rows, log=log)
+    else:
+        embedder = Embedder(info, threads=threads, fingerprint=fingerprint, precision=precision)
+        written = write_embedding_shards(out, embed_locally(store.paths, embedder, batch_size, prepare_kwargs),
+                                         shard_rows)
+        dim = shards.read_shard(out, written[0], ["text_embedding"]).schema.field("text_embedding").type.list_size \
+            if written else 0
     shards.write_manifest(out, dim=dim, model=model, corpus=str(store.directory.resolve()), shards=written)
     result = EmbedResult(out, sum(s.rows for s in written), sum(s.with_image for s in written), len(written), model)
     log(f"embedded {result.rows} rows ({result.with_image} with an image) into {len(written)} shard(s), dim {dim}")
     return result
 
 
-def embed_locally(paths: list[str], embedder: Embedder, batch_size: int) -> Iterator[pa.Table]:
-    """The plain single-process loop: read each shard in ``batch_size`` batches, embed in process."""
+def embed_locally(paths: list[str], embedder: Embedder, batch_size: int, prepare_kwargs: dict) -> Iterator[pa.Table]:
+    """The plain single-process loop: read each shard in ``batch_size`` batches, prepare and embed in process."""
     import pyarrow.parquet as pq
+
+    from medcl.corpus.embed_prep import prepare_batch
 
     for path in paths:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=INPUT_COLUMNS):
-            yield embedder(pa.Table.from_batches([batch]))
+            yield embedder(prepare_batch(pa.Table.from_batches([batch]), **prepare_kwargs))
 
 
-def _embedded_on_ray(store: CorpusStore, info: ModelInfo, fingerprint: str, *, batch_size: int, actors: int,
-                     threads: int, gpus: int, precision: str, log: Callable[[str], None]) -> Iterator[pa.Table]:
+def _embed_on_ray(store: CorpusStore, out: Path, info: ModelInfo, fingerprint: str, prepare_kwargs: dict, *,
+                  batch_size: int, actors: int, threads: int, gpus: int, precision: str, shard_rows: int,
+                  log: Callable[[str], None]) -> tuple[list[shards.ShardInfo], int]:
     import ray
-    import ray.data
 
-    from medcl.corpus.raydata import data_context
+    from medcl.corpus.embed_ray import embed_on_ray, verify_corpus_on_ray
+    from medcl.corpus.store import CORPUS_MANIFEST
 
-    data_context()
+    verify_corpus_on_ray(store.directory, {s.file: s.sha256 for s in store.manifest.shards}, CORPUS_MANIFEST)
     cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
         actors = gpus  # one GPU per actor
@@ -189,15 +210,9 @@ def _embedded_on_ray(store: CorpusStore, info: ModelInfo, fingerprint: str, *, b
             log(f"waiting for {gpus} GPU(s): the cluster has {cluster_gpus} now (an autoscaler adds them)")
     elif cluster_gpus:
         log(f"embedding on CPU with {actors} actor(s) although the cluster has {cluster_gpus} GPU(s): pass --gpus N to use them")
-    # one Parquet file reads as one block, which would feed a single actor: split into blocks of a few batches
-    dataset = (ray.data.read_parquet(store.paths).select_columns(INPUT_COLUMNS)
-               .repartition(target_num_rows_per_block=batch_size * BATCHES_PER_BLOCK))
-    embedded = dataset.map_batches(
-        Embedder, fn_constructor_kwargs={"info": info, "threads": threads, "fingerprint": fingerprint,
-                                         "precision": precision},
-        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="pyarrow",
-        num_cpus=0 if gpus else 0.5, num_gpus=1 if gpus else 0)
-    return embedded.iter_batches(batch_format="pyarrow", batch_size=None)
+    embedder_kwargs = {"info": info, "threads": threads, "fingerprint": fingerprint, "precision": precision}
+    return embed_on_ray(store.paths, out, embedder_kwargs=embedder_kwargs, prepare_kwargs=prepare_kwargs,
+                        batch_size=batch_size, actors=actors, gpus=gpus, shard_rows=shard_rows, log=log)
 
 
 def write_embedding_shards(out: Path, batches: Iterable[pa.Table], shard_rows: int) -> list[shards.ShardInfo]:

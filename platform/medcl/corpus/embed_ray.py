@@ -1,0 +1,115 @@
+"""``medcl corpus embed`` on Ray Data: the driver only plans and collects one small row per shard.
+
+    driver: the corpus manifest (no hashing) -> one Ray task per corpus shard checks its sha256
+    read_parquet(corpus shards) -> repartition(2 batches per block)
+    -> map_batches(prepare_batch, CPU tasks, num_cpus=0.5)        decode + crop images to uint8,
+                                                                  tokenise captions (embed_prep.py)
+    -> map_batches(Embedder, compute=ActorPoolStrategy(size=A),   model actors: cast/normalise on
+                   num_cpus=0.5 | num_gpus=1)                     device, both encoders
+    -> repartition(target_num_rows_per_block=shard_rows, strict=True)   blocks of exactly shard_rows
+    -> map_batches(_write_part, CPU tasks, num_cpus=0.25)         the worker writes its block as one
+                                                                  Parquet file and hashes it
+    driver: one JSON row per written file -> renames to part-00000.parquet... -> manifest.json
+
+Order is the corpus order (``preserve_order``), so the n-th statistics row is shard n, and every
+shard but the last holds exactly ``shard_rows`` rows, as the in-process path writes them. The
+embeddings never reach the driver: it holds the statistics rows only. Files are written to
+``out/.tmp-<uuid>/`` first and renamed into place once all are written (a failed run leaves no
+``part-*`` and no manifest); the output directory must be reachable from every node.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+
+from medcl.corpus import shards
+
+INPUT_COLUMNS = ["id", "image", "caption", "modality", "source"]
+BATCHES_PER_BLOCK = 2
+
+
+def verify_corpus_on_ray(directory: Path, listed: dict[str, str], manifest: str) -> None:
+    """Check every listed corpus shard's sha256 in parallel Ray tasks; CorruptArtifactError names
+    the first bad file (in listing order)."""
+    import ray
+
+    from medcl.corpus.schema import CorruptArtifactError
+
+    check = ray.remote(_check_file).options(num_cpus=0.25)
+    problems = ray.get([check.remote(str(directory), name, sha, manifest) for name, sha in listed.items()])
+    first = next((p for p in problems if p), None)
+    if first:
+        raise CorruptArtifactError(first)
+
+
+def _check_file(directory: str, name: str, sha256: str, manifest: str) -> str | None:
+    from medcl.corpus.schema import CorruptArtifactError, verify_listed_files
+
+    try:
+        verify_listed_files(Path(directory), {name: sha256}, manifest)
+    except CorruptArtifactError as exc:
+        return str(exc)
+    return None
+
+
+def _write_part(block: pa.Table, staging: str) -> pa.Table:
+    """Write ``block`` (an embeddings table) to one staging file; return its statistics as one JSON row."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from medcl.hashing import sha256_file
+
+    path = Path(staging) / f"{uuid.uuid4().hex}.parquet"
+    pq.write_table(block, path)
+    stats = {"file": path.name, "rows": block.num_rows, "sha256": sha256_file(path),
+             "with_image": int(pc.sum(block["has_image"]).as_py() or 0),
+             "dim": block.schema.field("text_embedding").type.list_size}
+    return pa.table({"stats": [json.dumps(stats)]})
+
+
+def embed_on_ray(paths: list[str], out: Path, *, embedder_kwargs: dict, prepare_kwargs: dict, batch_size: int,
+                 actors: int, gpus: int, shard_rows: int, log: Callable[[str], None]) -> tuple[list, int]:
+    """Run the pipeline over the corpus files ``paths`` into ``out``; returns ``(shard infos, dim)``."""
+    import ray
+    import ray.data
+
+    from medcl.corpus.embed import Embedder
+    from medcl.corpus.embed_prep import prepare_batch
+    from medcl.corpus.raydata import data_context
+
+    data_context()
+    log(f"{len(paths)} corpus shard(s) -> {actors} {'GPU' if gpus else 'CPU'} model actor(s); "
+        f"shards of {shard_rows} rows written by the workers")
+    staging = out / f".tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        prepared = (ray.data.read_parquet(paths).select_columns(INPUT_COLUMNS)
+                    .repartition(target_num_rows_per_block=batch_size * BATCHES_PER_BLOCK)
+                    .map_batches(prepare_batch, fn_kwargs=prepare_kwargs, batch_size=batch_size,
+                                 batch_format="pyarrow", num_cpus=0.5))
+        embedded = prepared.map_batches(
+            Embedder, fn_constructor_kwargs=embedder_kwargs, compute=ray.data.ActorPoolStrategy(size=actors),
+            batch_size=batch_size, batch_format="pyarrow", num_cpus=0 if gpus else 0.5, num_gpus=1 if gpus else 0)
+        written = (embedded.repartition(target_num_rows_per_block=shard_rows, strict=True)
+                   .map_batches(_write_part, fn_kwargs={"staging": str(staging)}, batch_size=shard_rows,
+                                batch_format="pyarrow", num_cpus=0.25))
+        parts = [json.loads(s) for b in written.iter_batches(batch_format="pyarrow", batch_size=None)
+                 for s in b["stats"].to_pylist()]
+        return _publish(out, staging, parts), (parts[0]["dim"] if parts else 0)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(out: Path, staging: Path, parts: list[dict]) -> list[shards.ShardInfo]:
+    """Rename the staging files, in dataset order, to ``part-00000.parquet``..."""
+    written = []
+    for number, part in enumerate(parts):
+        name = shards.shard_file_name(number)
+        (staging / part["file"]).replace(out / name)
+        written.append(shards.ShardInfo(name, part["rows"], part["with_image"], part["sha256"]))
+    return written
