@@ -4,8 +4,9 @@ Per space (``text``: every row; ``image``: rows with an image):
 
 1. The factory is chosen for the space's total row count (index_factory.resolve_factory; ``auto``
    sizes it from the rows, docs/corpus.md has the table), and a seeded sample of
-   ``min(rows, train_sample)`` vectors (read from the shards, only the sampled rows kept) trains it
-   once: one coarse quantizer (and PQ/OPQ codebooks) for the whole corpus.
+   ``min(rows, train_sample)`` vectors (read from the shards, only the sampled rows kept, inside the
+   training task: the sample never passes through the driver) trains it once: one coarse quantizer
+   (and PQ/OPQ codebooks) for the whole corpus.
 2. The trained, empty index is serialised into the object store, and each embedding shard is
    added to a copy of it in its own Ray task with a declared ``memory=`` (``fill_memory``); the task
    checks the shard's sha256, writes ``{space}-{n:05d}.faiss`` and its part of the id mapping
@@ -77,6 +78,13 @@ def train(factory: str, dim: int, vectors: np.ndarray) -> np.ndarray:
     return faiss.serialize_index(index)
 
 
+def sample_and_train(emb_dir: str, manifest: emb.EmbeddingManifest, space: str, size: int, seed: int,
+                     factory: str) -> np.ndarray:
+    """:func:`sample_vectors` then :func:`train`, in one process (a Ray task on Ray, so the training
+    sample is read where it is used and never reaches the caller); returns the serialised index."""
+    return train(factory, manifest.dim, sample_vectors(Path(emb_dir), manifest, space, size, seed))
+
+
 def fill_shard(emb_dir: str, shard: dict, number: int, space: str, offset: int, template: np.ndarray,
                out_dir: str) -> dict:
     """Add one embedding shard to a copy of ``template``; write its index and id-mapping part.
@@ -122,9 +130,8 @@ def build_space(emb_dir: Path, manifest: emb.EmbeddingManifest, space: str, out_
     choice = resolve_factory(factory, rows=total, dim=manifest.dim, sample=sample, nprobe=nprobe, ef_search=ef_search)
     for note in choice.notes:
         log(f"[{space}]: {note}")
-    vectors = sample_vectors(emb_dir, manifest, space, sample, seed)
-    template = _run(use_ray, train, train_memory(sample, manifest.dim), choice.factory, manifest.dim, vectors)
-    del vectors
+    template = _run(use_ray, sample_and_train, train_memory(sample, manifest.dim), str(emb_dir), manifest, space,
+                    sample, seed, choice.factory)
     jobs = [(n, s, o, c) for n, (s, o, c) in enumerate(zip(manifest.shards, offsets, counts)) if c]
     results = _fill_all(use_ray, emb_dir, jobs, space, template, out_dir, manifest.dim)
     files = {}
