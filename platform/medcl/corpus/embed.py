@@ -32,7 +32,7 @@ import pyarrow as pa
 import torch
 
 from medcl.corpus import shards
-from medcl.corpus.embed_ray import INPUT_COLUMNS
+from medcl.corpus.embed_prep import INPUT_COLUMNS
 from medcl.corpus.store import CorpusStore
 
 
@@ -211,7 +211,7 @@ def _embed_on_ray(store: CorpusStore, out: Path, info: ModelInfo, fingerprint: s
     elif cluster_gpus:
         log(f"embedding on CPU with {actors} actor(s) although the cluster has {cluster_gpus} GPU(s): pass --gpus N to use them")
     embedder_kwargs = {"info": info, "threads": threads, "fingerprint": fingerprint, "precision": precision}
-    return embed_on_ray(store.paths, out, embedder_kwargs=embedder_kwargs, prepare_kwargs=prepare_kwargs,
+    return embed_on_ray(store.paths, out, embedder=Embedder, embedder_kwargs=embedder_kwargs, prepare_kwargs=prepare_kwargs,
                         batch_size=batch_size, actors=actors, gpus=gpus, shard_rows=shard_rows, log=log)
 
 

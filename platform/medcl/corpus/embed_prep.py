@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+INPUT_COLUMNS = ["id", "image", "caption", "modality", "source"]  # the corpus columns embedding reads
+
 PASSED = ["id", "caption", "modality", "source"]
 
 

@@ -28,8 +28,8 @@ from typing import Callable
 import pyarrow as pa
 
 from medcl.corpus import shards
+from medcl.corpus.embed_prep import INPUT_COLUMNS
 
-INPUT_COLUMNS = ["id", "image", "caption", "modality", "source"]
 BATCHES_PER_BLOCK = 2
 
 
@@ -72,13 +72,14 @@ def _write_part(block: pa.Table, staging: str) -> pa.Table:
     return pa.table({"stats": [json.dumps(stats)]})
 
 
-def embed_on_ray(paths: list[str], out: Path, *, embedder_kwargs: dict, prepare_kwargs: dict, batch_size: int,
-                 actors: int, gpus: int, shard_rows: int, log: Callable[[str], None]) -> tuple[list, int]:
-    """Run the pipeline over the corpus files ``paths`` into ``out``; returns ``(shard infos, dim)``."""
+def embed_on_ray(paths: list[str], out: Path, *, embedder, embedder_kwargs: dict, prepare_kwargs: dict,
+                 batch_size: int, actors: int, gpus: int, shard_rows: int,
+                 log: Callable[[str], None]) -> tuple[list, int]:
+    """Run the pipeline over the corpus files ``paths`` into ``out`` with the model actor class
+    ``embedder`` (``medcl.corpus.embed.Embedder``); returns ``(shard infos, dim)``."""
     import ray
     import ray.data
 
-    from medcl.corpus.embed import Embedder
     from medcl.corpus.embed_prep import prepare_batch
     from medcl.corpus.raydata import data_context
 
@@ -93,7 +94,7 @@ def embed_on_ray(paths: list[str], out: Path, *, embedder_kwargs: dict, prepare_
                     .map_batches(prepare_batch, fn_kwargs=prepare_kwargs, batch_size=batch_size,
                                  batch_format="pyarrow", num_cpus=0.5))
         embedded = prepared.map_batches(
-            Embedder, fn_constructor_kwargs=embedder_kwargs, compute=ray.data.ActorPoolStrategy(size=actors),
+            embedder, fn_constructor_kwargs=embedder_kwargs, compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=batch_size, batch_format="pyarrow", num_cpus=0 if gpus else 0.5, num_gpus=1 if gpus else 0)
         written = (embedded.repartition(target_num_rows_per_block=shard_rows, strict=True)
                    .map_batches(_write_part, fn_kwargs={"staging": str(staging)}, batch_size=shard_rows,
