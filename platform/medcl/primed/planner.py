@@ -157,7 +157,7 @@ def plan_reference_sets(tasks: list, plan_dir: Path, params, *, seed: int, model
             started = time.perf_counter()
             rows, stats = planner.rows(tasks, index)
             write_reference(plan_dir, index, rows, fetch_rows(retriever, rows))
-            levels = {lvl: sum(r["level"] == lvl for r in rows) for lvl in (*LEVELS, mode)}
+            levels = {lvl: sum(r["level"] == lvl for r in rows) for lvl in (LEVELS if mode == "dynamic" else (mode,))}
             summary["tasks"].append({"task": task.name, "rows": len(rows), "levels": levels, **stats,
                                      "retrieval_s": round(time.perf_counter() - started, 3)})
             log(f"primed: task {index + 1}/{len(tasks)} {task.name}: {len(rows)} reference pairs {levels}")
