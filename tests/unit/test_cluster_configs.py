@@ -129,12 +129,37 @@ def test_runtime_env():
 def test_commands_in_readme_and_comments_name_real_commands():
     """Every ``-- medcl ...`` command written in cluster/ (README, YAML comments) is valid."""
     commands = []
-    for path in [CLUSTER / "README.md", *YAML_FILES]:
+    for path in [CLUSTER / "README.md", REPO / "README.md", REPO / "docs" / "cluster.md", *YAML_FILES]:
         text = re.sub(r"\\\n\s*(#\s*)?", " ", path.read_text())  # join continued lines
         commands += [m.group(1).strip() for m in re.finditer(r"-- (medcl [^\n`#]+)", text)]
     assert commands
     for command in commands:
         check_entrypoint(command)
+
+
+SHARED_MOUNT = "/mnt/medcl"
+
+
+def _absolute_paths(value) -> list[str]:
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _absolute_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _absolute_paths(v)]
+    return [value] if isinstance(value, str) and value.startswith("/") else []
+
+
+def test_the_cloud_sweeps_read_and_write_where_the_shipped_clusters_mount_shared_storage():
+    """A cloud sweep's data, weights and outputs must be on the one path every node of the shipped
+    clusters sees (aws.yaml, gcp.yaml and the KubeRay volume mount it at /mnt/medcl)."""
+    for config in ("aws.yaml", "gcp.yaml", "kuberay/raycluster.yaml"):
+        assert SHARED_MOUNT in (CLUSTER / config).read_text(), f"cluster/{config} does not mount {SHARED_MOUNT}"
+    sweeps = sorted((REPO / "experiments" / "sweeps").glob("cloud_*.yaml"))
+    assert sweeps
+    for path in sweeps:
+        found = _absolute_paths(yaml.safe_load(path.read_text()))
+        assert found, f"{path.name} names no data, weights or output path"
+        outside = [p for p in found if not p.startswith(SHARED_MOUNT + "/")]
+        assert not outside, f"{path.name}: {outside} are not under {SHARED_MOUNT}, which no shipped cluster mounts"
 
 
 def test_grafana_dashboard_queries_every_metric():
