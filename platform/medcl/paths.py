@@ -96,6 +96,15 @@ def cli_path(value: str) -> Path:
     return Path(resolve_path(value[len("file://"):] if value.startswith("file://") else value))
 
 
+def cli_place(value: str) -> str | Path:
+    """``argparse`` type of a location argument that may be in an object store: a URI (``s3://``,
+    ``gs://``) stays the string given (``medcl.storage.place`` reads it), ``file://`` and local
+    paths become absolute paths as with :func:`cli_path`."""
+    if is_uri(value) and not value.startswith("file://"):
+        return value
+    return cli_path(value)
+
+
 def resolve_paths(raw: Any, model: type[BaseModel], base: str | os.PathLike | None = None) -> Any:
     """A copy of ``raw`` (a mapping as read from YAML) with every path field of ``model`` resolved
     against ``base`` (default: the working directory); see the module doc. Values that do not fit

@@ -269,6 +269,26 @@ def makedirs(value) -> None:
     filesystem.create_dir(path, recursive=True)
 
 
+def delete(value) -> None:
+    """Delete the file at ``value`` (nothing when there is none)."""
+    where = place(value)
+    if isinstance(where, Path):
+        where.unlink(missing_ok=True)
+    elif is_file(where):
+        filesystem, path = resolve(where)
+        filesystem.delete_file(path)
+
+
+def move(source, target) -> None:
+    """Rename the file ``source`` to ``target`` in the same store (local: an atomic rename; object
+    store: copy then delete, so a reader sees the whole object or none)."""
+    where, to = place(source), place(target)
+    if type(where) is not type(to):
+        raise StorageError(f"cannot move {where} to {to}: they are not in the same store")
+    filesystem, path = resolve(where)
+    filesystem.move(path, resolve(to)[1])
+
+
 def listdir(value) -> list[str]:
     """Names of the direct children (files and directories); [] when the place does not exist."""
     from pyarrow import fs

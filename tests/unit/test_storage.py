@@ -70,6 +70,18 @@ def test_files_directories_and_copies(root, tmp_path):
     assert not storage.exists(root / "a") and storage.exists(root / "copied")
 
 
+def test_move_and_delete_a_file(root, tmp_path):
+    storage.write_bytes(root / "tmp" / "x.parquet", b"data")
+    storage.move(root / "tmp" / "x.parquet", root / "part-0.parquet")
+    assert storage.read_bytes(root / "part-0.parquet") == b"data" and not storage.exists(root / "tmp" / "x.parquet")
+    storage.delete(root / "part-0.parquet")
+    storage.delete(root / "part-0.parquet")  # already gone: nothing to do
+    assert not storage.exists(root / "part-0.parquet")
+    other = tmp_path / "local.bin" if isinstance(root, Location) else Location(f"s3://{BUCKET}/x")
+    with pytest.raises(StorageError, match="not in the same store"):
+        storage.move(root / "a", other)
+
+
 def test_run_directory_helpers(root):
     run = RunDir(place(root) / "run")
     values = np.array([[20.0, float("nan")], [80.5, 21.25]])
@@ -169,8 +181,16 @@ def test_path_arguments_refuse_a_uri_and_take_file_uris(capsys):
     with pytest.raises(argparse.ArgumentTypeError, match="s3://b/corpus: a local path or a shared mount"):
         cli_path("s3://b/corpus")
     with pytest.raises(SystemExit):
-        main(["corpus", "build", "spec.yaml", "--out", "s3://b/corpus"])
+        main(["data", "prepare", "medmnist", "--from", "raw", "--out", "s3://b/corpus"])
     assert "--out: s3://b/corpus: a local path or a shared mount" in capsys.readouterr().err
+
+
+def test_location_arguments_keep_uris_and_resolve_local_paths(tmp_path, monkeypatch):
+    from medcl.paths import cli_place
+
+    monkeypatch.chdir(tmp_path)
+    assert cli_place("s3://b/corpus") == "s3://b/corpus" and cli_place("gs://b/x/") == "gs://b/x/"
+    assert cli_place("corpus") == tmp_path / "corpus" and cli_place("file:///tmp/c") == Path("/tmp/c")
 
 
 def test_pretrained_weights_in_the_object_store_load_through_the_node_cache(s3, tmp_path, monkeypatch):

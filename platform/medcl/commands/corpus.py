@@ -6,6 +6,10 @@
 
 Both start (or join, with RAY_ADDRESS) Ray unless ``--local`` runs the same steps in this process.
 A bad spec, a missing source, a strict-mode bad row or a corrupt shard is one message, status 2.
+``--out``, CORPUS_DIR and ``--run`` take a local path, a shared mount or an object-store URI
+(``s3://bucket/corpus``, ``gs://...``; see medcl.storage). On a cluster of several nodes a local
+``--out`` or CORPUS_DIR that some node does not see is refused before any work, naming the argument
+and the fix (engine/shared.py).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from medcl.paths import cli_path, resolve_weights
+from medcl.paths import cli_place, resolve_weights
 
 
 def register(subparsers) -> None:
@@ -21,17 +25,17 @@ def register(subparsers) -> None:
     commands = corpus.add_subparsers(dest="corpus_command", required=True)
     build = commands.add_parser("build", help="read the sources of SPEC.yaml into Parquet shards (one schema)")
     build.add_argument("spec", type=Path)
-    build.add_argument("--out", type=cli_path, required=True, help="corpus directory to (re)write")
+    build.add_argument("--out", type=cli_place, required=True, help="corpus directory or URI (s3://...) to (re)write")
     build.add_argument("--strict", action="store_true", help="fail on the first bad row instead of skipping it")
     build.add_argument("--local", action="store_true", help="normalise in this process instead of on Ray Data")
     build.set_defaults(handler=_build)
     embed = commands.add_parser("embed", help="image and text embeddings of a corpus (Ray Data actor pool)")
-    embed.add_argument("corpus_dir", type=cli_path)
-    embed.add_argument("--out", type=cli_path, required=True, help="embedding directory to (re)write")
+    embed.add_argument("corpus_dir", type=cli_place, help="corpus directory or URI (medcl corpus build --out)")
+    embed.add_argument("--out", type=cli_place, required=True, help="embedding directory or URI (s3://...) to (re)write")
     embed.add_argument("--model", default=None, help="model name (medcl list models); default: the run's")
     weights = embed.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", type=resolve_weights, default=None, help="weights file (.safetensors/.pt) or open_clip tag")
-    weights.add_argument("--run", type=cli_path, default=None, help="run directory: its model and newest checkpoint")
+    weights.add_argument("--run", type=cli_place, default=None, help="run directory or URI: its model and newest checkpoint")
     embed.add_argument("--batch-size", type=int, default=256)
     embed.add_argument("--actors", type=int, default=2, help="actor pool size (one model per actor)")
     embed.add_argument("--threads", type=int, default=1, help="torch threads per actor")
@@ -52,6 +56,7 @@ def _build(args) -> int:
     spec = load_spec(args.spec)
     if not args.local:
         _connect()
+        _check_shared(args.out, "--out", output=True)
     report = build_corpus(spec, args.out, strict=args.strict, use_ray=not args.local,
                           log=lambda m: print(f"medcl: {m}", flush=True))
     summary = {name: {k: s[k] for k in ("read", "written", "skipped")} for name, s in report["sources"].items()}
@@ -76,6 +81,8 @@ def _embed(args) -> int:
             return 2
     if not args.local:
         _connect()
+        _check_shared(args.corpus_dir, "CORPUS_DIR", output=False)
+        _check_shared(args.out, "--out", output=True)
     if args.gpus < 0:
         print(f"medcl: error: --gpus must be >= 0, got {args.gpus}", file=sys.stderr)
         return 2
@@ -92,3 +99,17 @@ def _connect() -> None:
     from medcl.engine.cluster import connect
 
     connect()
+
+
+def _check_shared(value, flag: str, *, output: bool) -> None:
+    """Refuse (StorageError, status 2) a local ``flag`` that some node of a multi-node cluster does
+    not see: Ray Data tasks read and write it on every node."""
+    from medcl.corpus.spec import CorpusError
+    from medcl.engine.shared import check_shared
+    from medcl.storage import StorageError
+
+    try:
+        check_shared(value, field=flag, output=output, writers="Ray Data tasks write the shards",
+                     fix=f"e.g. {flag} s3://BUCKET/corpus or gs://BUCKET/corpus")
+    except StorageError as exc:
+        raise CorpusError(str(exc)) from None

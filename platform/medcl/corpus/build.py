@@ -19,14 +19,13 @@ reason), and every skip is counted by reason with a few example ids (the first i
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
 
+from medcl import storage
 from medcl.corpus.normalise import normalise_table
 from medcl.corpus.schema import CORPUS_COLUMNS
 from medcl.corpus.sources import RAW_SCHEMA, iter_source
@@ -55,7 +54,7 @@ class SourceReport:
 class _ShardWriter:
     """Buffers good rows and writes a shard every ``shard_rows`` rows."""
 
-    def __init__(self, out: Path, shard_rows: int):
+    def __init__(self, out: storage.Place, shard_rows: int):
         self.out, self.shard_rows = out, shard_rows
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -79,10 +78,11 @@ class _ShardWriter:
         self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
 
-def build_corpus(spec: CorpusSpec, out: str | Path, *, strict: bool = False, use_ray: bool = True,
+def build_corpus(spec: CorpusSpec, out, *, strict: bool = False, use_ray: bool = True,
                  log: Callable[[str], None] = lambda message: None) -> dict:
-    """Build the corpus of ``spec`` into ``out`` (its previous shards are replaced); return the report."""
-    out = Path(out)
+    """Build the corpus of ``spec`` into ``out`` (a local path, a shared mount or an object-store
+    URI, see :mod:`medcl.storage`; its previous shards are replaced); return the report."""
+    out = storage.place(out)
     _clear(out)
     if use_ray:
         from medcl.corpus.build_ray import build_on_ray
@@ -90,18 +90,18 @@ def build_corpus(spec: CorpusSpec, out: str | Path, *, strict: bool = False, use
         try:
             shards, sources = build_on_ray(spec, out, strict=strict, log=log)
         finally:
-            shutil.rmtree(out / ".tmp", ignore_errors=True)
+            storage.rmtree(out / ".tmp")
     else:
         shards, sources = _build_locally(spec, out, strict)
     for name, r in sources.items():
         log(f"{name}: read {r['read']}, wrote {r['written']}, skipped {r['skipped'] or 0}")
     write_corpus_manifest(out, shards, {name: r["written"] for name, r in sources.items()})
     body = {"rows": sum(s.rows for s in shards), "shards": len(shards), "sources": sources}
-    (out / BUILD_REPORT).write_text(json.dumps(body, indent=2))
+    storage.write_text(out / BUILD_REPORT, json.dumps(body, indent=2))
     return body
 
 
-def _build_locally(spec: CorpusSpec, out: Path, strict: bool) -> tuple[list[CorpusShard], dict]:
+def _build_locally(spec: CorpusSpec, out: storage.Place, strict: bool) -> tuple[list[CorpusShard], dict]:
     writer = _ShardWriter(out, spec.shard_rows)
     seen: set[str] = set()
     reports: dict[str, SourceReport] = {}
@@ -138,11 +138,10 @@ def raw_chunks(source, spec: CorpusSpec) -> Iterator[pa.Table]:
         yield pa.Table.from_pylist(chunk, schema=RAW_SCHEMA)
 
 
-def _clear(out: Path) -> None:
-    if out.exists() and not out.is_dir():
+def _clear(out: storage.Place) -> None:
+    if storage.is_file(out):
         raise CorpusError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(out)
     for old in list(out.glob("part-*.parquet")) + [out / CORPUS_MANIFEST, out / BUILD_REPORT]:
-        if old.is_file():
-            old.unlink()
-    shutil.rmtree(out / ".tmp", ignore_errors=True)
+        storage.delete(old)
+    storage.rmtree(out / ".tmp")

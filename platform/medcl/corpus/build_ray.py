@@ -18,19 +18,21 @@ smallest ordinal (the first in source order) and leaves no shard behind.
 
 P (hash partitions) is ``spec.partitions``, else one per PARTITION_BYTES of listed input (at least
 1, at most MAX_PARTITIONS). A shard holds at most ``spec.shard_rows`` rows (a batch of that many
-rows, less its bad ones). The output directory must be reachable from every node.
+rows, less its bad ones). The output directory must be reachable from every node: an object-store
+URI (``s3://bucket/corpus``, written through :mod:`medcl.storage` by the workers) or a shared mount
+(``medcl corpus build`` refuses a node-local ``--out`` on a multi-node cluster before reading).
 """
 from __future__ import annotations
 
 import json
 import math
 import uuid
-from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medcl import storage
 from medcl.corpus.normalise import normalise_table
 from medcl.corpus.schema import CORPUS_COLUMNS
 from medcl.corpus.sources import RAW_SCHEMA, read_unit, source_units
@@ -118,7 +120,7 @@ def _write_part(batch: pa.Table, staging: str) -> pa.Table:
     if good.num_rows:
         good = good.take(pc.sort_indices(good["ordinal"]))
         first = int(good["ordinal"][0].as_py())
-        shard = write_corpus_shard(Path(staging), 0, good.select(list(CORPUS_COLUMNS)),
+        shard = write_corpus_shard(staging, 0, good.select(list(CORPUS_COLUMNS)),
                                    name=f"part-{first:016x}-{uuid.uuid4().hex[:8]}.parquet")
         stats.update(file=shard.file, sha256=shard.sha256, first=first)
     for source, reason, corpus_id, ref, number in zip(
@@ -152,7 +154,7 @@ def _dataset(spec: CorpusSpec, plan: list[list[dict]]):
                              batch_size=None, num_cpus=0.5)
 
 
-def build_on_ray(spec: CorpusSpec, out: Path, *, strict: bool, log: Callable[[str], None]) -> tuple[list, dict]:
+def build_on_ray(spec: CorpusSpec, out: storage.Place, *, strict: bool, log: Callable[[str], None]) -> tuple[list, dict]:
     """Run the pipeline into ``out`` (already cleared); return ``(shards, per-source report dicts)``."""
     from medcl.corpus.raydata import data_context
 
@@ -161,7 +163,7 @@ def build_on_ray(spec: CorpusSpec, out: Path, *, strict: bool, log: Callable[[st
     partitions = partitions_for(spec, plan)
     log(f"{sum(map(len, plan))} unit(s) in {len(plan)} source(s); {partitions} hash partition(s)")
     staging = out / ".tmp"
-    staging.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(staging)
     written = (_dataset(spec, plan).groupby("id", num_partitions=partitions)
                .map_groups(_keep_first, batch_format="pyarrow")
                .map_batches(_write_part, fn_kwargs={"staging": str(staging)}, batch_size=spec.shard_rows,
@@ -197,12 +199,12 @@ def merge_stats(spec: CorpusSpec, parts: list[dict]) -> dict[str, dict]:
     return reports
 
 
-def _publish(out: Path, staging: Path, parts: list[dict]) -> list[CorpusShard]:
+def _publish(out: storage.Place, staging: storage.Place, parts: list[dict]) -> list[CorpusShard]:
     """Move the staging files to ``part-00000.parquet``... in order of their first row."""
     files = sorted((p for p in parts if p["file"]), key=lambda p: p["first"])
     shards = []
     for number, part in enumerate(files):
         name = corpus_shard_name(number)
-        (staging / part["file"]).replace(out / name)
+        storage.move(staging / part["file"], out / name)
         shards.append(CorpusShard(name, part["rows"], part["sha256"]))
     return shards

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from medcl import storage
 from medcl.corpus import shards
 from medcl.corpus.embed_prep import INPUT_COLUMNS
 from medcl.corpus.store import CorpusStore
@@ -44,14 +44,15 @@ class ModelInfo:
     seed: int = 0
 
 
-def model_from_run(run_dir: str | Path) -> ModelInfo:
-    """The model of a run directory: config.yaml's ``model`` with the newest task checkpoint's weights."""
+def model_from_run(run_dir) -> ModelInfo:
+    """The model of a run directory (a local path or an object-store URI such as ``medcl run``'s
+    ``s3://bucket/runs/NAME``): config.yaml's ``model`` with the newest task checkpoint's weights."""
     import yaml
 
     from medcl.engine.checkpoint import MODEL_FILE, latest_checkpoint
     from medcl.models import ModelLoadError
 
-    run_dir = Path(run_dir)
+    run_dir = storage.place(run_dir)
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise FileNotFoundError(f"--run {run_dir}: no config.yaml; is this a run directory (medcl run)?")
@@ -135,18 +136,19 @@ class Embedder:
 
 @dataclass
 class EmbedResult:
-    out: Path
+    out: storage.Place
     rows: int
     with_image: int
     shards: int
     model: dict
 
 
-def embed_corpus(corpus_dir: str | Path, out: str | Path, info: ModelInfo, *, batch_size: int = 256,
+def embed_corpus(corpus_dir, out, info: ModelInfo, *, batch_size: int = 256,
                  actors: int = 2, threads: int = 1, shard_rows: int = 50_000, use_ray: bool = True,
                  gpus: int = 0, precision: str = "bf16",
                  log: Callable[[str], None] = lambda message: None) -> EmbedResult:
-    """Embed every row of the corpus at ``corpus_dir`` into embedding shards under ``out``.
+    """Embed every row of the corpus at ``corpus_dir`` into embedding shards under ``out`` (each a
+    local path, a shared mount or an object-store URI, see :mod:`medcl.storage`).
 
     On Ray (embed_ray.py), CPU tasks decode and tokenise, a model actor pool encodes, and workers
     write and hash the shards; ``gpus`` > 0 runs a pool of ``gpus`` actors with one GPU each, in
@@ -164,9 +166,9 @@ def embed_corpus(corpus_dir: str | Path, out: str | Path, info: ModelInfo, *, ba
     fingerprint = state_fingerprint(bundle.model)
     model = {**asdict(info), "fingerprint": fingerprint}
     prepare_kwargs = {"image_size": bundle.image_size, "tokenizer": bundle.tokenizer}
-    out = Path(out)
+    out = storage.place(out)
     for old in [*out.glob("part-*.parquet"), out / shards.MANIFEST]:  # no stale manifest while rewriting
-        old.unlink(missing_ok=True)
+        storage.delete(old)
     if use_ray:
         written, dim = _embed_on_ray(store, out, info, fingerprint, prepare_kwargs, batch_size=batch_size,
                                      actors=actors, threads=threads, gpus=gpus, precision=precision,
@@ -185,16 +187,15 @@ def embed_corpus(corpus_dir: str | Path, out: str | Path, info: ModelInfo, *, ba
 
 def embed_locally(paths: list[str], embedder: Embedder, batch_size: int, prepare_kwargs: dict) -> Iterator[pa.Table]:
     """The plain single-process loop: read each shard in ``batch_size`` batches, prepare and embed in process."""
-    import pyarrow.parquet as pq
-
     from medcl.corpus.embed_prep import prepare_batch
+    from medcl.corpus.parquet_io import parquet_file
 
     for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=INPUT_COLUMNS):
+        for batch in parquet_file(path).iter_batches(batch_size=batch_size, columns=INPUT_COLUMNS):
             yield embedder(prepare_batch(pa.Table.from_batches([batch]), **prepare_kwargs))
 
 
-def _embed_on_ray(store: CorpusStore, out: Path, info: ModelInfo, fingerprint: str, prepare_kwargs: dict, *,
+def _embed_on_ray(store: CorpusStore, out: storage.Place, info: ModelInfo, fingerprint: str, prepare_kwargs: dict, *,
                   batch_size: int, actors: int, threads: int, gpus: int, precision: str, shard_rows: int,
                   log: Callable[[str], None]) -> tuple[list[shards.ShardInfo], int]:
     import ray
@@ -215,7 +216,7 @@ def _embed_on_ray(store: CorpusStore, out: Path, info: ModelInfo, fingerprint: s
                         batch_size=batch_size, actors=actors, gpus=gpus, shard_rows=shard_rows, log=log)
 
 
-def write_embedding_shards(out: Path, batches: Iterable[pa.Table], shard_rows: int) -> list[shards.ShardInfo]:
+def write_embedding_shards(out: storage.Place, batches: Iterable[pa.Table], shard_rows: int) -> list[shards.ShardInfo]:
     """Stream ``batches`` into ``part-*.parquet`` files of ``shard_rows`` rows (the last may be shorter)."""
     written: list[shards.ShardInfo] = []
     pending: list[pa.Table] = []

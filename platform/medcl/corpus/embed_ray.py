@@ -15,25 +15,27 @@ Order is the corpus order (``preserve_order``), so the n-th statistics row is sh
 shard but the last holds exactly ``shard_rows`` rows, as the in-process path writes them. The
 embeddings never reach the driver: it holds the statistics rows only. Files are written to
 ``out/.tmp-<uuid>/`` first and renamed into place once all are written (a failed run leaves no
-``part-*`` and no manifest); the output directory must be reachable from every node.
+``part-*`` and no manifest). The corpus and the output directory must be reachable from every node:
+object-store URIs (``s3://bucket/...``: Ray Data reads with medcl's pyarrow filesystem, the workers
+write and hash through :mod:`medcl.storage`) or a shared mount (``medcl corpus embed`` refuses
+node-local paths on a multi-node cluster before it starts).
 """
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
-from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
 
+from medcl import storage
 from medcl.corpus import shards
 from medcl.corpus.embed_prep import INPUT_COLUMNS
 
 BATCHES_PER_BLOCK = 2
 
 
-def verify_corpus_on_ray(directory: Path, listed: dict[str, str], manifest: str) -> None:
+def verify_corpus_on_ray(directory, listed: dict[str, str], manifest: str) -> None:
     """Check every listed corpus shard's sha256 in parallel Ray tasks; CorruptArtifactError names
     the first bad file (in listing order)."""
     import ray
@@ -51,7 +53,7 @@ def _check_file(directory: str, name: str, sha256: str, manifest: str) -> str | 
     from medcl.corpus.schema import CorruptArtifactError, verify_listed_files
 
     try:
-        verify_listed_files(Path(directory), {name: sha256}, manifest)
+        verify_listed_files(directory, {name: sha256}, manifest)
     except CorruptArtifactError as exc:
         return str(exc)
     return None
@@ -60,19 +62,19 @@ def _check_file(directory: str, name: str, sha256: str, manifest: str) -> str | 
 def _write_part(block: pa.Table, staging: str) -> pa.Table:
     """Write ``block`` (an embeddings table) to one staging file; return its statistics as one JSON row."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
+    from medcl.corpus.parquet_io import write_table
     from medcl.hashing import sha256_file
 
-    path = Path(staging) / f"{uuid.uuid4().hex}.parquet"
-    pq.write_table(block, path)
+    path = storage.place(staging) / f"{uuid.uuid4().hex}.parquet"
+    write_table(block, path)
     stats = {"file": path.name, "rows": block.num_rows, "sha256": sha256_file(path),
              "with_image": int(pc.sum(block["has_image"]).as_py() or 0),
              "dim": block.schema.field("text_embedding").type.list_size}
     return pa.table({"stats": [json.dumps(stats)]})
 
 
-def embed_on_ray(paths: list[str], out: Path, *, embedder, embedder_kwargs: dict, prepare_kwargs: dict,
+def embed_on_ray(paths: list[str], out: storage.Place, *, embedder, embedder_kwargs: dict, prepare_kwargs: dict,
                  batch_size: int, actors: int, gpus: int, shard_rows: int,
                  log: Callable[[str], None]) -> tuple[list, int]:
     """Run the pipeline over the corpus files ``paths`` into ``out`` with the model actor class
@@ -81,15 +83,17 @@ def embed_on_ray(paths: list[str], out: Path, *, embedder, embedder_kwargs: dict
     import ray.data
 
     from medcl.corpus.embed_prep import prepare_batch
+    from medcl.corpus.parquet_io import ray_parquet_source
     from medcl.corpus.raydata import data_context
 
     data_context()
     log(f"{len(paths)} corpus shard(s) -> {actors} {'GPU' if gpus else 'CPU'} model actor(s); "
         f"shards of {shard_rows} rows written by the workers")
     staging = out / f".tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    storage.makedirs(staging)
     try:
-        prepared = (ray.data.read_parquet(paths).select_columns(INPUT_COLUMNS)
+        source, read_keywords = ray_parquet_source(paths)
+        prepared = (ray.data.read_parquet(source, **read_keywords).select_columns(INPUT_COLUMNS)
                     .repartition(target_num_rows_per_block=batch_size * BATCHES_PER_BLOCK)
                     .map_batches(prepare_batch, fn_kwargs=prepare_kwargs, batch_size=batch_size,
                                  batch_format="pyarrow", num_cpus=0.5))
@@ -103,14 +107,14 @@ def embed_on_ray(paths: list[str], out: Path, *, embedder, embedder_kwargs: dict
                  for s in b["stats"].to_pylist()]
         return _publish(out, staging, parts), (parts[0]["dim"] if parts else 0)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        storage.rmtree(staging)
 
 
-def _publish(out: Path, staging: Path, parts: list[dict]) -> list[shards.ShardInfo]:
+def _publish(out: storage.Place, staging: storage.Place, parts: list[dict]) -> list[shards.ShardInfo]:
     """Rename the staging files, in dataset order, to ``part-00000.parquet``..."""
     written = []
     for number, part in enumerate(parts):
         name = shards.shard_file_name(number)
-        (staging / part["file"]).replace(out / name)
+        storage.move(staging / part["file"], out / name)
         written.append(shards.ShardInfo(name, part["rows"], part["with_image"], part["sha256"]))
     return written

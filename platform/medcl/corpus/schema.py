@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import pyarrow as pa
 
 from medcl.errors import MedclError
 from medcl.hashing import sha256_file
+from medcl.storage import place
 
 CORPUS_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -30,10 +30,11 @@ class CorruptArtifactError(MedclError, RuntimeError):
     """A corpus, embedding or index file whose sha256 does not match its manifest (or is missing)."""
 
 
-def read_manifest_body(directory: Path, name: str, kind: str, made_by: str) -> tuple[Path, dict]:
-    """``(path, parsed JSON)`` of the manifest ``name`` in ``directory``; FileNotFoundError when it is
+def read_manifest_body(directory, name: str, kind: str, made_by: str) -> tuple:
+    """``(place, parsed JSON)`` of the manifest ``name`` in ``directory`` (a local path or an
+    object-store place, see :mod:`medcl.storage`); FileNotFoundError when it is
     absent (saying which command makes one), CorruptArtifactError when it is not JSON or not ``kind``."""
-    path = Path(directory) / name
+    path = place(directory) / name
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: no {name}; is this the output of {made_by}?")
     try:
@@ -46,13 +47,13 @@ def read_manifest_body(directory: Path, name: str, kind: str, made_by: str) -> t
     return path, body
 
 
-def verify_listed_files(directory: Path, listed: Mapping[str, str], manifest: str,
+def verify_listed_files(directory, listed: Mapping[str, str], manifest: str,
                         names: Iterable[str] | None = None) -> None:
     """Check that every file in ``names`` (default: all of ``listed``, file name -> sha256) is listed
     in the manifest, exists under ``directory`` and has its listed sha256; else CorruptArtifactError
     naming the file."""
     for name in listed if names is None else names:
-        file = Path(directory) / name
+        file = place(directory) / name
         if name not in listed:
             raise CorruptArtifactError(f"{file}: not listed in {manifest}")
         if not file.is_file():

@@ -11,18 +11,19 @@ Layout of an embedding directory::
 
 Every embedding is L2-normalised, so inner product = cosine similarity. ``read_manifest`` verifies
 the sha256 of each shard file (``verify=True``) and raises ``CorruptArtifactError`` naming the file.
+An embedding directory is any place of :mod:`medcl.storage` (a local path, a shared mount or an
+object-store URI such as ``s3://bucket/embeddings``); every function here takes either.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from medcl import storage
+from medcl.corpus.parquet_io import read_table, write_table
 from medcl.corpus.schema import read_manifest_body, verify_listed_files
 from medcl.hashing import sha256_file
 
@@ -85,23 +86,24 @@ def embeddings_table(*, ids, captions, modalities, sources, image_embeddings: np
          pa.array(has_image), image_col, text_col], schema=embedding_schema(dim))
 
 
-def write_shard(directory: Path, index: int, table: pa.Table) -> ShardInfo:
-    path = Path(directory) / shard_file_name(index)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+def write_shard(directory, index: int, table: pa.Table) -> ShardInfo:
+    """Write ``table`` as shard ``index`` of ``directory``; return its manifest entry."""
+    path = storage.place(directory) / shard_file_name(index)
+    write_table(table, path)
     with_image = int(pc.sum(table["has_image"]).as_py() or 0)
     return ShardInfo(path.name, table.num_rows, with_image, sha256_file(path))
 
 
-def write_manifest(directory: Path, *, dim: int, model: dict, corpus: str, shards: list[ShardInfo]) -> Path:
-    path = Path(directory) / MANIFEST
+def write_manifest(directory, *, dim: int, model: dict, corpus: str, shards: list[ShardInfo]):
+    """Write ``manifest.json`` into ``directory``; return its place."""
+    path = storage.place(directory) / MANIFEST
     body = {"kind": KIND, "dim": dim, "normalized": True, "model": model, "corpus": corpus,
             "shards": [asdict(s) for s in shards]}
-    path.write_text(json.dumps(body, indent=2))
+    storage.write_text(path, json.dumps(body, indent=2))
     return path
 
 
-def read_manifest(directory: Path, *, verify: bool = True) -> EmbeddingManifest:
+def read_manifest(directory, *, verify: bool = True) -> EmbeddingManifest:
     path, body = read_manifest_body(directory, MANIFEST, KIND, "medcl corpus embed")
     shards = tuple(ShardInfo(**s) for s in body["shards"])
     if verify:
@@ -110,9 +112,9 @@ def read_manifest(directory: Path, *, verify: bool = True) -> EmbeddingManifest:
                              normalized=bool(body.get("normalized", True)))
 
 
-def read_shard(directory: Path, shard: ShardInfo | str, columns: list[str] | None = None) -> pa.Table:
+def read_shard(directory, shard: ShardInfo | str, columns: list[str] | None = None) -> pa.Table:
     name = shard.file if isinstance(shard, ShardInfo) else shard
-    return pq.read_table(Path(directory) / name, columns=columns)
+    return read_table(storage.place(directory) / name, columns=columns)
 
 
 def vectors(table: pa.Table, column: str) -> np.ndarray:

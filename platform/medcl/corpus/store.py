@@ -1,4 +1,6 @@
-"""A built corpus on disk: Parquet shards in CORPUS_SCHEMA plus a sha256-checked manifest.
+"""A built corpus: Parquet shards in CORPUS_SCHEMA plus a sha256-checked manifest, in a local
+directory, a shared mount or an object store (``s3://bucket/corpus``; every read and write goes
+through :mod:`medcl.storage`).
 
 Layout of a corpus directory (written by ``medcl corpus build``)::
 
@@ -16,11 +18,11 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from medcl import storage
+from medcl.corpus.parquet_io import read_table, write_table
 from medcl.corpus.schema import CORPUS_COLUMNS, CORPUS_SCHEMA, read_manifest_body, verify_listed_files
 from medcl.hashing import sha256_file
 
@@ -50,30 +52,31 @@ def corpus_shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def write_corpus_shard(directory: Path, index: int, table: pa.Table, *, name: str | None = None) -> CorpusShard:
+def write_corpus_shard(directory, index: int, table: pa.Table, *, name: str | None = None) -> CorpusShard:
     """Write one shard (cast to CORPUS_SCHEMA) as ``name`` (default ``part-{index:05d}.parquet``)
-    and return its manifest entry (rows, sha256 of the written file)."""
-    path = Path(directory) / (name or corpus_shard_name(index))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.select(list(CORPUS_COLUMNS)).cast(CORPUS_SCHEMA), path)
+    into ``directory`` (a local path or an object-store place, see :mod:`medcl.storage`) and return
+    its manifest entry (rows, sha256 of the written file)."""
+    path = storage.place(directory) / (name or corpus_shard_name(index))
+    write_table(table.select(list(CORPUS_COLUMNS)).cast(CORPUS_SCHEMA), path)
     return CorpusShard(path.name, table.num_rows, sha256_file(path))
 
 
-def write_corpus_manifest(directory: Path, shards: list[CorpusShard], sources: dict) -> Path:
-    path = Path(directory) / CORPUS_MANIFEST
+def write_corpus_manifest(directory, shards: list[CorpusShard], sources: dict):
+    """Write ``manifest.json`` into ``directory`` (any place); return its place."""
+    path = storage.place(directory) / CORPUS_MANIFEST
     body = {"kind": CORPUS_KIND, "rows": sum(s.rows for s in shards), "columns": list(CORPUS_COLUMNS),
             "sources": sources, "shards": [asdict(s) for s in shards]}
-    path.write_text(json.dumps(body, indent=2))
+    storage.write_text(path, json.dumps(body, indent=2))
     return path
 
 
-def read_corpus_manifest(directory: Path, *, verify: bool = True) -> CorpusManifest:
+def read_corpus_manifest(directory, *, verify: bool = True) -> CorpusManifest:
     """The manifest of a corpus directory; with ``verify`` every shard's sha256 is checked.
 
     Raises FileNotFoundError when there is no manifest, CorruptArtifactError naming the file when
     a shard is missing or its sha256 differs.
     """
-    directory = Path(directory)
+    directory = storage.place(directory)
     path, body = read_manifest_body(directory, CORPUS_MANIFEST, CORPUS_KIND, "medcl corpus build")
     shards = tuple(CorpusShard(**s) for s in body["shards"])
     if verify:
@@ -84,14 +87,14 @@ def read_corpus_manifest(directory: Path, *, verify: bool = True) -> CorpusManif
 class CorpusStore:
     """Random access by id to a built corpus.
 
-    ``CorpusStore(dir)`` verifies the manifest (sha256 of every shard) unless ``verify=False``.
+    ``CorpusStore(dir)`` (a local path or an object-store URI) verifies the manifest (sha256 of every shard) unless ``verify=False``.
     ``len(store)`` is the row count from the manifest; ``fetch(ids)`` returns one dict per id, in
     the order asked, with the CORPUS_SCHEMA columns (``image`` is bytes or None); an unknown id
     raises KeyError naming it. ``paths`` lists the shard files (for ``ray.data.read_parquet``).
     """
 
-    def __init__(self, directory: str | Path, *, verify: bool = True, cached_shards: int = 4):
-        self.directory = Path(directory)
+    def __init__(self, directory, *, verify: bool = True, cached_shards: int = 4):
+        self.directory = storage.place(directory)
         self.manifest = read_corpus_manifest(self.directory, verify=verify)
         self._locations: dict[str, tuple[int, int]] | None = None
         self._tables: OrderedDict[int, pa.Table] = OrderedDict()
@@ -131,13 +134,13 @@ class CorpusStore:
 
     def read_all(self, columns: list[str] | None = None) -> pa.Table:
         """The whole corpus as one table (small corpora, tests)."""
-        return pa.concat_tables([pq.read_table(p, columns=columns) for p in self.paths])
+        return pa.concat_tables([read_table(p, columns=columns) for p in self.paths])
 
     def _index(self) -> dict[str, tuple[int, int]]:
         if self._locations is None:
             locations: dict[str, tuple[int, int]] = {}
             for shard, path in enumerate(self.paths):
-                for row, corpus_id in enumerate(pq.read_table(path, columns=["id"])["id"].to_pylist()):
+                for row, corpus_id in enumerate(read_table(path, columns=["id"])["id"].to_pylist()):
                     locations.setdefault(corpus_id, (shard, row))
             self._locations = locations
         return self._locations
@@ -146,7 +149,7 @@ class CorpusStore:
         if shard in self._tables:
             self._tables.move_to_end(shard)
             return self._tables[shard]
-        table = pq.read_table(self.paths[shard])
+        table = read_table(self.paths[shard])
         self._tables[shard] = table
         while len(self._tables) > self._cached_shards:
             self._tables.popitem(last=False)

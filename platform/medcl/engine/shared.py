@@ -26,12 +26,15 @@ def alive_nodes() -> list[dict]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def check_shared(value, *, field: str, output: bool = True, example: str = "s3://BUCKET/runs") -> None:
+def check_shared(value, *, field: str, output: bool = True, example: str = "s3://BUCKET/runs",
+                 writers: str = "Ray Train workers write checkpoints and progress", fix: str | None = None) -> None:
     """Raise :class:`~medcl.storage.StorageError` when ``value`` (the place of ``field``) is a local
     path that some alive node of a multi-node cluster does not see; the message names the field,
     the nodes and the fix. Nothing is checked for a URI or on a one-node cluster. Ray must be
     initialised. ``output``: a directory medcl writes (created on the driver, then a marker file
-    written there must be seen by every node); else an input, which must exist on every node."""
+    written there must be seen by every node); else an input, which must exist on every node.
+    ``writers`` says who writes an output there, ``fix`` how to name an object store instead
+    (default: ``{field}: {example}, or gs://BUCKET/runs; e.g. --output-dir {example}``)."""
     where = place(value)
     if isinstance(where, Location):
         return
@@ -53,10 +56,9 @@ def check_shared(value, *, field: str, output: bool = True, example: str = "s3:/
     problem = (f"{field}: {where} is a node-local path: it is not visible on node(s) {', '.join(blind)} of this "
                f"{len(nodes)}-node cluster, ")
     if output:
-        raise StorageError(problem + f"where Ray Train workers write checkpoints and progress. Use storage every node "
-                           f"sees: an object store ({field}: {example}, or gs://BUCKET/runs; e.g. --output-dir "
-                           f"{example}), or a shared mount (NFS, EFS, Filestore) at the same path on every node. "
-                           "See docs/cluster.md.")
+        fix = fix or f"{field}: {example}, or gs://BUCKET/runs; e.g. --output-dir {example}"
+        raise StorageError(problem + f"where {writers}. Use storage every node sees: an object store ({fix}), or a "
+                           "shared mount (NFS, EFS, Filestore) at the same path on every node. See docs/cluster.md.")
     raise StorageError(problem + "where Ray tasks read it. Put it on a shared mount (NFS, EFS, Filestore) at the same "
                        "path on every node, or into the node image at that path. See docs/cluster.md.")
 

@@ -1,0 +1,69 @@
+"""Corpus locations as places of medcl.storage: the Parquet helpers (parquet_io.py), an in-process
+build into a URI-shaped place read back through CorpusStore, and the refusal of a node-local
+``--out`` / CORPUS_DIR on a multi-node cluster before any shard is written (the cluster is faked:
+two alive nodes, one of which does not see the directory; the real two-node check of the same
+function is tests/integration/test_two_node.py)."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from medcl.cli import main
+from medcl.corpus import parquet_io
+from medcl.storage import Location
+
+
+def test_parquet_helpers_write_read_and_stream_a_local_place(tmp_path):
+    table = pa.table({"id": ["a", "b", "c"], "n": [1, 2, 3]})
+    parquet_io.write_table(table, tmp_path / "new" / "sub" / "x.parquet")  # parents made
+    assert parquet_io.read_table(tmp_path / "new" / "sub" / "x.parquet", columns=["id"])["id"].to_pylist() == ["a", "b", "c"]
+    batches = list(parquet_io.parquet_file(str(tmp_path / "new" / "sub" / "x.parquet")).iter_batches(batch_size=2))
+    assert [b.num_rows for b in batches] == [2, 1]
+    with pytest.raises(FileNotFoundError, match="missing.parquet: no such file"):
+        parquet_io.read_table(tmp_path / "missing.parquet")
+
+
+def test_ray_parquet_source_gives_paths_in_one_filesystem(tmp_path):
+    from pyarrow import fs
+
+    paths, keywords = parquet_io.ray_parquet_source([str(tmp_path / "a.parquet"), tmp_path / "b.parquet"])
+    assert paths == [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    assert isinstance(keywords["filesystem"], fs.LocalFileSystem)
+    assert parquet_io.ray_parquet_source([]) == ([], {})
+    with pytest.raises(ValueError, match="different stores"):
+        parquet_io.ray_parquet_source([tmp_path / "a.parquet", Location("s3://bucket/b.parquet")])
+
+
+@pytest.fixture
+def two_nodes_one_blind(monkeypatch):
+    """A connected 'cluster' of two alive nodes; the second never sees the probed path."""
+    from medcl.commands import corpus as corpus_command
+    from medcl.engine import shared
+
+    monkeypatch.setattr(corpus_command, "_connect", lambda: None)
+    monkeypatch.setattr(shared, "alive_nodes", lambda: [{"NodeID": "a" * 16}, {"NodeID": "b" * 16}])
+    monkeypatch.setattr(shared, "_nodes_not_seeing", lambda marker, nodes: ["10.0.0.3 (bbbbbbbb)"])
+
+
+def test_a_node_local_out_is_refused_on_a_multi_node_cluster(two_nodes_one_blind, tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"sources": [{"type": "synthmed", "per_class": 1, "limit": 2}]}))
+    assert main(["corpus", "build", str(spec), "--out", str(tmp_path / "corpus")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: {tmp_path / 'corpus'} is a node-local path" in err and "10.0.0.3" in err
+    assert "e.g. --out s3://BUCKET/corpus" in err and "shared mount" in err
+    assert not list((tmp_path / "corpus").glob("part-*")) and not (tmp_path / "corpus" / "manifest.json").exists()
+
+    assert main(["corpus", "embed", str(tmp_path / "corpus"), "--out", str(tmp_path / "emb"),
+                 "--model", "medcl-tiny"]) == 2
+    assert f"CORPUS_DIR: {tmp_path / 'corpus'} is a node-local path" in capsys.readouterr().err
+    assert not (tmp_path / "emb").exists()
+
+
+def test_an_object_store_out_is_not_probed(two_nodes_one_blind, monkeypatch):
+    from medcl.commands.corpus import _check_shared
+    from medcl.engine import shared
+
+    monkeypatch.setattr(shared, "alive_nodes", lambda: pytest.fail("a URI needs no probe"))
+    _check_shared("s3://bucket/corpus", "--out", output=True)  # shared by construction: no error
