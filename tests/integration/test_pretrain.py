@@ -83,31 +83,69 @@ def test_finished_pretraining_is_a_no_op(pretrained):
     assert again.already_done and again.weights == result.weights and result.weights.stat().st_mtime_ns == mtime
 
 
-def test_corpus_directory_source(ray_session, tmp_path):
+def _corpus_rows(count: int, size: int = 12) -> list[dict]:
+    """Solid-colour images captioned with their colour (learnable in a few steps)."""
     from PIL import Image
+
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "white": (240, 240, 240)}
+    rows = []
+    for i in range(count):
+        name = list(colours)[i % len(colours)]
+        buffer = __import__("io").BytesIO()
+        Image.new("RGB", (size, size), colours[name]).save(buffer, format="PNG")
+        rows.append({"id": f"t:{i}", "image": buffer.getvalue(), "caption": f"a {name} scan", "source": "t",
+                     "modality": "ct", "license": "CC0"})
+    return rows
+
+
+def test_corpus_directory_source_streams_through_ray_data_and_resumes(ray_session, tmp_path, monkeypatch):
+    """The corpus goes to the trainer as a Ray Data stream (the driver passes no images), caption-only
+    and undecodable rows are skipped and counted, the loss falls, and a run killed at step 5 resumes
+    from its step-4 checkpoint (step count, optimiser and schedule restored) to the end."""
+    import ray.data
+
+    from medcl.corpus.schema import CORPUS_SCHEMA
+    from medcl.engine import launch
+    from medcl.engine.runner import RunError
+    from medcl.pretrain import loop
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(24):
-        buffer = __import__("io").BytesIO()
-        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(buffer, format="PNG")
-        rows.append({"id": f"t:{i}", "image": buffer.getvalue(), "caption": f"scan number {i}", "source": "t",
-                     "modality": "ct", "license": "CC0"})
+    rows = _corpus_rows(62)
     rows += [{"id": "t:text", "image": None, "caption": "caption only", "source": "t", "modality": "ct", "license": "CC0"},
              {"id": "t:bad", "image": b"not an image", "caption": "broken", "source": "t", "modality": "ct", "license": "CC0"}]
-    from medcl.corpus.schema import CORPUS_SCHEMA
+    pq.write_table(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), corpus / "part-00000.parquet", row_group_size=16)
+    trainers, fired = [], []
+    make_trainer = launch.make_trainer
+    monkeypatch.setattr(launch, "make_trainer", lambda *a, **k: trainers.append((a[1], k)) or make_trainer(*a, **k))
 
-    pq.write_table(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), corpus / "part-00000.parquet")
+    def fail_once(point, step, **where):
+        if step == 5 and not fired:
+            fired.append(step)
+            raise RuntimeError("injected fault at step 5")
+
+    monkeypatch.setattr(loop, "maybe_fail", fail_once)
     config = validate_pretrain({"name": "pt-corpus", "output_dir": str(tmp_path / "runs"),
-                                "data": {"source": "corpus", "path": str(corpus), "heldout": 8},
-                                "train": {"workers": 1, "batch_size": 8, "steps": 3, "warmup_steps": 0}})
+                                "data": {"source": "corpus", "path": str(corpus), "heldout": 8, "image_size": 16},
+                                "train": {"workers": 1, "batch_size": 8, "lr": 0.005, "steps": 10, "warmup_steps": 0,
+                                          "checkpoint_every": 2}})
+    with pytest.raises(RunError):
+        run_pretrain(config, local=True)
     result = run_pretrain(config, local=True)
+    loop_config, ingest = trainers[-1]
+    assert isinstance(ingest["datasets"]["train"], ray.data.Dataset) and "data" not in loop_config
+    assert len(loop_config["heldout"]) == 8 and loop_config["total_steps"] == 10
     data = result.metrics["data"]
-    assert (data["rows"], data["train"], data["heldout"]) == (26, 16, 8)
+    assert (data["rows"], data["train"], data["heldout"], data["ingest"]) == (64, 54, 8, "ray_data_stream")
     assert data["skipped"] == {"caption_only": 1, "undecodable_image": 1}
     assert result.metrics["heldout_after"]["pairs"] == 8 and result.weights.exists()
+    events = [json.loads(line) for line in result.run.events.read_text().splitlines()]
+    second = max(i for i, e in enumerate(events) if e["kind"] == "stage_start")
+    resumed_steps = [e["step"] for e in events[second:] if e["kind"] == "step"]
+    assert fired == [5] and sum(e["kind"] == "stage_start" for e in events) == 2
+    assert resumed_steps and min(resumed_steps) > 4 and max(resumed_steps) == 10  # from step 4's checkpoint
+    losses = dict((int(step), loss) for step, loss in result.metrics["train_loss"])
+    assert result.metrics["steps"] == 10 and losses[10] < losses[1]
 
 
 def test_killed_run_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_one_does(ray_session, tmp_path,

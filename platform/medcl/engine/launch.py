@@ -54,10 +54,13 @@ def rendezvous() -> Rendezvous:
 
 
 def make_trainer(train_fn: Callable, loop_config: dict, run_path, workers: Workers, *, callbacks=(),
-                 num_to_keep: int | None = None, meet: Rendezvous | None = None):
+                 num_to_keep: int | None = None, meet: Rendezvous | None = None, datasets: dict | None = None,
+                 dataset_config=None):
     """The ``TorchTrainer`` of one run (Ray must be initialised); see the module docstring.
     ``meet``: the rendezvous, by default :func:`rendezvous`; ``num_to_keep``: checkpoints Ray
-    Train keeps (None: all)."""
+    Train keeps (None: all); ``datasets`` / ``dataset_config``: Ray Data streams the workers read
+    with ``ray.train.get_dataset_shard`` and how they are split (``ray.train.DataConfig``), passed
+    to the trainer as they are (None: none, Ray's default split)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -73,11 +76,14 @@ def make_trainer(train_fn: Callable, loop_config: dict, run_path, workers: Worke
                            logging_config=LoggingConfig(log_level=train_log_level()),
                            failure_config=FailureConfig(max_failures=workers.max_failures,
                                                         controller_failure_limit=workers.controller_failure_limit))
+    ingest = {key: value for key, value in (("datasets", datasets), ("dataset_config", dataset_config))
+              if value is not None}
     if workers.count == 0:
         return TorchTrainer(train_fn, train_loop_config=loop_config, scaling_config=ScalingConfig(num_workers=0),
-                            run_config=run_config)
+                            run_config=run_config, **ingest)
     torch_config = local_torch_config(workers.use_gpu) if (meet or rendezvous()) == "file" else None
     return TorchTrainer(train_fn, train_loop_config=loop_config,
                         scaling_config=ScalingConfig(num_workers=workers.count, use_gpu=workers.use_gpu,
                                                      resources_per_worker={"CPU": workers.cpus_per_worker}),
-                        run_config=run_config, **({"torch_config": torch_config} if torch_config is not None else {}))
+                        run_config=run_config, **({"torch_config": torch_config} if torch_config is not None else {}),
+                        **ingest)

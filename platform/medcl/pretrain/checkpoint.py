@@ -30,6 +30,7 @@ class PretrainState:
     after: dict | None = None    # held-out metrics after the last step (set when done)
     train_loss: list[list[float]] = field(default_factory=list)  # [step, loss] at each checkpoint
     wall_time_s: float = 0.0     # training time summed over attempts
+    data_pass: int = 0           # a corpus stream's pass the last step drew from (medcl.pretrain.stream)
 
     @property
     def done(self) -> bool:

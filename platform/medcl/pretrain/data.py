@@ -1,22 +1,22 @@
-"""Image-caption pairs for pretraining: a synthmed build or a corpus directory, split into train
-and held-out, plus the deterministic sharded batches every worker draws.
+"""Image-caption pairs of a synthmed build for pretraining, in memory, split into train and
+held-out, plus the deterministic sharded batches every worker draws. (A corpus directory is not
+loaded here: it streams through Ray Data, :mod:`medcl.pretrain.stream`.)
 
-Both sources give RGB uint8 images ``(N, S, S, 3)`` at ``data.image_size`` and one caption per
-image. Batches follow the engine's sampler scheme (:func:`medcl.engine.sampling.sharded_rows`): the global batch of
+Images are RGB uint8 ``(N, S, S, 3)`` at ``data.image_size``, one caption per image. Batches
+follow the engine's sampler scheme (:func:`medcl.engine.sampling.sharded_rows`): the global batch of
 step ``s`` is the ``s``-th run of ``batch_size`` indices through seeded per-epoch permutations, and
 rank ``r`` of ``w`` takes rows ``r::w``; so a resumed run replays exactly the same batches.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from medcl.data.pairs import ImageCaptions
 from medcl.engine.sampling import sharded_rows
-from medcl.pretrain.config import CorpusData, PretrainConfigError, SynthmedData
+from medcl.pretrain.config import SynthmedData
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,15 @@ class PretrainData:
     stats: dict = field(default_factory=dict)  # rows read / used / skipped by reason
 
 
-def load_pairs(data: SynthmedData | CorpusData) -> PretrainData:
-    if isinstance(data, SynthmedData):
-        return _synthmed(data)
-    return _corpus(data)
+def steps_for(rows: int, batch_size: int, steps: int | None, epochs: float | None) -> int:
+    """The run's step count: ``steps`` if given, else ``max(1, ceil(epochs * rows / batch_size))``
+    (``rows``: training pairs; ``batch_size``: global)."""
+    return steps if steps is not None else max(1, int(np.ceil(epochs * rows / batch_size)))
+
+
+def load_pairs(data: SynthmedData) -> PretrainData:
+    """The synthmed pairs of ``data``, in memory."""
+    return _synthmed(data)
 
 
 def _rgb(images: np.ndarray) -> np.ndarray:
@@ -52,45 +57,6 @@ def _synthmed(data: SynthmedData) -> PretrainData:
                                          "train": len(train), "heldout": len(heldout), "skipped": {}})
 
 
-def _corpus(data: CorpusData) -> PretrainData:
-    """Read ``*.parquet`` under ``data.path`` (name order); decode images; skip and count rows with
-    no image (``caption_only``) or an undecodable one (``undecodable_image``)."""
-    import pyarrow.parquet as pq
-
-    from medcl.data.images import UndecodableImage, decode
-
-    root = Path(data.path)
-    files = sorted(root.glob("*.parquet")) if root.is_dir() else []
-    if not files:
-        raise PretrainConfigError(str(root), [("data.path", "no Parquet shards (*.parquet) here; build a corpus with "
-                                               "`medcl corpus build SPEC --out DIR`, or use data: {source: synthmed}")])
-    images, captions, skipped, read = [], [], {"caption_only": 0, "undecodable_image": 0}, 0
-    for file in files:
-        for batch in pq.ParquetFile(file).iter_batches(columns=["image", "caption"], batch_size=1024):
-            for image, text in zip(batch.column("image").to_pylist(), batch.column("caption").to_pylist()):
-                if data.limit is not None and read >= data.limit:
-                    break
-                read += 1
-                if image is None:
-                    skipped["caption_only"] += 1
-                    continue
-                try:
-                    images.append(decode(image, image_size=data.image_size, channels=3))
-                except UndecodableImage:
-                    skipped["undecodable_image"] += 1
-                    continue
-                captions.append(str(text))
-    if len(images) <= data.heldout:
-        raise PretrainConfigError(str(root), [("data.path", f"{len(images)} rows with a readable image (skipped: "
-                                               f"{skipped}); pretraining needs more than data.heldout={data.heldout}")])
-    order = np.random.default_rng(data.seed).permutation(len(images))
-    held, kept = np.sort(order[: data.heldout]), np.sort(order[data.heldout:])
-    stack = np.stack(images)
-    take = lambda idx: ImageCaptions(stack[idx], tuple(captions[i] for i in idx))  # noqa: E731
-    return PretrainData(take(kept), take(held), {"source": "corpus", "path": str(root), "rows": read,
-                                                 "train": len(kept), "heldout": len(held), "skipped": skipped})
-
-
 class PairSampler:
     """This rank's share of each global batch (see the module docstring)."""
 
@@ -100,8 +66,8 @@ class PairSampler:
         self.pairs, self.batch_size, self.seed, self.rank, self.world_size = pairs, batch_size, seed, rank, world_size
 
     def steps_for(self, steps: int | None, epochs: float | None) -> int:
-        """``steps`` if given, else ``ceil(epochs * N / batch_size)``."""
-        return steps if steps is not None else max(1, int(np.ceil(epochs * len(self.pairs) / self.batch_size)))
+        """:func:`steps_for` this sampler's pairs."""
+        return steps_for(len(self.pairs), self.batch_size, steps, epochs)
 
     def indices(self, step: int) -> np.ndarray:
         n = len(self.pairs)

@@ -2,7 +2,7 @@
 
     restore the newest step-<n> checkpoint (Ray's, or the run directory's) or start fresh
     step 0: held-out metrics of the starting model (rank 0)
-    for each step: this rank's B/w pairs -> both towers -> InfoNCE over the global batch
+    for each step: this rank's B/w pairs (from memory, or its shard of the corpus stream) -> both towers -> InfoNCE over the global batch
                    (features all-gathered, medcl.pretrain.loss) -> backward -> gradients averaged
                    over workers (medcl.engine.optim.sync_gradients) -> clipped AdamW step
                    every checkpoint_every steps and at the end: checkpoint + ray.train.report
@@ -37,6 +37,7 @@ from medcl.pretrain.config import PretrainConfig
 from medcl.pretrain.data import PairSampler, PretrainData
 from medcl.pretrain.loss import clamp_logit_scale, contrastive_loss, global_clip_loss
 from medcl.pretrain.retrieval import heldout_metrics
+from medcl.pretrain.stream import STREAM_NAME, StreamBatches
 from medcl.rundir import RunDir
 
 CHECKPOINTS_PER_RUN = 4
@@ -44,9 +45,11 @@ STAGE_NAME = "pretrain"
 
 
 def pretrain_worker(loop_config: dict) -> None:
-    """Ray Train entry point. ``loop_config``: ``config`` (dict), ``data`` (ObjectRef of a
-    PretrainData), ``run_dir`` (str), ``persist`` (copy each checkpoint into the run directory
-    too: Ray Train's local mode keeps reported checkpoints in memory only)."""
+    """Ray Train entry point. ``loop_config``: ``config`` (dict), ``run_dir`` (str), ``persist``
+    (copy each checkpoint into the run directory too: Ray Train's local mode keeps reported
+    checkpoints in memory only), and the data (:mod:`medcl.pretrain.inputs`): either ``data`` (an
+    ObjectRef of the synthmed PretrainData) or ``heldout`` (ImageCaptions) and ``total_steps`` with
+    the training rows in the Ray Train dataset ``train`` (:mod:`medcl.pretrain.stream`)."""
     cfg = PretrainConfig.model_validate(loop_config["config"])
     _quiet_ray_train_reports()
     warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)  # open_clip's gather
@@ -54,23 +57,21 @@ def pretrain_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    data: PretrainData = ray.get(loop_config["data"])
+    heldout, total, batch_source = _data_source(loop_config, cfg, rank, world)
     torch.manual_seed(cfg.seed)
     bundle = create_model(cfg.model.name, pretrained=cfg.model.pretrained, image_size=cfg.model.image_size)
     model = bundle.model.to(device)
     _broadcast_parameters(model, world)
     preprocess = lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std, device)  # noqa: E731
-    sampler = PairSampler(data.train, batch_size=cfg.train.batch_size, seed=cfg.seed, rank=rank, world_size=world)
-    total = sampler.steps_for(cfg.train.steps, cfg.train.epochs)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.train, total)
     run = RunDir(Path(loop_config["run_dir"]))
     state = _restore(run.checkpoints, model, optimizer, scheduler) or ckpt.PretrainState(total_steps=total)
-    evaluate = lambda: heldout_metrics(model, bundle.tokenizer, data.heldout, preprocess,  # noqa: E731
+    evaluate = lambda: heldout_metrics(model, bundle.tokenizer, heldout, preprocess,  # noqa: E731
                                        batch_size=cfg.train.eval_batch_size, device=device) if rank == 0 else None
     if state.before is None:
         state.before = evaluate()
-    _train(cfg, model, bundle.tokenizer, preprocess, sampler, (optimizer, scheduler, params), state, run,
+    _train(cfg, model, bundle.tokenizer, preprocess, batch_source(state), (optimizer, scheduler, params), state, run,
            rank=rank, world=world, persist=loop_config.get("persist", False))
     if not state.done:
         sync_running_statistics(model, world)  # BatchNorm: the saved statistics are every rank's mean
@@ -78,8 +79,21 @@ def pretrain_worker(loop_config: dict) -> None:
         _checkpoint_and_report(state, model, optimizer, scheduler, rank, run, loop_config.get("persist", False))
 
 
-def _train(cfg: PretrainConfig, model, tokenizer, preprocess, sampler: PairSampler, optim, state: ckpt.PretrainState,
-           run: RunDir, *, rank: int, world: int, persist: bool) -> None:
+def _data_source(loop_config: dict, cfg: PretrainConfig, rank: int, world: int):
+    """``(held-out pairs, total steps, state -> batch source)``: pairs in memory (exact replay on
+    resume) or this rank's shard of the corpus stream (see :mod:`medcl.pretrain.stream` for what a
+    resume replays). A batch source has ``batches(total, start_step)``."""
+    if "data" in loop_config:
+        data: PretrainData = ray.get(loop_config["data"])
+        sampler = PairSampler(data.train, batch_size=cfg.train.batch_size, seed=cfg.seed, rank=rank, world_size=world)
+        return data.heldout, sampler.steps_for(cfg.train.steps, cfg.train.epochs), lambda state: sampler
+    shard = ray.train.get_dataset_shard(STREAM_NAME)
+    return loop_config["heldout"], loop_config["total_steps"], lambda state: StreamBatches(
+        shard, local_batch_size=cfg.train.batch_size // world, seed=cfg.seed, state=state)
+
+
+def _train(cfg: PretrainConfig, model, tokenizer, preprocess, sampler: PairSampler | StreamBatches, optim,
+           state: ckpt.PretrainState, run: RunDir, *, rank: int, world: int, persist: bool) -> None:
     """Steps ``state.step + 1 .. total``: global InfoNCE, synced gradients, periodic checkpoints."""
     optimizer, scheduler, params = optim
     device = next(model.parameters()).device

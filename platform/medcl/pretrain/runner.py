@@ -23,7 +23,6 @@ from medcl.engine.runner import RunError, _root_cause, prepare_run_dir
 from medcl.models import ModelLoadError, check_model_source
 from medcl.pretrain import checkpoint as ckpt
 from medcl.pretrain.config import PretrainConfig
-from medcl.pretrain.data import PretrainData, load_pairs
 from medcl.rundir import RunDir, write_json
 from medcl.storage import StorageError, local_only
 
@@ -63,9 +62,7 @@ def run_pretrain(config: PretrainConfig, *, fresh: bool = False, dashboard: bool
     if resume is not None:
         state = ckpt.read_state(resume)
         print(f"medcl: resuming {run.path} at step {state.step}/{state.total_steps} ({resume.name})", flush=True)
-    data = load_pairs(config.data)
-    _fit(config, run, data, dashboard=dashboard, local=local)
-    return _finish(config, run, data)
+    return _finish(config, run, _fit(config, run, dashboard=dashboard, local=local))
 
 
 def _prepare_run_dir(config: PretrainConfig, *, fresh: bool) -> RunDir:
@@ -76,28 +73,34 @@ def _prepare_run_dir(config: PretrainConfig, *, fresh: bool) -> RunDir:
     return prepare_run_dir(config, fresh=fresh, resumable=RESUMABLE_CHANGES, kind="a pretraining with another config")
 
 
-def _fit(config: PretrainConfig, run: RunDir, data: PretrainData, *, dashboard: bool, local: bool) -> None:
-    import ray
-
+def _fit(config: PretrainConfig, run: RunDir, *, dashboard: bool, local: bool) -> dict:
+    """Train through one TorchTrainer fed by :func:`medcl.pretrain.inputs.trainer_inputs` (pairs in
+    memory for synthmed, a Ray Data stream for a corpus); return the data statistics."""
     from medcl.engine.cluster import check_resources, connect
     from medcl.engine.launch import Workers, make_trainer
+    from medcl.pretrain.inputs import trainer_inputs
     from medcl.pretrain.loop import pretrain_worker
 
     if not local:
         connect(None, dashboard=dashboard)
         check_resources(config)
-    loop_config = {"config": config.model_dump(mode="json"), "data": ray.put(data), "run_dir": str(run.path),
-                   "persist": local}
+    inputs = trainer_inputs(config)
+    loop_config = {"config": config.model_dump(mode="json"), "run_dir": str(run.path), "persist": local,
+                   **inputs.loop_config}
     trainer = make_trainer(pretrain_worker, loop_config, run.path, Workers.local() if local else Workers.of(config.train),
-                           num_to_keep=2)
+                           num_to_keep=2, datasets=inputs.datasets, dataset_config=inputs.dataset_config)
     try:
         trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; show the root cause, keep the checkpoints
         raise RunError(f"pretraining failed: {_root_cause(exc)}\nCheckpoints are in {run.checkpoints}; "
                        "run the same command again to resume.") from exc
+    else:
+        return inputs.stats()
+    finally:
+        inputs.release()
 
 
-def _finish(config: PretrainConfig, run: RunDir, data: PretrainData) -> PretrainResult:
+def _finish(config: PretrainConfig, run: RunDir, data_stats: dict) -> PretrainResult:
     """Copy the final checkpoint's weights to ``model.safetensors``; write ``metrics.json``."""
     final = ckpt.latest(run.checkpoints)
     state = ckpt.read_state(final) if final is not None else None
@@ -110,7 +113,7 @@ def _finish(config: PretrainConfig, run: RunDir, data: PretrainData) -> Pretrain
     metrics = {"model": config.model.name, "pretrained_from": config.model.pretrained, "weights": str(weights),
                "steps": state.total_steps, "global_batch_size": config.train.batch_size,
                "workers": config.train.workers, "samples_seen": state.total_steps * config.train.batch_size,
-               "data": data.stats, "heldout_before": state.before, "heldout_after": state.after,
+               "data": data_stats, "heldout_before": state.before, "heldout_after": state.after,
                "train_loss": state.train_loss, "train_wall_time_s": state.wall_time_s}
     write_json(run.metrics, metrics)
     return PretrainResult(run, weights, metrics, already_done=False)
