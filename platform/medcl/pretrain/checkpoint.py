@@ -7,6 +7,8 @@
 
 Gradients are synced every step, so every rank holds the same weights and optimiser state and
 rank 0 alone writes a checkpoint (Ray Train's documented pattern); every rank restores from it.
+A checkpoint in an object store (a :class:`medcl.storage.Location`, when ``output_dir`` is a URI)
+is downloaded to a temporary directory before it is verified and read.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 
 from medcl.engine.checkpoint import CorruptCheckpointError, sha256_file
 from medcl.models import load_weights, save_weights
+from medcl.storage import is_remote, local_copy
 
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, MANIFEST_FILE = "model.safetensors", "optimizer.pt", "state.json", "manifest.json"
 
@@ -47,12 +50,18 @@ def write_checkpoint(directory: Path, state: PretrainState, model: torch.nn.Modu
 
 
 def read_state(directory: Path) -> PretrainState:
+    if is_remote(directory):
+        with local_copy(directory) as local:
+            return read_state(local)
     _verify(directory, [STATE_FILE])
     return PretrainState(**json.loads((directory / STATE_FILE).read_text()))
 
 
 def restore(directory: Path, model: torch.nn.Module, optimizer, scheduler) -> PretrainState:
     """Load weights and optimiser state from ``directory`` (sha256-verified) and return its state."""
+    if is_remote(directory):
+        with local_copy(directory) as local:
+            return restore(local, model, optimizer, scheduler)
     _verify(directory, [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE])
     load_weights(model, directory / MODEL_FILE)
     saved = torch.load(directory / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
@@ -68,7 +77,7 @@ def verified_model(directory: Path) -> Path:
 
 
 def latest(checkpoints_dir: Path) -> Path | None:
-    """The complete ``step-<n>`` directory with the largest n, or None."""
+    """The complete ``step-<n>`` directory with the largest n, or None (a local Path or a Location)."""
     found = [(int(p.name[5:]), p) for p in checkpoints_dir.glob("step-*")
              if p.name[5:].isdigit() and (p / MANIFEST_FILE).exists()]
     return max(found)[1] if found else None

@@ -6,7 +6,7 @@
     # or:  {source: corpus, path: corpus/roco_medpix, heldout: 256}
     model: {name: medcl-tiny, pretrained: null, image_size: null}     # medcl.config.ModelSection
     train: {workers: 2, batch_size: 128, lr: 0.002, steps: 200, warmup_steps: 20, schedule: cosine}
-    output_dir: runs
+    output_dir: runs                 # or an object store: s3://bucket/runs (medcl.storage)
 
 ``train.batch_size`` is global and must divide evenly over ``train.workers`` (the InfoNCE features
 are all-gathered, which needs one shape per rank). Exactly one of ``train.steps`` and
@@ -122,8 +122,12 @@ class PretrainConfig(_Section):
     output_dir: PathStr = "runs"
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
+    def run_dir(self):
+        """``output_dir / name``: a local :class:`~pathlib.Path`, or a :class:`medcl.storage.Location`
+        when ``output_dir`` is a URI (``s3://bucket/runs``)."""
+        from medcl.storage import place
+
+        return place(self.output_dir) / self.name
 
 
 def load_pretrain(path: str | Path, overrides: list[str] = (), output_dir: str | None = None) -> PretrainConfig:

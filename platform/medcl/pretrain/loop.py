@@ -39,6 +39,7 @@ from medcl.pretrain.loss import clamp_logit_scale, contrastive_loss, global_clip
 from medcl.pretrain.retrieval import heldout_metrics
 from medcl.pretrain.stream import STREAM_NAME, StreamBatches
 from medcl.rundir import RunDir
+from medcl.storage import is_remote, place, upload_dir
 
 CHECKPOINTS_PER_RUN = 4
 STAGE_NAME = "pretrain"
@@ -65,7 +66,7 @@ def pretrain_worker(loop_config: dict) -> None:
     preprocess = lambda images: to_model_input(images, bundle.image_size, bundle.mean, bundle.std, device)  # noqa: E731
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.train, total)
-    run = RunDir(Path(loop_config["run_dir"]))
+    run = RunDir(place(loop_config["run_dir"]))
     state = _restore(run.checkpoints, model, optimizer, scheduler) or ckpt.PretrainState(total_steps=total)
     evaluate = lambda: heldout_metrics(model, bundle.tokenizer, heldout, preprocess,  # noqa: E731
                                        batch_size=cfg.train.eval_batch_size, device=device) if rank == 0 else None
@@ -143,6 +144,8 @@ def _checkpoint_and_report(state: ckpt.PretrainState, model, optimizer, schedule
         return
     with tempfile.TemporaryDirectory(prefix="medcl-pretrain-") as tmp:
         ckpt.write_checkpoint(Path(tmp), state, model, optimizer, scheduler)
-        if persist:
+        if persist and is_remote(run.checkpoints):
+            upload_dir(tmp, run.checkpoints / name)
+        elif persist:
             shutil.copytree(tmp, run.checkpoints / name, dirs_exist_ok=True)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)

@@ -5,15 +5,16 @@
 
 Run directory ``<output_dir>/<name>/``: ``config.yaml`` (resolved config + provenance),
 ``events.jsonl`` (step events: loss, logit scale, samples/s), ``checkpoints/step-<n>/`` (Ray Train
-persists them there: ``RunConfig(name="checkpoints", storage_path=<run dir>)``), and when done
+persists them there: ``RunConfig(name="checkpoints", **storage.ray_storage(<run dir>))``), and when done
 ``model.safetensors`` (load it with ``model.pretrained:`` in an experiment) and ``metrics.json``
 (held-out retrieval recall and InfoNCE before and after, training loss, wall time). A killed run
 resumes from its newest checkpoint when the same command is run again; a finished one is a no-op.
+``output_dir`` may be an object-store URI (``s3://bucket/runs``): every file above is then written
+through :mod:`medcl.storage` (pyarrow.fs) and Ray Train persists the checkpoints there.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from medcl.models import ModelLoadError, check_model_source
 from medcl.pretrain import checkpoint as ckpt
 from medcl.pretrain.config import PretrainConfig
 from medcl.rundir import RunDir, write_json
-from medcl.storage import StorageError, local_only
+from medcl import storage
 
 # Fields that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = {"output_dir", "train.log_every", "train.max_failures", "train.cpus_per_worker",
@@ -35,7 +36,7 @@ WEIGHTS = "model.safetensors"
 @dataclass
 class PretrainResult:
     run: RunDir
-    weights: Path
+    weights: Path  # or a medcl.storage.Location when output_dir is an object store
     metrics: dict
     already_done: bool
 
@@ -66,10 +67,7 @@ def run_pretrain(config: PretrainConfig, *, fresh: bool = False, dashboard: bool
 
 
 def _prepare_run_dir(config: PretrainConfig, *, fresh: bool) -> RunDir:
-    try:
-        local_only(config.output_dir, field="output_dir", command="medcl pretrain")
-    except StorageError as exc:
-        raise ConfigError(config.name, [("output_dir", str(exc))]) from None
+    """The run directory, a local path or an object-store place (``output_dir: s3://...``)."""
     return prepare_run_dir(config, fresh=fresh, resumable=RESUMABLE_CHANGES, kind="a pretraining with another config")
 
 
@@ -101,15 +99,15 @@ def _fit(config: PretrainConfig, run: RunDir, *, dashboard: bool, local: bool) -
 
 
 def _finish(config: PretrainConfig, run: RunDir, data_stats: dict) -> PretrainResult:
-    """Copy the final checkpoint's weights to ``model.safetensors``; write ``metrics.json``."""
+    """Copy the final checkpoint's weights to ``model.safetensors``; write ``metrics.json`` (both
+    through :mod:`medcl.storage`, so the run directory may be in an object store)."""
     final = ckpt.latest(run.checkpoints)
     state = ckpt.read_state(final) if final is not None else None
     if state is None or not state.done:
         raise RunError(f"{run.path}: the pretraining wrote no final checkpoint; see the errors above")
     weights = run.path / WEIGHTS
-    tmp = weights.with_name(WEIGHTS + ".tmp")
-    shutil.copyfile(ckpt.verified_model(final), tmp)
-    tmp.replace(weights)
+    with storage.local_copy(final) as local:  # the checkpoint itself when local; a download from an object store
+        storage.write_bytes(weights, ckpt.verified_model(local).read_bytes())  # atomic for a reader
     metrics = {"model": config.model.name, "pretrained_from": config.model.pretrained, "weights": str(weights),
                "steps": state.total_steps, "global_batch_size": config.train.batch_size,
                "workers": config.train.workers, "samples_seen": state.total_steps * config.train.batch_size,

@@ -2,9 +2,9 @@
 
 The driver only builds the plan (lazily: nothing is read or decoded in its process)::
 
-    read_parquet(shards).select_columns([id, image, caption])   Ray Data read tasks
+    read_parquet(shards, shuffle=FileShuffleConfig(seed))   Ray Data read tasks; the shards in a
+      .select_columns([id, image, caption])                  seeded order, another each pass
       .limit(data.limit)                                     when set (see below)
-      .randomize_block_order(seed=RandomSeedConfig(seed))    a seeded block order, another each pass
       .map_batches(decode_rows)                              CPU tasks: drop caption-only and held-out
                                                              rows, decode + centre-crop to image_size
                                                              (embed_prep.decode_images, as corpus embed
@@ -15,11 +15,15 @@ The driver only builds the plan (lazily: nothing is read or decoded in its proce
 ``TorchTrainer(datasets={"train": ds}, dataset_config=DataConfig(datasets_to_split=["train"]))``
 splits it over the ``w`` workers (``streaming_split(w, equal=True)``: every rank gets as many rows
 per pass). Each worker iterates its shard (:class:`StreamBatches`): pass ``p`` is one
-``iter_torch_batches(batch_size=B/w, drop_last=True, local_shuffle_buffer_size=4*B/w,
+``iter_torch_batches(batch_size=B/w, drop_last=True, local_shuffle_buffer_size=max(1024, 4*B/w),
 local_shuffle_seed=pass_seed(seed, p))``, and passes follow each other until the run's steps are
 done. So a rank gets ``B/w`` rows per step and every rank the same number of steps per pass (the
 global batch is ``B``, the gathered InfoNCE needs one shape per rank); a pass ends at its last full
 batch (``floor(rows per rank / (B/w))`` steps), its remainder is not carried into the next pass.
+
+Nothing in the pipeline waits for the whole corpus: the shard order is shuffled before reading
+(not ``randomize_block_order``, an all-to-all step that would read every block before the first
+batch), and rows are mixed by each worker's local shuffle buffer (at 224 px, 1,024 rows are ~150 MB).
 
 ``data.limit``: the plan (held-out rows, counts) uses the first ``limit`` rows in file order; the
 stream takes ``limit`` rows with ``Dataset.limit``, which with parallel reads need not be exactly
@@ -29,13 +33,13 @@ Undecodable rows are recorded by id in a :class:`SkippedRows` actor (a set, so a
 later pass does not count a row twice); caption-only rows are counted from the Parquet statistics
 (:mod:`medcl.pretrain.corpus_plan`).
 
-What is reproducible: the block order of pass ``p`` (seed and execution index) and the local
+What is reproducible: the shard order of pass ``p`` (seed and execution index) and the local
 shuffle of pass ``p`` (``pass_seed``) given the blocks a rank receives. What is not: which blocks
 reach which rank and in which order they arrive (Ray Data runs read and decode tasks in parallel
 and ``streaming_split`` hands blocks to whichever rank asks first), so two runs with the same seed
 see the same rows per pass but not in the same batches. On resume, the restored step, optimiser
 and schedule are exact; the stream starts pass ``state.data_pass`` again from its beginning (the
-rows of that pass seen before the kill are seen again, the pass's block order is that of a first
+rows of that pass seen before the kill are seen again, the pass's shard order is that of a first
 execution) -- unlike the in-memory synthmed path, a resumed corpus run does not end with the
 weights of an uninterrupted one.
 """
@@ -49,7 +53,7 @@ import ray
 from medcl.pretrain.config import CorpusData
 
 STREAM_NAME = "train"
-SHUFFLE_BATCHES = 4  # local shuffle buffer: this many of a rank's batches
+SHUFFLE_BATCHES, SHUFFLE_MIN_ROWS = 4, 1024  # local shuffle buffer: max(1024 rows, 4 of a rank's batches)
 
 
 class SkippedRows:
@@ -114,12 +118,12 @@ def _decode_each(blobs: list, rows: list[int], image_size: int) -> tuple[np.ndar
 def training_dataset(files: tuple[str, ...], data: CorpusData, *, exclude: frozenset, seed: int, skipped=None):
     """The lazy Ray Data pipeline of the module docstring (Ray must be initialised)."""
     import ray.data
-    from ray.data import RandomSeedConfig
+    from ray.data import FileShuffleConfig
 
-    ds = ray.data.read_parquet(list(files)).select_columns(["id", "image", "caption"])
+    ds = ray.data.read_parquet(list(files), shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True))
+    ds = ds.select_columns(["id", "image", "caption"])
     if data.limit is not None:
         ds = ds.limit(data.limit)
-    ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
     return ds.map_batches(decode_rows, batch_format="pyarrow", zero_copy_batch=True,
                           fn_kwargs={"image_size": data.image_size, "exclude": exclude, "skipped": skipped})
 
@@ -157,7 +161,7 @@ class StreamBatches:
         """The full batches of one pass over this rank's shard."""
         for batch in self.shard.iter_torch_batches(
                 batch_size=self.local_batch_size, drop_last=True, collate_fn=_collate_fn(),
-                local_shuffle_buffer_size=SHUFFLE_BATCHES * self.local_batch_size,
+                local_shuffle_buffer_size=max(SHUFFLE_MIN_ROWS, SHUFFLE_BATCHES * self.local_batch_size),
                 local_shuffle_seed=pass_seed(self.seed, pass_index), device="cpu"):
             yield batch
 
