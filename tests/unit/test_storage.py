@@ -158,7 +158,6 @@ def test_run_dir_prepared_resumed_refreshed_and_reported_in_s3(s3):
 
 
 @pytest.mark.parametrize("argv", [
-    ["pretrain", "experiments/pretrain_synthmed.yaml", "--set", "output_dir=s3://bucket/pretrain"],
     ["sweep", "experiments/sweeps/tiny_synthmed.yaml", "--set", "output_dir=s3://bucket/sweeps"],
 ])
 def test_commands_without_object_store_outputs_refuse_a_uri_naming_the_field(argv, capsys, monkeypatch):
