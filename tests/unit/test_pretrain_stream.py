@@ -109,3 +109,19 @@ def test_each_rank_gets_as_many_full_batches_of_the_training_rows(ray_session, c
     seen = [c for r in got for _, captions in got[r] for c in captions]
     assert len(seen) == len(set(seen)) and len(seen) > plan.train_rows - 1 - 2 * 4  # one undecodable row
     assert not set(seen) & (set(plan.heldout.captions) | {"scan 3", "scan 5", "scan 50"})
+
+
+@pytest.mark.ray
+def test_a_corpus_stream_needs_a_cpu_beside_the_workers(ray_session, corpus):
+    from medcl.config import ConfigError
+    from medcl.pretrain.config import validate_pretrain
+    from medcl.pretrain.inputs import check_stream_cpus
+
+    def config(workers: int, source: str = "corpus"):
+        data = {"source": "corpus", "path": str(corpus), "heldout": 4} if source == "corpus" else {}
+        return validate_pretrain({"name": "x", "data": data, "train": {"workers": workers, "batch_size": 8, "steps": 1}})
+
+    with pytest.raises(ConfigError, match="train.cpus_per_worker"):
+        check_stream_cpus(config(2))  # the test Ray has 2 CPUs: none left for the decode tasks
+    check_stream_cpus(config(1))
+    check_stream_cpus(config(2, source="synthmed"))

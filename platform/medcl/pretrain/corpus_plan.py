@@ -120,6 +120,9 @@ def _nulls(group: _RowGroup) -> int:
 
 
 def _draw_heldout(groups: list[_RowGroup], rows: int, data: CorpusData) -> tuple[ImageCaptions, list[str]]:
+    """The first ``data.heldout`` rows with a decodable image, in draw order (module docstring).
+    Rounds start at ``2 * heldout`` positions and grow 4x, so a corpus where images are rare makes
+    the driver read more rows (all of them at worst), never more than one batch of them at a time."""
     rng = np.random.default_rng(data.seed)
     examined: set[int] = set()
     images, captions, ids = [], [], []

@@ -35,6 +35,28 @@ def trainer_inputs(config: PretrainConfig) -> TrainerInputs:
     return _in_memory(config)
 
 
+def check_stream_cpus(config: PretrainConfig) -> None:
+    """Raise ConfigError when a corpus stream would get no CPU: its read and decode tasks run beside
+    the Ray Train workers, so the cluster (as it is now) needs at least one CPU more than
+    ``train.workers * train.cpus_per_worker``. Synthmed, or a cluster that may scale
+    (``RAY_ADDRESS`` set), is not checked."""
+    import os
+
+    import ray
+
+    from medcl.config import ConfigError
+
+    if not isinstance(config.data, CorpusData) or os.environ.get("RAY_ADDRESS"):
+        return
+    have = ray.cluster_resources().get("CPU", 0)
+    wanted = config.train.workers * config.train.cpus_per_worker
+    if have - wanted < 1:
+        raise ConfigError(config.name, [("train.cpus_per_worker", f"{config.train.workers} workers x "
+                                         f"{config.train.cpus_per_worker} CPUs leave {have - wanted:g} of {have:g} "
+                                         "CPUs for the corpus stream's decode tasks, which need at least 1; lower "
+                                         "train.workers or train.cpus_per_worker")])
+
+
 def _in_memory(config: PretrainConfig) -> TrainerInputs:
     import ray
 

@@ -76,12 +76,13 @@ def _fit(config: PretrainConfig, run: RunDir, *, dashboard: bool, local: bool) -
     memory for synthmed, a Ray Data stream for a corpus); return the data statistics."""
     from medcl.engine.cluster import check_resources, connect
     from medcl.engine.launch import Workers, make_trainer
-    from medcl.pretrain.inputs import trainer_inputs
+    from medcl.pretrain.inputs import check_stream_cpus, trainer_inputs
     from medcl.pretrain.loop import pretrain_worker
 
     if not local:
         connect(None, dashboard=dashboard)
         check_resources(config)
+        check_stream_cpus(config)
     inputs = trainer_inputs(config)
     loop_config = {"config": config.model_dump(mode="json"), "run_dir": str(run.path), "persist": local,
                    **inputs.loop_config}
