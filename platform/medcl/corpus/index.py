@@ -2,15 +2,24 @@
 
 Layout of an index directory (written by index_build.py, checked by sha256 when loaded)::
 
-    index.json            {"kind": "medcl-index", "dim", "metric": "inner_product", "model": {...},
-                           "embeddings": EMB_DIR, "corpus": CORPUS_DIR, "factory": "auto",
+    index.json            {"kind": "medcl-index", "format": 2, "dim", "metric": "inner_product",
+                           "model": {...}, "embeddings": EMB_DIR, "corpus": CORPUS_DIR, "factory": "auto",
                            "spaces": ["text", "image"],
+                           "trained": {space: {"file", "factory", "params"}},
                            "shards": [{"space", "shard", "source", "rows", "offset", "factory",
-                                       "params", "index", "meta"}, ...],
+                                       "params", "codes", "labels", "index", "meta"}, ...],
                            "files": {file name: sha256}}
-    text-00000.faiss      part of the one text index (same quantizer and codebooks in every part)
+    text-trained.faiss    the text space's trained, empty index: coarse quantizer, OPQ rotation and
+                          PQ/refine codebooks, stored once
+    text-00000.codes.npy  index shard 0 of the text space as FAISS standalone codes, (rows, code size)
+                          uint8 (index_codes.py); text-00000.labels.npy its global labels (int64)
     text-ids/part-00000.parquet   the id mapping: label, id, caption, modality, shard, row
-    image-00000.faiss, image-ids/ the same for the image embeddings
+    image-*               the same for the image embeddings
+
+Factories without standalone codes (HNSW graphs) store each shard as a whole FAISS file
+``{space}-{n:05d}.faiss`` (entry ``index``; ``codes`` null). Index directories written before the
+codes format (no ``format`` key: a whole ``.faiss`` file per shard, each with its own copy of the
+quantizer) still load and answer the same, with a warning to rebuild (index_load.py).
 
 A FAISS label ``i`` of index shard n is the global label ``offset + i``: the row of the space's
 id mapping (the Parquet dataset ``{space}-ids/``, parts in label order). Searches return scores and
@@ -29,17 +38,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medcl.corpus.index_factory import DEFAULT_FACTORY, IndexBuildError, apply_search_params
-from medcl.corpus.merge import MISSING_ID, MISSING_SCORE, Hits
+from medcl.corpus.index_factory import DEFAULT_FACTORY, IndexBuildError
+from medcl.corpus.merge import MISSING_ID, Hits
 from medcl.corpus.schema import read_manifest_body, verify_listed_files
 
 INDEX_MANIFEST = "index.json"
 INDEX_KIND = "medcl-index"
+INDEX_FORMAT = 2  # 2: trained index once per space + codes per shard; 1 (no key): a whole .faiss per shard
 SPACES = ("text", "image")
 DEFAULT_TRAIN_SAMPLE = None  # enough for the factory's lists, at least 100,000 (index_build.py)
 
@@ -56,6 +65,8 @@ class IndexManifest:
     spaces: tuple[str, ...]
     shards: tuple[dict, ...]
     files: dict = field(default_factory=dict)
+    trained: dict = field(default_factory=dict)  # space -> {"file", "factory", "params"}
+    format: int = INDEX_FORMAT
 
     def entries(self, space: str) -> list[dict]:
         return [s for s in self.shards if s["space"] == space]
@@ -96,23 +107,27 @@ def build_index(emb_dir: Path, out_dir: Path, *, factory: str = DEFAULT_FACTORY,
     source = emb.read_manifest(Path(emb_dir), verify=False)  # each shard is checked by the task reading it
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries, files = [], {}
+    entries, files, trained = [], {}, {}
     for name in spaces:
-        part, hashes = build_space(Path(emb_dir), source, name, out_dir, factory=factory, train_sample=train_sample,
-                                   nprobe=nprobe, ef_search=ef_search, seed=seed, use_ray=use_ray, log=log)
+        part, hashes, template = build_space(Path(emb_dir), source, name, out_dir, factory=factory,
+                                             train_sample=train_sample, nprobe=nprobe, ef_search=ef_search,
+                                             seed=seed, use_ray=use_ray, log=log)
         entries += part
         files.update(hashes)
+        if template:
+            trained[name] = template
     manifest = IndexManifest(dim=source.dim, model=dict(source.model), embeddings=str(Path(emb_dir).resolve()),
                              corpus=source.corpus, factory=factory, spaces=spaces, shards=tuple(entries),
-                             files=files)
+                             files=files, trained=trained)
     write_index_manifest(out_dir, manifest)
     return manifest
 
 
 def write_index_manifest(out_dir: Path, manifest: IndexManifest) -> Path:
-    body = {"kind": INDEX_KIND, "dim": manifest.dim, "metric": "inner_product", "model": manifest.model,
+    body = {"kind": INDEX_KIND, "format": manifest.format, "dim": manifest.dim, "metric": "inner_product", "model": manifest.model,
             "embeddings": manifest.embeddings, "corpus": manifest.corpus, "factory": manifest.factory,
-            "spaces": list(manifest.spaces), "shards": list(manifest.shards), "files": manifest.files}
+            "spaces": list(manifest.spaces), "trained": manifest.trained, "shards": list(manifest.shards),
+            "files": manifest.files}
     path = Path(out_dir) / INDEX_MANIFEST
     path.write_text(json.dumps(body, indent=2))
     return path
@@ -123,7 +138,11 @@ def read_index_manifest(index_dir: Path, *, verify: bool = False) -> IndexManife
     _, body = read_manifest_body(index_dir, INDEX_MANIFEST, INDEX_KIND, "medcl index build")
     manifest = IndexManifest(dim=int(body["dim"]), model=body["model"], embeddings=body["embeddings"],
                              corpus=body.get("corpus", ""), factory=body["factory"], spaces=tuple(body["spaces"]),
-                             shards=tuple(body["shards"]), files=dict(body["files"]))
+                             shards=tuple(body["shards"]), files=dict(body["files"]),
+                             trained=dict(body.get("trained") or {}), format=int(body.get("format", 1)))
+    if manifest.format > INDEX_FORMAT:
+        raise IndexBuildError(f"{index_dir}: index format {manifest.format} is newer than this medcl reads "
+                              f"({INDEX_FORMAT}); upgrade medcl or rebuild the index")
     if verify:
         verify_files(index_dir, manifest, list(manifest.files))
     return manifest
@@ -131,36 +150,6 @@ def read_index_manifest(index_dir: Path, *, verify: bool = False) -> IndexManife
 
 def verify_files(index_dir: Path, manifest: IndexManifest, names: list[str]) -> None:
     verify_listed_files(index_dir, manifest.files, INDEX_MANIFEST, names)
-
-
-class IndexShard:
-    """One loaded index shard; ``search`` answers scores and global labels (see the module docstring)."""
-
-    def __init__(self, index_dir: Path, manifest: IndexManifest, entry: dict, *, verify: bool = True):
-        self.space, self.shard, self.rows, self.dim = entry["space"], entry["shard"], entry["rows"], manifest.dim
-        self.offset = int(entry.get("offset", 0))
-        self.index = None
-        if not entry["index"]:
-            return
-        if verify:
-            verify_files(index_dir, manifest, [entry["index"]])
-        self.index = faiss.read_index(str(Path(index_dir) / entry["index"]))
-        apply_search_params(self.index, entry.get("params") or {})
-
-    @property
-    def nbytes(self) -> int:
-        return 0 if self.index is None else int(faiss.serialize_index(self.index).nbytes)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, labels)`` (Q, k) for (Q, dim) L2-normalised float32 queries; label -1 and
-        score ``-inf`` in missing slots."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.index is None or len(queries) == 0:
-            return np.full((len(queries), k), MISSING_SCORE, np.float32), np.full((len(queries), k), -1, np.int64)
-        scores, labels = self.index.search(queries, k)
-        missing = labels < 0
-        return (np.where(missing, np.float32(MISSING_SCORE), scores).astype(np.float32),
-                np.where(missing, -1, labels + self.offset).astype(np.int64))
 
 
 class RowMap:
@@ -203,12 +192,3 @@ def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     if queries.ndim != 2 or queries.shape[1] != dim:
         raise ValueError(f"queries must be (Q, {dim}) float32 embeddings like the index's, got shape {queries.shape}")
     return np.ascontiguousarray(queries)
-
-
-def load_shards(index_dir: Path, space: str, *, numbers=None, verify: bool = True) -> list[IndexShard]:
-    """Load the index shards of ``space`` (those with shard number in ``numbers``, or all)."""
-    manifest = read_index_manifest(index_dir)
-    if space not in manifest.spaces:
-        raise ValueError(f"space {space!r} is not indexed in {index_dir} (spaces: {', '.join(manifest.spaces)})")
-    return [IndexShard(index_dir, manifest, e, verify=verify) for e in manifest.entries(space)
-            if numbers is None or e["shard"] in numbers]

@@ -7,14 +7,20 @@ Per space (``text``: every row; ``image``: rows with an image):
    ``min(rows, train_sample)`` vectors (read from the shards, only the sampled rows kept, inside the
    training task: the sample never passes through the driver) trains it once: one coarse quantizer
    (and PQ/OPQ codebooks) for the whole corpus.
-2. The trained, empty index is serialised into the object store, and each embedding shard is
-   added to a copy of it in its own Ray task with a declared ``memory=`` (``fill_memory``); the task
-   checks the shard's sha256, writes ``{space}-{n:05d}.faiss`` and its part of the id mapping
-   ``{space}-ids/part-{n:05d}.parquet`` (``label, id, caption, modality, shard, row``).
-3. Labels are global: FAISS label ``i`` of index shard n is ``offset(n) + i``, the row of the
-   space's id mapping (one Parquet dataset, ``{space}-ids/``). Because every index shard shares one
-   quantizer and codebooks, searching the shards and merging their top-k equals searching one
-   index holding everything (tests/unit/corpus/test_index.py).
+2. The training task writes the trained, empty index once, ``{space}-trained.faiss``, and hands it
+   (serialised) to the fill tasks through the object store: the driver never holds it. Each
+   embedding shard is encoded in its own Ray task with a declared ``memory=`` (``fill_memory``):
+   the task checks the shard's sha256 and writes the shard's FAISS standalone codes
+   ``{space}-{n:05d}.codes.npy`` ((rows, code size) uint8: IVF list number + PQ/Flat code,
+   index_codes.py), its global labels ``{space}-{n:05d}.labels.npy`` (int64) and its part of the id
+   mapping ``{space}-ids/part-{n:05d}.parquet`` (``label, id, caption, modality, shard, row``). On
+   disk a vector costs its code size + 8 bytes; the quantizer is stored once per space.
+   Factories without standalone codes (HNSW graphs, which share nothing trained) write each shard
+   as a whole FAISS file ``{space}-{n:05d}.faiss`` instead.
+3. Labels are global: row i of index shard n has label ``offset(n) + i``, the row of the space's id
+   mapping (one Parquet dataset, ``{space}-ids/``). A process serving several shards appends their
+   codes to one copy of the trained index (index_load.py), so searching it equals searching one
+   index built from every vector (tests/unit/corpus/test_index.py).
 
 Without Ray (``ray.is_initialized()`` false, or ``use_ray=False``) the same functions run here.
 """
@@ -28,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medcl.corpus import shards as emb
+from medcl.corpus.index_codes import encode, has_codes
 from medcl.corpus.index_factory import IndexBuildError, default_train_sample, new_index, resolve_factory
 from medcl.hashing import sha256_file
 
@@ -41,8 +48,9 @@ def space_rows(shard: emb.ShardInfo, space: str) -> int:
 
 
 def fill_memory(rows: int, dim: int, template_bytes: int) -> int:
-    """Bytes a fill task declares: the shard's vectors (twice: Arrow and NumPy), the index's codes
-    (at most the vectors again), the template, and 256 MiB for Python and FAISS."""
+    """Bytes a fill task declares: the shard's vectors (twice: Arrow and NumPy), their codes or
+    whole index (at most the vectors again), the template twice (object store copy and the
+    deserialised index), and 256 MiB for Python and FAISS."""
     return int(3 * rows * dim * 4 + 2 * template_bytes + 256 * MIB)
 
 
@@ -70,58 +78,81 @@ def sample_vectors(emb_dir: Path, manifest: emb.EmbeddingManifest, space: str, s
     return np.ascontiguousarray(np.concatenate(parts))
 
 
-def train(factory: str, dim: int, vectors: np.ndarray) -> np.ndarray:
-    """The trained, empty index, serialised (uint8 array)."""
+def train(factory: str, dim: int, vectors: np.ndarray) -> faiss.Index:
+    """The trained, empty index."""
     index = new_index(factory, dim)
     if not index.is_trained:
         index.train(vectors)
-    return faiss.serialize_index(index)
+    return index
 
 
 def sample_and_train(emb_dir: str, manifest: emb.EmbeddingManifest, space: str, size: int, seed: int,
-                     factory: str) -> np.ndarray:
-    """:func:`sample_vectors` then :func:`train`, in one process (a Ray task on Ray, so the training
-    sample is read where it is used and never reaches the caller); returns the serialised index."""
-    return train(factory, manifest.dim, sample_vectors(Path(emb_dir), manifest, space, size, seed))
+                     factory: str, out_dir: str) -> tuple[dict, np.ndarray]:
+    """:func:`sample_vectors`, :func:`train`, and ``{space}-trained.faiss`` written, in one process
+    (a Ray task on Ray, so neither the sample nor the index reaches the caller).
+
+    Returns ``({"file", "sha256", "codes": bool}, serialised trained index)``.
+    """
+    index = train(factory, manifest.dim, sample_vectors(Path(emb_dir), manifest, space, size, seed))
+    name = f"{space}-trained.faiss"
+    faiss.write_index(index, str(Path(out_dir) / name))
+    info = {"file": name, "sha256": sha256_file(Path(out_dir) / name), "codes": has_codes(index)}
+    return info, faiss.serialize_index(index)
 
 
 def fill_shard(emb_dir: str, shard: dict, number: int, space: str, offset: int, template: np.ndarray,
                out_dir: str) -> dict:
-    """Add one embedding shard to a copy of ``template``; write its index and id-mapping part.
+    """Encode one embedding shard with ``template``; write its codes (or whole index) and id-mapping part.
 
     Raises CorruptArtifactError when the shard's sha256 differs from the embedding manifest.
-    Returns ``{"index", "meta", "rows", "sha256": {file: sha256}}``.
+    Returns ``{"codes", "labels", "index", "meta", "rows", "sha256": {file: sha256}}`` (``codes``
+    and ``labels`` are None for a whole-file shard, ``index`` None for a codes shard).
     """
     from medcl.corpus.schema import verify_listed_files
 
     verify_listed_files(Path(emb_dir), {shard["file"]: shard["sha256"]}, emb.MANIFEST)
     table = emb.read_shard(Path(emb_dir), shard["file"])
     rows = _rows_in_space(table, space)
+    vectors = np.ascontiguousarray(emb.vectors(table.take(pa.array(rows)), COLUMN[space]))
     index = faiss.deserialize_index(template)
-    index.add(np.ascontiguousarray(emb.vectors(table.take(pa.array(rows)), COLUMN[space])))
     stem, out = f"{space}-{number:05d}", Path(out_dir)
-    faiss.write_index(index, str(out / f"{stem}.faiss"))
+    labels = offset + np.arange(len(rows), dtype=np.int64)
+    if has_codes(index):
+        result = {"codes": f"{stem}.codes.npy", "labels": f"{stem}.labels.npy", "index": None}
+        np.save(out / result["codes"], encode(index, vectors), allow_pickle=False)
+        np.save(out / result["labels"], labels, allow_pickle=False)
+    else:
+        result = {"codes": None, "labels": None, "index": f"{stem}.faiss"}
+        index.add(vectors)
+        faiss.write_index(index, str(out / result["index"]))
+    del index, vectors
     meta = table.select(["id", "caption", "modality"]).take(pa.array(rows))
-    meta = meta.add_column(0, "label", pa.array(offset + np.arange(len(rows)), pa.int64()))
+    meta = meta.add_column(0, "label", pa.array(labels, pa.int64()))
     meta = meta.append_column("shard", pa.array(np.full(len(rows), number), pa.int32()))
     meta = meta.append_column("row", pa.array(rows, pa.int64()))
-    mapping = f"{space}-ids/part-{number:05d}.parquet"
-    (out / mapping).parent.mkdir(exist_ok=True)
-    pq.write_table(meta, out / mapping)
-    files = (f"{stem}.faiss", mapping)
-    return {"index": files[0], "meta": files[1], "rows": len(rows), "sha256": {f: sha256_file(out / f) for f in files}}
+    result["meta"] = f"{space}-ids/part-{number:05d}.parquet"
+    (out / result["meta"]).parent.mkdir(exist_ok=True)
+    pq.write_table(meta, out / result["meta"])
+    files = [f for f in (result["codes"], result["labels"], result["index"], result["meta"]) if f]
+    return {**result, "rows": len(rows), "sha256": {f: sha256_file(out / f) for f in files}}
 
 
 def build_space(emb_dir: Path, manifest: emb.EmbeddingManifest, space: str, out_dir: Path, *, factory: str,
-                train_sample: int, nprobe, ef_search, seed: int, use_ray: bool, log) -> tuple[list[dict], dict]:
-    """Train once and fill every shard of ``space``; returns (index.json entries, file -> sha256)."""
+                train_sample: int, nprobe, ef_search, seed: int, use_ray: bool,
+                log) -> tuple[list[dict], dict, dict | None]:
+    """Train once and encode every shard of ``space``.
+
+    Returns ``(index.json shard entries, file -> sha256, trained)``, ``trained`` being
+    ``{"file", "factory", "params"}`` of ``{space}-trained.faiss`` (None when the space is empty).
+    """
     counts = [space_rows(s, space) for s in manifest.shards]
     offsets, total = np.cumsum([0] + counts)[:-1].tolist(), sum(counts)
     blank = [{"space": space, "shard": n, "source": s.file, "rows": 0, "offset": o, "factory": None, "params": {},
-              "index": None, "meta": None} for n, (s, o) in enumerate(zip(manifest.shards, offsets))]
+              "codes": None, "labels": None, "index": None, "meta": None}
+             for n, (s, o) in enumerate(zip(manifest.shards, offsets))]
     if total == 0:
         log(f"[{space}]: no rows with an embedding in this space; nothing to index")
-        return blank, {}
+        return blank, {}, None
     if train_sample is None:  # enough for the factory's lists (39 per list), at least DEFAULT_TRAIN_SAMPLE
         planned = resolve_factory(factory, rows=total, dim=manifest.dim, sample=total).factory
         sample = default_train_sample(planned, total, DEFAULT_TRAIN_SAMPLE)
@@ -130,37 +161,47 @@ def build_space(emb_dir: Path, manifest: emb.EmbeddingManifest, space: str, out_
     choice = resolve_factory(factory, rows=total, dim=manifest.dim, sample=sample, nprobe=nprobe, ef_search=ef_search)
     for note in choice.notes:
         log(f"[{space}]: {note}")
-    template = _run(use_ray, sample_and_train, train_memory(sample, manifest.dim), str(emb_dir), manifest, space,
-                    sample, seed, choice.factory)
+    info, template = _train(use_ray, train_memory(sample, manifest.dim), str(emb_dir), manifest, space, sample, seed,
+                            choice.factory, str(out_dir))
     jobs = [(n, s, o, c) for n, (s, o, c) in enumerate(zip(manifest.shards, offsets, counts)) if c]
-    results = _fill_all(use_ray, emb_dir, jobs, space, template, out_dir, manifest.dim)
-    files = {}
+    results = _fill_all(use_ray, emb_dir, jobs, space, template, info["bytes"], out_dir, manifest.dim)
+    files = {info["file"]: info["sha256"]}
     for (number, _, _, _), result in zip(jobs, results):
         blank[number].update(rows=result["rows"], factory=choice.factory, params=choice.params,
-                             index=result["index"], meta=result["meta"])
+                             **{key: result[key] for key in ("codes", "labels", "index", "meta")})
         files.update(result["sha256"])
-    log(f"[{space}]: {total} vectors in {len(jobs)} shard(s), {choice.factory} {choice.params or ''}".rstrip())
-    return blank, files
+    stored = "codes + one trained index" if info["codes"] else "a whole index per shard"
+    log(f"[{space}]: {total} vectors in {len(jobs)} shard(s) ({stored}), "
+        f"{choice.factory} {choice.params or ''}".rstrip())
+    return blank, files, {"file": info["file"], "factory": choice.factory, "params": choice.params}
 
 
-def _run(use_ray: bool, fn, memory: int, *args):
+def _train(use_ray: bool, memory: int, *args) -> tuple[dict, object]:
+    """``(info + {"bytes"}, template)``: on Ray the template stays an ObjectRef (never fetched here)."""
     if not use_ray:
-        return fn(*args)
+        return _train_task(*args)
     import ray
 
-    return ray.get(ray.remote(fn).options(num_cpus=1, memory=memory).remote(*args))
+    info_ref, template_ref = (ray.remote(_train_task).options(num_cpus=1, memory=memory, num_returns=2)
+                              .remote(*args))
+    return ray.get(info_ref), template_ref
 
 
-def _fill_all(use_ray: bool, emb_dir: Path, jobs: list, space: str, template: np.ndarray, out_dir: Path,
+def _train_task(*args) -> tuple[dict, np.ndarray]:
+    info, template = sample_and_train(*args)
+    return {**info, "bytes": int(template.nbytes)}, template
+
+
+def _fill_all(use_ray: bool, emb_dir: Path, jobs: list, space: str, template, template_bytes: int, out_dir: Path,
               dim: int) -> list[dict]:
     args = [(str(emb_dir), {"file": s.file, "sha256": s.sha256}, n, space, o) for n, s, o, _ in jobs]
     if not use_ray:
         return [fill_shard(*a, template, str(out_dir)) for a in args]
     import ray
 
-    ref, remote = ray.put(template), ray.remote(fill_shard)
-    return ray.get([remote.options(num_cpus=1, memory=fill_memory(c, dim, template.nbytes))
-                    .remote(*a, ref, str(out_dir)) for a, (_, _, _, c) in zip(args, jobs)])
+    remote = ray.remote(fill_shard)
+    return ray.get([remote.options(num_cpus=1, memory=fill_memory(c, dim, template_bytes))
+                    .remote(*a, template, str(out_dir)) for a, (_, _, _, c) in zip(args, jobs)])
 
 
 def check_train_sample(train_sample: int | None) -> None:

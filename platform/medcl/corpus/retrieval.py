@@ -2,7 +2,8 @@
 
 Two implementations answer the same :class:`Retriever` protocol:
 
-* :class:`LocalRetriever`: every index shard loaded in this process (FAISS in-process; the baseline).
+* :class:`LocalRetriever`: every index shard loaded in this process, one FAISS index per space (the
+  trained index once, every shard's codes appended: index_load.py; the baseline).
 * :class:`medcl.corpus.service.RetrievalService`: shard actors on Ray, reachable by name from any
   process of the cluster (Train workers included).
 
@@ -19,8 +20,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from medcl.corpus.index import RowMap, check_queries, load_shards, read_index_manifest
-from medcl.corpus.merge import MISSING_ID, Hits, merge_labels
+from medcl.corpus.index import RowMap, check_queries, read_index_manifest
+from medcl.corpus.index_load import load_space
+from medcl.corpus.merge import MISSING_ID, Hits
 
 
 @dataclass
@@ -94,8 +96,9 @@ class CorpusFetcher:
 
 
 class LocalRetriever:
-    """Every index shard of ``index_dir`` searched in this process, then the top-k merge of
-    (score, global label); ids and captions are looked up for the merged top-k only.
+    """Every index shard of ``index_dir`` in this process: per space one FAISS index (the trained
+    index, read once, holding every shard's codes; :func:`~medcl.corpus.index_load.load_space`),
+    searched once per query batch; ids and captions are looked up for the top-k only.
 
     ``model``: a :class:`medcl.models.ModelBundle` (or :class:`medcl.corpus.encoder.TextEncoder`) for
     :meth:`search_text`; by default the index's own model, built on first use.
@@ -104,7 +107,7 @@ class LocalRetriever:
     def __init__(self, index_dir, *, corpus_dir=None, model=None):
         self.index_dir = Path(index_dir)
         self.manifest = read_index_manifest(self.index_dir)
-        self._shards = {space: load_shards(self.index_dir, space) for space in self.manifest.spaces}
+        self._spaces = {space: load_space(self.index_dir, space) for space in self.manifest.spaces}
         self._rows = {space: RowMap(self.index_dir, self.manifest, space) for space in self.manifest.spaces}
         self._fetcher = CorpusFetcher(corpus_dir_of(self.index_dir, corpus_dir))
         self._encoder = model
@@ -118,13 +121,12 @@ class LocalRetriever:
 
     def search_hits(self, queries: np.ndarray, k: int, *, space: str = "text") -> Hits:
         k, queries = check_k(k), check_queries(queries, self.dim)
-        if space not in self._shards:
+        if space not in self._spaces:
             raise ValueError(f"space {space!r} is not indexed in {self.index_dir} "
-                             f"(spaces: {', '.join(self._shards)})")
-        shards = self._shards[space]
-        if not shards:
+                             f"(spaces: {', '.join(self._spaces)})")
+        if not self._spaces[space].rows:
             return Hits.empty(len(queries), k)
-        return self._rows[space].hits(*merge_labels([s.search(queries, k) for s in shards], k))
+        return self._rows[space].hits(*self._spaces[space].search(queries, k))
 
     def search_text(self, texts: list[str], k: int, *, space: str = "text") -> SearchResult:
         return self.search(self.encode(texts), k, space=space)

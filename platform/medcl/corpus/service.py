@@ -41,10 +41,11 @@ import ray
 from ray.exceptions import RayActorError
 
 from medcl import telemetry
-from medcl.corpus.index import RowMap, check_queries, load_shards, read_index_manifest
+from medcl.corpus.index import RowMap, check_queries, read_index_manifest
+from medcl.corpus.index_load import load_space
 from medcl.corpus.merge import Hits, merge_labels
 from medcl.corpus.retrieval import CorpusFetcher, SearchResult, check_k, corpus_dir_of
-from medcl.corpus.service_plan import DEFAULT_MAX_ACTOR_BYTES, plan_groups, shard_bytes
+from medcl.corpus.service_plan import DEFAULT_MAX_ACTOR_BYTES, plan_groups, shard_bytes, trained_bytes
 
 NAMESPACE = "medcl"
 DEFAULT_NAME = "medcl-retrieval"
@@ -56,7 +57,9 @@ class ServiceError(RuntimeError):
 
 
 class ShardServer:
-    """Serves the index shards numbered ``numbers`` in every indexed space (loaded in the constructor)."""
+    """Serves the index shards numbered ``numbers`` in every indexed space, loaded in the constructor
+    as one FAISS index per space (the trained index once + the shards' codes; index_load.py), so a
+    query batch runs one coarse search per space and actor."""
 
     def __init__(self, index_dir: str, numbers: list[int], omp_threads: int = 1):
         import faiss
@@ -64,21 +67,18 @@ class ShardServer:
         faiss.omp_set_num_threads(max(1, omp_threads))
         manifest = read_index_manifest(index_dir)
         self.numbers = list(numbers)
-        self.shards = {space: load_shards(index_dir, space, numbers=set(numbers)) for space in manifest.spaces}
+        self.spaces = {space: load_space(index_dir, space, numbers=set(numbers)) for space in manifest.spaces}
         self.started = time.time()
 
     def search(self, queries: np.ndarray, k: int, space: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, global labels)`` (Q, k) of this group's shards, merged; no ids or captions."""
-        shards = self.shards.get(space)
-        if shards is None:
-            raise ValueError(f"space {space!r} is not indexed (spaces: {', '.join(self.shards)})")
-        parts = [s.search(queries, k) for s in shards]
-        if not parts:
-            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-        return parts[0] if len(parts) == 1 else merge_labels(parts, k)
+        """``(scores, global labels)`` (Q, k) of this group's shards; no ids or captions."""
+        loaded = self.spaces.get(space)
+        if loaded is None:
+            raise ValueError(f"space {space!r} is not indexed (spaces: {', '.join(self.spaces)})")
+        return loaded.search(queries, k)
 
     def info(self) -> dict:
-        rows = {space: sum(s.rows for s in shards) for space, shards in self.shards.items()}
+        rows = {space: loaded.rows for space, loaded in self.spaces.items()}
         return {"pid": os.getpid(), "started": self.started, "numbers": self.numbers, "rows": rows}
 
 
@@ -151,7 +151,7 @@ class RetrievalService:
         index_dir = Path(index_dir).resolve()
         manifest = read_index_manifest(index_dir, verify=True)
         groups, memory = plan_groups(shard_bytes(index_dir, list(manifest.shards)), shards=shards,
-                                     max_actor_bytes=max_actor_bytes)
+                                     max_actor_bytes=max_actor_bytes, fixed_bytes=trained_bytes(index_dir, manifest))
         if _find_actor(name) is not None:
             raise ServiceError(f"a retrieval service named {name!r} is already running in namespace {NAMESPACE!r}; "
                                f"use RetrievalService.connect({name!r}) or stop it first")

@@ -56,7 +56,7 @@ def test_text_only_shard_gets_an_empty_image_entry(tmp_path):
     log = []
     manifest = build_index(tmp_path / "emb", tmp_path / "idx", factory="ivf", log=log.append)
     assert manifest.entries("text")[0]["factory"] == "Flat"  # 40 rows: too few for an IVF
-    assert manifest.entries("image")[0]["rows"] == 0 and manifest.entries("image")[0]["index"] is None
+    assert manifest.entries("image")[0]["rows"] == 0 and manifest.entries("image")[0]["codes"] is None
     assert any("nothing to index" in line for line in log)
     retriever = LocalRetriever(tmp_path / "idx")
     assert retriever.search(clustered_vectors(2, 8), 3).ids[0][0].startswith("syn:")
@@ -64,16 +64,17 @@ def test_text_only_shard_gets_an_empty_image_entry(tmp_path):
     assert result.ids == [["", "", ""]] * 2 and np.isneginf(result.scores).all()
 
 
-@pytest.mark.parametrize("target", ["text-00001.faiss", "image-ids/part-00000.parquet", INDEX_MANIFEST])
+@pytest.mark.parametrize("target", ["text-00001.codes.npy", "text-00000.labels.npy", "text-trained.faiss",
+                                    "image-ids/part-00000.parquet", INDEX_MANIFEST])
 def test_changed_index_file_is_detected_and_named(emb_dir, tmp_path, target):
     build_index(emb_dir, tmp_path / "idx", factory="flat", log=lambda _: None)
     path = tmp_path / "idx" / target
     data = bytearray(path.read_bytes())
     if target == INDEX_MANIFEST:
         body = json.loads(data)
-        body["files"]["text-00000.faiss"] = "0" * 64
+        body["files"]["text-00000.codes.npy"] = "0" * 64
         path.write_text(json.dumps(body))
-        target = "text-00000.faiss"
+        target = "text-00000.codes.npy"
     else:
         data[len(data) // 2] ^= 0xFF  # flip one byte
         path.write_bytes(bytes(data))
