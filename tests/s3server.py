@@ -110,3 +110,20 @@ def s3():
             yield server
         finally:
             restore_env(previous)
+
+
+@pytest.fixture(scope="module")
+def ray_in_s3_env(s3, request):
+    """The test session's Ray, running in the moto environment so that its worker processes (Ray
+    Data tasks, Tune trials) read and write the bucket, as every node of a cluster has its own
+    credentials: started here when no test has started it yet, else restarted (left running for
+    the tests after this module; the session's ``ray_session`` fixture shuts it down)."""
+    import ray
+
+    if not ray.is_initialized():
+        return request.getfixturevalue("ray_session")
+    from medcl.engine.localray import init_local_ray
+
+    ray.shutdown()
+    init_local_ray(2, dashboard=False)
+    return ray

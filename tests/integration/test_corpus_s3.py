@@ -3,8 +3,8 @@ on 127.0.0.1): Ray Data's tasks write and hash the shards in the bucket, the man
 and verified from it, a changed object is named, and the in-process embedding reads the same
 corpus from the bucket. Nothing is written to a local folder named ``s3:``.
 
-Ray is restarted inside the moto environment so its worker processes (which write the shards) see
-the endpoint and keys, as every node of a real cluster has its own credentials.
+Ray runs inside the moto environment (``ray_in_s3_env``) so its worker processes, which write the
+shards, see the endpoint and keys, as every node of a real cluster has its own credentials.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from s3server import BUCKET, s3  # noqa: E402,F401  (s3: the moto server fixture)
+from s3server import BUCKET, ray_in_s3_env, s3  # noqa: E402,F401  (fixtures: moto S3, Ray in its environment)
 
 from medcl import storage  # noqa: E402
 from medcl.cli import main  # noqa: E402
@@ -26,21 +26,6 @@ from medcl.corpus.schema import CorruptArtifactError  # noqa: E402
 from medcl.corpus.store import CorpusStore  # noqa: E402
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def ray_in_s3_env(s3, request):
-    """The session's Ray started after the moto environment is set (restarted when an earlier test
-    started it; left running for later tests)."""
-    import ray
-
-    if not ray.is_initialized():
-        return request.getfixturevalue("ray_session")
-    from medcl.engine.localray import init_local_ray
-
-    ray.shutdown()
-    init_local_ray(2, dashboard=False)
-    return ray
 
 
 def _spec_file(tmp_path: Path) -> Path:

@@ -157,19 +157,6 @@ def test_run_dir_prepared_resumed_refreshed_and_reported_in_s3(s3):
     assert main(["report", str(run.path)]) == 0 and "<html" in run.report.read_text().lower()  # medcl report s3://...
 
 
-@pytest.mark.parametrize("argv", [
-    ["sweep", "experiments/sweeps/tiny_synthmed.yaml", "--set", "output_dir=s3://bucket/sweeps"],
-])
-def test_commands_without_object_store_outputs_refuse_a_uri_naming_the_field(argv, capsys, monkeypatch):
-    from medcl.cli import main
-
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "output_dir: s3://bucket/" in err and "local path or a shared mount" in err
-    assert not Path("s3:").exists()
-
-
 def test_path_arguments_refuse_a_uri_and_take_file_uris(capsys):
     import argparse
 

@@ -239,9 +239,17 @@ class SweepConfig(_Model):
         return ["maximize" if o.mode == "max" else "minimize" for o in self.objective]
 
     @property
-    def sweep_dir(self) -> Path:
-        return (Path(self.output_dir) / self.name).resolve()
+    def sweep_dir(self):
+        """``<output_dir>/<name>``: a local :class:`~pathlib.Path`, or a
+        :class:`~medcl.storage.Location` when ``output_dir`` is an object-store URI (``s3://...``)."""
+        from medcl.storage import Location, place
+
+        where = place(self.output_dir) / self.name
+        return where if isinstance(where, Location) else Path(where).resolve()
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{self.sweep_dir / 'study.db'}"
+        """The study's SQLAlchemy URL (:mod:`medcl.sweep.study_store` says where each kind lives)."""
+        from medcl.sweep.study_store import study_url
+
+        return study_url(self)

@@ -8,13 +8,18 @@ the trials the study has already finished; trials a crash left RUNNING are run a
 their own number and run directory (see :mod:`medcl.sweep.study`). How many trials run at once,
 how long their Train workers may wait for nodes, and how often a trial is retried come from the
 cluster (:mod:`medcl.sweep.placement`).
+
+``output_dir`` is a local path, a shared mount or an object-store URI (``s3://bucket/sweeps``): the
+trials' run directories, Tune's results (``RunConfig(storage_path, storage_filesystem)``) and the
+tables and plots go through :mod:`medcl.storage`; the study is kept as
+:mod:`medcl.sweep.study_store` says. On a multi-node cluster a node-local ``output_dir`` is refused
+before any trial starts, naming the field and the fix (:func:`medcl.engine.shared.check_shared`).
 """
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from medcl.engine.cluster import ResourceError
 from medcl.sweep.config import SweepConfig, SweepConfigError
@@ -24,7 +29,7 @@ from medcl.sweep.study import SweepError, finished_count, interrupted_trials, op
 
 @dataclass
 class SweepResult:
-    sweep_dir: Path
+    sweep_dir: object  # a Path, or a medcl.storage.Location
     study: object
     outputs: dict
     wall_time_s: float
@@ -32,12 +37,8 @@ class SweepResult:
 
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, fresh: bool = False) -> SweepResult:
     from medcl.engine.cluster import connect
-    from medcl.storage import StorageError, local_only
+    from medcl.sweep.study_store import detached, is_staged, staged_study
 
-    try:
-        local_only(sweep.output_dir, field="output_dir", command="medcl sweep")
-    except StorageError as exc:
-        raise SweepConfigError(sweep.name, [("output_dir", str(exc))]) from None
     started = time.perf_counter()
     task_names = _task_names(sweep)
     _check_objective(sweep, len(task_names))
@@ -51,9 +52,21 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, fresh: bool = False) 
     if sweep.orders_only:
         enqueue, total = [{"order": ORDER_SEP.join(o)} for o in orders], len(orders)
     joined = connect(None, dashboard=False)
+    _check_shared_output(sweep)
     plan = sweep_plan(sweep, joined)
-    study = open_study(sweep, resume=resume, fresh=fresh, enqueue=enqueue)
-    (sweep.sweep_dir / "sweep.yaml").write_text(_sweep_yaml(sweep))
+    with staged_study(sweep):
+        study = open_study(sweep, resume=resume, fresh=fresh, enqueue=enqueue)
+        outputs = _run_trials(sweep, study, total, distributions, plan, len(task_names), orders)
+        study = detached(study, sweep.storage_url) if is_staged(sweep) else study
+    return SweepResult(sweep.sweep_dir, study, outputs, time.perf_counter() - started)
+
+
+def _run_trials(sweep: SweepConfig, study, total: int, distributions, plan, n_tasks: int, orders) -> dict:
+    """The trials the study still needs (interrupted ones first), then the sweep's outputs."""
+    from medcl.storage import write_text
+    from medcl.sweep.outputs import write_sweep_outputs
+
+    write_text(sweep.sweep_dir / "sweep.yaml", _sweep_yaml(sweep))
     interrupted = interrupted_trials(study)
     remaining = total - finished_count(study)
     if len(interrupted) > max(remaining, 0):
@@ -65,11 +78,22 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, fresh: bool = False) 
     if remaining > 0:
         print(f"medcl: sweep {sweep.name}: {remaining} trial(s) to run, at most {plan.concurrency} at once; "
               f"study {sweep.storage_url}", flush=True)
-        _tune(sweep, study, distributions, interrupted, remaining, plan, len(task_names))
-    from medcl.sweep.outputs import write_sweep_outputs
+        _tune(sweep, study, distributions, interrupted, remaining, plan, n_tasks)
+    return write_sweep_outputs(sweep, study, orders)
 
-    outputs = write_sweep_outputs(sweep, study, orders)
-    return SweepResult(sweep.sweep_dir, study, outputs, time.perf_counter() - started)
+
+def _check_shared_output(sweep: SweepConfig) -> None:
+    """Refuse (SweepError) a local ``output_dir`` that some node of a multi-node cluster does not
+    see: trials run on any node and write their run directories and Tune results there."""
+    from medcl.engine.shared import check_shared
+    from medcl.storage import StorageError
+
+    try:
+        check_shared(sweep.output_dir, field="output_dir", example="s3://BUCKET/sweeps",
+                     writers="every trial writes its run directory and Tune its results",
+                     fix="output_dir: s3://BUCKET/sweeps or gs://BUCKET/sweeps; e.g. --set output_dir=s3://BUCKET/sweeps")
+    except StorageError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def sweep_plan(sweep: SweepConfig, joined: bool):
@@ -92,6 +116,7 @@ def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_task
     from ray import tune
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
+    from medcl.storage import ray_storage
     from medcl.sweep.trainable import SequenceTrial, trial_name
 
     # The zero-shot report and early tasks carry no value for some metrics (BWT after one task):
@@ -114,7 +139,7 @@ def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_task
                                     max_concurrent_trials=plan.concurrency, reuse_actors=False,
                                     trial_name_creator=lambda t: trial_name(t.config["trial_number"]),
                                     trial_dirname_creator=lambda t: trial_name(t.config["trial_number"])),
-        run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), storage_path=str(sweep.sweep_dir / "tune"),
+        run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), **ray_storage(sweep.sweep_dir / "tune"),
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=plan.trial_retries),
                                   # no Tune checkpoints: a trial's run directory is its checkpoint
                                   checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),

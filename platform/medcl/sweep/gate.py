@@ -84,9 +84,20 @@ class GateClient:
 
         if rank == 0:
             if self.persist_dir is not None:
-                shutil.copytree(checkpoint_dir, Path(self.persist_dir) / f"task-{done}", dirs_exist_ok=True)
+                _persist(checkpoint_dir, self.persist_dir, done)
             ray.get(self.actor.reported.remote(done))
         try:
             return bool(ray.get(self.actor.decision.remote(done)))
         except ray.exceptions.RayActorError:  # the trial (and its gate) is gone: stop training
             return False
+
+
+def _persist(checkpoint_dir, persist_dir: str, done: int) -> None:
+    """Copy a local-mode checkpoint into ``<persist_dir>/task-<done>`` (a local folder or an object store)."""
+    from medcl.storage import Location, place, upload_dir
+
+    target = place(persist_dir) / f"task-{done}"
+    if isinstance(target, Location):
+        upload_dir(checkpoint_dir, target)
+    else:
+        shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)

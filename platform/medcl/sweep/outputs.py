@@ -10,14 +10,18 @@
     sweeps/<name>/orders.md        with task orders: each metric's mean, spread (std), min and max
                                    across orders (per order when several trials share one)
     sweeps/<name>/*.png            optimisation history, parameter importances, metric by order
+
+``sweeps`` is the sweep's ``output_dir``: a local folder or an object store (``s3://bucket/sweeps``);
+every file is written and every trial's ``metrics.json`` read through :mod:`medcl.storage`.
 """
 from __future__ import annotations
 
+import io
 import json
-from pathlib import Path
 
 import numpy as np
 
+from medcl import storage
 from medcl.metrics import ALL_METRIC_KEYS
 from medcl.sweep.config import SweepConfig
 from medcl.sweep.space import ORDER_SEP, trial_experiment
@@ -30,7 +34,9 @@ def write_sweep_outputs(sweep: SweepConfig, study, orders: list[list[str]] | Non
     root = sweep.sweep_dir
     table = trials_table(sweep, study)
     out = {"trials": root / "trials.parquet"}
-    table.to_parquet(out["trials"], index=False)
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    storage.write_bytes(out["trials"], buffer.getvalue())
     best = write_best(sweep, study, root / "best.yaml")
     if best:
         out["best"] = best
@@ -71,12 +77,14 @@ def best_trial(sweep: SweepConfig, study):
     return max(pareto, key=lambda t: sign * t.values[0]), pareto
 
 
-def write_best(sweep: SweepConfig, study, path: Path) -> Path | None:
+def write_best(sweep: SweepConfig, study, path):
+    """Write the best trial's experiment to the place ``path``; return it (None, and no file, when
+    no trial is COMPLETE)."""
     import yaml
 
     best, pareto = best_trial(sweep, study)
     if best is None:
-        path.unlink(missing_ok=True)
+        storage.delete(path)
         return None
     raw = trial_experiment(sweep, best.params, name=f"{sweep.name}-best", output_dir=None)
     raw.setdefault("output_dir", "runs")
@@ -87,11 +95,11 @@ def write_best(sweep: SweepConfig, study, path: Path) -> Path | None:
         header.append("# Pareto trials: " + "; ".join(
             f"trial-{t.number:04d} " + ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(sweep.objective, t.values))
             for t in pareto))
-    path.write_text("\n".join(header) + "\n" + yaml.safe_dump(_ordered(raw), sort_keys=False))
+    storage.write_text(path, "\n".join(header) + "\n" + yaml.safe_dump(_ordered(raw), sort_keys=False))
     return path
 
 
-def write_order_summary(table, path: Path) -> Path:
+def write_order_summary(table, path):
     """Mean, spread (sample std) and range of every metric over COMPLETE trials, across orders."""
     done = table[table["state"] == "COMPLETE"] if len(table) else table
     cols = [f"final.{m}" for m in ALL_METRIC_KEYS if f"final.{m}" in table]
@@ -113,28 +121,37 @@ def write_order_summary(table, path: Path) -> Path:
         for order, group in done.groupby("param.order"):
             cells = [f"{group[c].mean():.2f}" if group[c].notna().any() else "n/a" for c in cols]
             lines.append(f"| {order.replace(ORDER_SEP, ' > ')} | " + " | ".join(cells) + " |")
-    path.write_text("\n".join(lines) + "\n")
-    path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    storage.write_text(path, "\n".join(lines) + "\n")
+    storage.write_text(path.parent / (path.name.rsplit(".", 1)[0] + ".json"), json.dumps(summary, indent=2))
     return path
 
 
-def _run_metrics(run_dir: Path) -> dict:
+def _run_metrics(run_dir) -> dict:
     file = run_dir / "metrics.json"
-    if not file.is_file():
+    if not storage.is_file(file):
         return {}
-    data = json.loads(file.read_text())
+    data = json.loads(storage.read_text(file))
     row = {f"final.{m}": data.get(m) for m in ALL_METRIC_KEYS}
     row.update({f"acc.{p['task']}": p["final"] for p in data.get("per_task") or []})
     return row
 
 
 def _trial_reports(table) -> None:
-    from medcl.report import write_report
+    from medcl.engine.runner import write_run_report
+    from medcl.rundir import RunDir
 
     for run_dir in table.get("run_dir", []):
-        run, html = Path(run_dir), Path(run_dir) / "report.html"
-        if (run / "matrix.csv").is_file() and (not html.is_file() or html.stat().st_mtime < (run / "matrix.csv").stat().st_mtime):
-            write_report(run)
+        run = storage.place(run_dir)
+        matrix, html = _modified_ns(run / "matrix.csv"), _modified_ns(run / "report.html")
+        if matrix is not None and (html is None or html < matrix):
+            write_run_report(RunDir(run))
+
+
+def _modified_ns(where) -> int | None:
+    """Modification time of the file at the place ``where`` (None when there is none)."""
+    filesystem, path = storage.resolve(where)
+    info = filesystem.get_file_info(path)
+    return info.mtime_ns if info.type.name == "File" else None
 
 
 def _ordered(raw: dict) -> dict:

@@ -5,16 +5,16 @@
 * ``importances.png``: Optuna's parameter importances (fANOVA evaluator) for the first objective,
   over COMPLETE trials; a note instead when fewer than two trials or no varied parameter.
 * ``order.png``: the first objective of COMPLETE trials grouped by task order (when orders vary).
+
+Each file is written through :mod:`medcl.storage` (a local folder or an object store).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 from medcl.sweep.config import SweepConfig
 from medcl.sweep.space import ORDER_SEP
 
 
-def write_plots(sweep: SweepConfig, study, table, root: Path) -> dict:
+def write_plots(sweep: SweepConfig, study, table, root) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +25,7 @@ def write_plots(sweep: SweepConfig, study, table, root: Path) -> dict:
     return out
 
 
-def _history(sweep: SweepConfig, table, path: Path) -> Path:
+def _history(sweep: SweepConfig, table, path):
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -48,13 +48,10 @@ def _history(sweep: SweepConfig, table, path: Path) -> Path:
         ax.set_title(f"{m} ({objective.mode})")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def _importances(sweep: SweepConfig, study, path: Path) -> Path:
+def _importances(sweep: SweepConfig, study, path):
     import matplotlib.pyplot as plt
     import optuna
 
@@ -74,13 +71,10 @@ def _importances(sweep: SweepConfig, study, path: Path) -> Path:
         ax.text(0.5, 0.5, note or "needs >= 2 complete trials with varied parameters", ha="center",
                 va="center", wrap=True, fontsize=8)
         ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def _by_order(sweep: SweepConfig, table, path: Path) -> Path:
+def _by_order(sweep: SweepConfig, table, path):
     import matplotlib.pyplot as plt
 
     m = sweep.objective[0].metric
@@ -93,7 +87,20 @@ def _by_order(sweep: SweepConfig, table, path: Path) -> Path:
     ax.set_xticks(range(len(groups)), [o.replace(ORDER_SEP, "\n") for o, _ in groups], fontsize=7)
     ax.set_ylabel(f"{m} (%)")
     ax.set_title(f"{m} by task order")
+    return _save(fig, path)
+
+
+def _save(fig, path):
+    """Write ``fig`` as a PNG at the place ``path`` (local or object store); close it; return ``path``."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from medcl.storage import write_bytes
+
+    buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
+    write_bytes(path, buffer.getvalue())
     return path

@@ -1,7 +1,8 @@
 """The Optuna study behind a sweep: storage, sampler, creation, resumption.
 
 The study is the sweep's source of truth (``sqlite:///sweeps/<name>/study.db`` by default, or any
-SQLAlchemy URL, so ``optuna-dashboard <url>`` can open it). Every trial is asked and told by the
+SQLAlchemy URL, so ``optuna-dashboard <url>`` can open it; with an object-store ``output_dir`` a
+driver-local working copy kept in the bucket, see :mod:`medcl.sweep.study_store`). Every trial is asked and told by the
 sweep driver (:mod:`medcl.sweep.searcher`), so a trial's state is COMPLETE (all tasks trained, the
 objective values), PRUNED (stopped by ASHA after fewer tasks), FAIL (an error), or RUNNING while a
 sweep process is alive. A RUNNING trial found when a sweep is resumed was interrupted by a crash: it
@@ -10,8 +11,7 @@ resumes after its last finished task), so no configuration is run twice and none
 """
 from __future__ import annotations
 
-import shutil
-
+from medcl import storage as places
 from medcl.engine.runner import RunError
 from medcl.sweep.config import SweepConfig
 
@@ -33,7 +33,7 @@ def open_study(sweep: SweepConfig, *, resume: bool, fresh: bool, enqueue: list[d
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if fresh:
         _delete(sweep)
-    sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
+    places.makedirs(sweep.sweep_dir)
     storage = sweep.storage_url
     existing = None
     try:
@@ -95,10 +95,9 @@ def _state(name: str):
 def _delete(sweep: SweepConfig) -> None:
     import optuna
 
-    sweep.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default sqlite file's folder must exist
+    places.makedirs(sweep.sweep_dir)  # the default sqlite file's folder must exist
     try:
         optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url)
     except KeyError:
         pass
-    if sweep.sweep_dir.exists():
-        shutil.rmtree(sweep.sweep_dir)
+    places.rmtree(sweep.sweep_dir)

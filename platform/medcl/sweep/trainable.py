@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 from ray import tune
 
@@ -42,14 +41,16 @@ def trial_name(number: int) -> str:
     return f"trial-{number:04d}"
 
 
-def task_report(run_dir: str | Path, checkpoint_dir: Path, experiment) -> dict:
-    """Write the run directory's outputs for the checkpoint's state and return the Tune report."""
+def task_report(run_dir, checkpoint_dir, experiment) -> dict:
+    """Write the run directory's outputs (a local path or an object-store place) for the
+    checkpoint's state and return the Tune report."""
     from medcl.engine.checkpoint import read_state
     from medcl.engine.outputs import write_outputs
     from medcl.rundir import RunDir
+    from medcl.storage import place
 
     state = read_state(checkpoint_dir)
-    write_outputs(RunDir(Path(run_dir)), state, strategy=experiment.strategy.name, model=experiment.model.name,
+    write_outputs(RunDir(place(run_dir)), state, strategy=experiment.strategy.name, model=experiment.model.name,
                   benchmark=experiment.benchmark.name)
     report = {TIME_ATTR: state.stages_done, "tasks": len(state.stage_names)}
     if state.rows and len(state.rows) <= len(state.task_names):
