@@ -8,8 +8,8 @@ Both start (or join, with RAY_ADDRESS) Ray unless ``--local`` runs the same step
 A bad spec, a missing source, a strict-mode bad row or a corrupt shard is one message, status 2.
 ``--out``, CORPUS_DIR and ``--run`` take a local path, a shared mount or an object-store URI
 (``s3://bucket/corpus``, ``gs://...``; see medcl.storage). On a cluster of several nodes a local
-``--out`` or CORPUS_DIR that some node does not see is refused before any work, naming the argument
-and the fix (engine/shared.py).
+``--out``, CORPUS_DIR or weights file (``--pretrained``, ``--run``'s checkpoint) that some node does
+not see is refused before any work, naming the argument and the fix (engine/shared.py).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from medcl.paths import cli_place, resolve_weights
+from medcl.paths import cli_place, is_weights_file, resolve_weights
 
 
 def register(subparsers) -> None:
@@ -82,7 +82,9 @@ def _embed(args) -> int:
     if not args.local:
         _connect()
         _check_shared(args.corpus_dir, "CORPUS_DIR", output=False)
-        _check_shared(args.out, "--out", output=True)
+        if info.pretrained and is_weights_file(info.pretrained):  # every model actor loads it
+            _check_shared(info.pretrained, "--run" if args.run is not None else "--pretrained", output=False)
+        _check_shared(args.out, "--out", output=True)  # last: the probe creates the directory
     if args.gpus < 0:
         print(f"medcl: error: --gpus must be >= 0, got {args.gpus}", file=sys.stderr)
         return 2

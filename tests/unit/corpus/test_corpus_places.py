@@ -67,3 +67,17 @@ def test_an_object_store_out_is_not_probed(two_nodes_one_blind, monkeypatch):
 
     monkeypatch.setattr(shared, "alive_nodes", lambda: pytest.fail("a URI needs no probe"))
     _check_shared("s3://bucket/corpus", "--out", output=True)  # shared by construction: no error
+
+
+def test_a_weights_file_some_node_lacks_is_refused_before_embedding(two_nodes_one_blind, tmp_path, capsys, monkeypatch):
+    from medcl.engine import shared
+
+    blind = ["10.0.0.3 (bbbbbbbb)"]
+    monkeypatch.setattr(shared, "_nodes_not_seeing", lambda path, nodes: blind if path.endswith(".safetensors") else [])
+    (tmp_path / "corpus").mkdir()
+    weights = tmp_path / "w" / "model.safetensors"
+    assert main(["corpus", "embed", str(tmp_path / "corpus"), "--out", str(tmp_path / "emb"), "--model", "medcl-tiny",
+                 "--pretrained", str(weights)]) == 2
+    err = capsys.readouterr().err
+    assert f"--pretrained: {weights} is a node-local path" in err and "shared mount" in err
+    assert not (tmp_path / "emb").exists()
