@@ -53,6 +53,10 @@ def test_an_object_store_study_is_fetched_uploaded_and_its_working_copy_removed(
         study = open_study(sweep, resume=True, fresh=False, enqueue=[])
         study.ask()
         assert len(study.trials) == 2
+    storage.write_text(sweep.sweep_dir / "trials" / "trial-0000" / "matrix.csv", "old")
+    with staged_study(sweep):  # --fresh: the study and the sweep's objects start over
+        assert open_study(sweep, resume=False, fresh=True, enqueue=[]).trials == []
+    assert storage.listdir(sweep.sweep_dir) == ["study.db"]
 
 
 def test_a_working_copy_left_by_a_killed_driver_is_continued(s3, tmp_path, monkeypatch, capsys):
