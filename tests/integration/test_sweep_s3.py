@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from s3server import BUCKET, ray_in_s3_env, s3  # noqa: E402,F401  (fixtures: moto S3, Ray in its environment)
 
 from medcl import storage  # noqa: E402
+from medcl.config import load_experiment  # noqa: E402
 from medcl.storage import Location  # noqa: E402
 from medcl.sweep import validate_sweep  # noqa: E402
 from medcl.sweep.study_store import staging_file  # noqa: E402
@@ -38,7 +39,11 @@ def test_a_sweep_into_s3_keeps_trials_outputs_and_study_in_the_bucket(ray_in_s3_
     result = run_sweep(sweep)
     assert [t.state.name for t in result.study.get_trials()] == ["COMPLETE"]
     root = sweep.sweep_dir
-    assert result.outputs["trials"] == root / "trials.parquet" and storage.is_file(root / "best.yaml")
+    assert result.outputs["trials"] == root / "trials.parquet"
+    best = tmp_path / "best.yaml"
+    best.write_text(storage.read_text(root / "best.yaml"))
+    assert f"medcl run best.yaml (a local copy of {root}/best.yaml" in best.read_text()
+    assert load_experiment(best).name == "s3sweep-best"
     table = pd.read_parquet(io.BytesIO(storage.read_bytes(root / "trials.parquet")))
     assert list(table["state"]) == ["COMPLETE"] and table["final.avg"].notna().all() and "param.train.lr" in table
     for run_dir in table["run_dir"]:

@@ -90,7 +90,8 @@ def write_best(sweep: SweepConfig, study, path):
     raw.setdefault("output_dir", "runs")
     shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(sweep.objective, best.values))
     header = [f"# Best trial of sweep {sweep.name}: trial-{best.number:04d} ({shown}).",
-              "# Run it with: medcl run " + str(path)]
+              "# Run it with: medcl run " + (str(path) if not storage.is_remote(path)
+                                             else f"best.yaml (a local copy of {path}: medcl run reads local files)")]
     if len(pareto) > 1:
         header.append("# Pareto trials: " + "; ".join(
             f"trial-{t.number:04d} " + ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(sweep.objective, t.values))
