@@ -1,17 +1,24 @@
-"""Corpus locations as places of medcl.storage: the Parquet helpers (parquet_io.py), an in-process
-build into a URI-shaped place read back through CorpusStore, and the refusal of a node-local
-``--out`` / CORPUS_DIR on a multi-node cluster before any shard is written (the cluster is faked:
-two alive nodes, one of which does not see the directory; the real two-node check of the same
-function is tests/integration/test_two_node.py)."""
+"""Corpus locations as places of medcl.storage: the Parquet helpers (parquet_io.py), ``--run`` naming
+a run directory in an object store (moto S3 on 127.0.0.1), and the refusal of a node-local ``--out``,
+CORPUS_DIR or weights file on a multi-node cluster before anything is written (the cluster is faked:
+two alive nodes, one of which does not see the path; the end-to-end S3 build and embed is
+tests/integration/test_corpus_s3.py)."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import yaml
 
+from medcl import storage
 from medcl.cli import main
 from medcl.corpus import parquet_io
 from medcl.storage import Location
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from s3server import BUCKET, s3  # noqa: E402,F401  (s3: the moto server fixture)
 
 
 def test_parquet_helpers_write_read_and_stream_a_local_place(tmp_path):
@@ -81,3 +88,23 @@ def test_a_weights_file_some_node_lacks_is_refused_before_embedding(two_nodes_on
     err = capsys.readouterr().err
     assert f"--pretrained: {weights} is a node-local path" in err and "shared mount" in err
     assert not (tmp_path / "emb").exists()
+
+
+def test_model_from_a_run_directory_in_an_object_store(s3, tmp_path, monkeypatch):
+    """``--run s3://.../runs/NAME``: config.yaml and the newest task checkpoint's weights, read from the
+    bucket; the weights URI is what every model actor loads (through its node's cache)."""
+    from medcl.corpus.embed import ModelInfo, load_bundle, model_from_run
+    from medcl.models import save_weights, state_fingerprint
+
+    monkeypatch.setenv("MEDCL_CACHE", str(tmp_path / "cache"))
+    local = tmp_path / "run"
+    (local / "checkpoints" / "task-1").mkdir(parents=True)
+    (local / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "medcl-tiny"}}))
+    bundle = load_bundle(ModelInfo("medcl-tiny", seed=5))
+    save_weights(bundle.model, local / "checkpoints" / "task-1" / "model.safetensors")
+    (local / "checkpoints" / "task-1" / "manifest-rank0.json").write_text("{}")
+    run = f"s3://{BUCKET}/runs/embed-from"
+    storage.upload_dir(local, run)
+    info = model_from_run(run)
+    assert info.pretrained == f"{run}/checkpoints/task-1/model.safetensors"
+    assert state_fingerprint(load_bundle(info).model) == state_fingerprint(bundle.model)
