@@ -16,8 +16,9 @@ joined to one local Ray started by this script (``RAY_ADDRESS``)::
 Reported per stage: wall seconds and rows/s (from the process start, so Python/torch imports
 and the connection to Ray are included), and the driver's peak resident memory (``ru_maxrss``
 of that process from ``os.wait4``: Ray's workers are not its children, so it is the driver alone),
-plus the load average after the stage. Per size: index bytes per vector (``.faiss`` files of each
-space / its vectors; the id mapping apart). At the end, ``driver_peak_ratio``: each stage's peak
+plus the load average after the stage. Per size: index bytes per vector (each space's shard files,
+codes + labels or whole ``.faiss`` files, / its vectors; the trained index, stored once per space,
+and the id mapping apart). At the end, ``driver_peak_ratio``: each stage's peak
 memory at the largest size / at the smallest (goal: flat, <= 1.2).
 
 On a machine shared with other jobs, rows/s are indicative only (``load_average`` says how busy
@@ -90,18 +91,22 @@ def run_stage(args: list[str], rows: int) -> dict:
 
 
 def index_bytes(index_dir: Path) -> dict:
-    """Per space: vectors, bytes of the .faiss files per vector, bytes of the id mapping per vector."""
+    """Per space: vectors, bytes of the shard files per vector, the trained index's bytes (once per
+    space), bytes of the id mapping per vector."""
     manifest = json.loads((index_dir / "index.json").read_text())
     out = {}
     for space in ("text", "image"):
-        entries = [s for s in manifest["shards"] if s["space"] == space and s.get("index")]
+        entries = [s for s in manifest["shards"] if s["space"] == space and s["rows"]]
         vectors = sum(s["rows"] for s in entries)
         if not vectors:
             continue
-        faiss_bytes = sum((index_dir / s["index"]).stat().st_size for s in entries)
+        shard_bytes = sum((index_dir / s[key]).stat().st_size for s in entries
+                          for key in ("codes", "labels", "index") if s.get(key))
+        trained = (manifest.get("trained") or {}).get(space)
         id_bytes = sum(p.stat().st_size for p in (index_dir / f"{space}-ids").glob("*.parquet"))
         out[space] = {"vectors": vectors, "factory": entries[0]["factory"], "params": entries[0]["params"],
-                      "index_bytes_per_vector": round(faiss_bytes / vectors, 1),
+                      "index_bytes_per_vector": round(shard_bytes / vectors, 1),
+                      "trained_index_bytes": (index_dir / trained["file"]).stat().st_size if trained else 0,
                       "id_mapping_bytes_per_vector": round(id_bytes / vectors, 1)}
     return out
 

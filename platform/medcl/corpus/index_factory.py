@@ -39,6 +39,7 @@ MIN_NPROBE = 16
 NPROBE_FRACTION = 8  # nprobe = ceil(nlist / 8), at least MIN_NPROBE
 POINTS_PER_LIST = 39  # FAISS k-means wants at least 39 training points per centroid
 MIN_LISTS = 4
+REFINE_K_FACTOR = 8  # a Refine(...) stage re-ranks the base index's best k * 8 with its finer codes
 
 _IVF = re.compile(r"(?<![A-Za-z])IVF(\d+)")
 _PQ = re.compile(r"(?<![A-Za-z])PQ(\d+)(?:x(\d+))?(fs)?")
@@ -153,7 +154,10 @@ def _search_params(factory: str, dim: int, *, nprobe: int | None, ef_search: int
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         default = max(MIN_NPROBE, math.ceil(ivf.nlist / NPROBE_FRACTION))
-        return {"nprobe": int(min(ivf.nlist, nprobe or default))}
+        params = {"nprobe": int(min(ivf.nlist, nprobe or default))}
+        if isinstance(faiss.downcast_index(index), faiss.IndexRefine):
+            params["k_factor_rf"] = REFINE_K_FACTOR
+        return params
     if isinstance(index, faiss.IndexHNSW):
         return {"efSearch": int(ef_search or HNSW_EF_SEARCH)}
     return {}
@@ -168,7 +172,7 @@ def new_index(factory: str, dim: int) -> faiss.Index:
 
 
 def apply_search_params(index: faiss.Index, params: dict) -> None:
-    """Set ``nprobe`` / ``efSearch`` (as recorded in index.json) on a loaded index."""
+    """Set ``nprobe`` / ``efSearch`` / ``k_factor_rf`` (as recorded in index.json) on a loaded index."""
     space = faiss.ParameterSpace()
     for name, value in params.items():
         space.set_index_parameter(index, name, float(value))
