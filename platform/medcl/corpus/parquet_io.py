@@ -6,7 +6,8 @@ filesystem :func:`medcl.storage.resolve` gives, so the same call works for every
 
     write_table(table, place("s3://bucket/corpus") / "part-00000.parquet")
     read_table("s3://bucket/corpus/part-00000.parquet", columns=["id"])
-    ray.data.read_parquet(*ray_parquet_source(store.paths))     # Ray Data on the same filesystem
+    paths, keywords = ray_parquet_source(store.paths)           # Ray Data on the same filesystem:
+    ray.data.read_parquet(paths, **keywords)
 
 Contracts: a path is a :class:`~pathlib.Path`, a :class:`~medcl.storage.Location` or a string
 (a URI stays a URI); local parent directories are made before a write; a missing file raises

@@ -90,7 +90,9 @@ class CorpusStore:
     ``CorpusStore(dir)`` (a local path or an object-store URI) verifies the manifest (sha256 of every shard) unless ``verify=False``.
     ``len(store)`` is the row count from the manifest; ``fetch(ids)`` returns one dict per id, in
     the order asked, with the CORPUS_SCHEMA columns (``image`` is bytes or None); an unknown id
-    raises KeyError naming it. ``paths`` lists the shard files (for ``ray.data.read_parquet``).
+    raises KeyError naming it. ``paths`` lists the shard files (local paths or URIs; for Ray Data,
+    ``paths, keywords = parquet_io.ray_parquet_source(store.paths)`` then
+    ``ray.data.read_parquet(paths, **keywords)``).
     """
 
     def __init__(self, directory, *, verify: bool = True, cached_shards: int = 4):
