@@ -124,8 +124,10 @@ def training_dataset(files: tuple[str, ...], data: CorpusData, *, exclude: froze
     ds = ds.select_columns(["id", "image", "caption"])
     if data.limit is not None:
         ds = ds.limit(data.limit)
-    return ds.map_batches(decode_rows, batch_format="pyarrow", zero_copy_batch=True,
-                          fn_kwargs={"image_size": data.image_size, "exclude": exclude, "skipped": skipped})
+    ds = ds.map_batches(decode_rows, batch_format="pyarrow", zero_copy_batch=True,
+                        fn_kwargs={"image_size": data.image_size, "exclude": exclude, "skipped": skipped})
+    ds.context.enable_progress_bars = False  # this dataset's own context: no bars in the CLI's output
+    return ds
 
 
 def dataset_config():
