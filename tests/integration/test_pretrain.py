@@ -112,8 +112,9 @@ def test_corpus_directory_source_streams_through_ray_data_and_resumes(ray_sessio
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     rows = _corpus_rows(62)
-    rows += [{"id": "t:text", "image": None, "caption": "caption only", "source": "t", "modality": "ct", "license": "CC0"},
-             {"id": "t:bad", "image": b"not an image", "caption": "broken", "source": "t", "modality": "ct", "license": "CC0"}]
+    extra = {"source": "t", "modality": "ct", "license": "CC0"}
+    rows += [{"id": "t:text", "image": None, "caption": "caption only", **extra},
+             {"id": "t:bad", "image": b"not an image", "caption": "broken", **extra}]
     pq.write_table(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), corpus / "part-00000.parquet", row_group_size=16)
     trainers, fired = [], []
     make_trainer = launch.make_trainer

@@ -37,7 +37,8 @@ def test_pretraining_into_s3_survives_a_worker_kill_and_keeps_every_file_in_the_
     assert (tmp_path / "fired-rank0").exists()  # the worker was killed once
     run = result.run.path
     assert isinstance(run, storage.Location) and str(run) == f"s3://{BUCKET}/pretrain/pt-s3"
-    assert {"config.yaml", "events.jsonl", "checkpoints", "model.safetensors", "metrics.json"} <= set(storage.listdir(run))
+    written = set(storage.listdir(run))
+    assert {"config.yaml", "events.jsonl", "checkpoints", "model.safetensors", "metrics.json"} <= written
     assert "step-4" in storage.listdir(run / "checkpoints")
     metrics = json.loads(storage.read_text(run / "metrics.json"))
     assert metrics["steps"] == 4 and metrics["heldout_after"]["pairs"] == 10

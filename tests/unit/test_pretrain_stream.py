@@ -119,7 +119,8 @@ def test_a_corpus_stream_needs_a_cpu_beside_the_workers(ray_session, corpus):
 
     def config(workers: int, source: str = "corpus"):
         data = {"source": "corpus", "path": str(corpus), "heldout": 4} if source == "corpus" else {}
-        return validate_pretrain({"name": "x", "data": data, "train": {"workers": workers, "batch_size": 8, "steps": 1}})
+        train = {"workers": workers, "batch_size": 8, "steps": 1}
+        return validate_pretrain({"name": "x", "data": data, "train": train})
 
     with pytest.raises(ConfigError, match="train.cpus_per_worker"):
         check_stream_cpus(config(2))  # the test Ray has 2 CPUs: none left for the decode tasks

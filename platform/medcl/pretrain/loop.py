@@ -2,7 +2,8 @@
 
     restore the newest step-<n> checkpoint (Ray's, or the run directory's) or start fresh
     step 0: held-out metrics of the starting model (rank 0)
-    for each step: this rank's B/w pairs (from memory, or its shard of the corpus stream) -> both towers -> InfoNCE over the global batch
+    for each step: this rank's B/w pairs (from memory, or its shard of the corpus stream)
+                   -> both towers -> InfoNCE over the global batch
                    (features all-gathered, medcl.pretrain.loss) -> backward -> gradients averaged
                    over workers (medcl.engine.optim.sync_gradients) -> clipped AdamW step
                    every checkpoint_every steps and at the end: checkpoint + ray.train.report
