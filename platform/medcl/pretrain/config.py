@@ -10,7 +10,8 @@
 
 ``train.batch_size`` is global and must divide evenly over ``train.workers`` (the InfoNCE features
 are all-gathered, which needs one shape per rank). Exactly one of ``train.steps`` and
-``train.epochs`` is set.
+``train.epochs`` is set; ``epochs`` gives ``ceil(epochs * training pairs / batch_size)`` steps (for a
+corpus, the pairs its plan counts: rows minus caption-only and held-out ones).
 """
 from __future__ import annotations
 
@@ -46,8 +47,10 @@ class SynthmedData(_Section):
 
 class CorpusData(_Section):
     """A corpus directory of Parquet shards in ``medcl.corpus.schema.CORPUS_SCHEMA`` (``medcl
-    corpus build``). Rows without an image are skipped and counted; ``heldout`` pairs, drawn with
-    ``seed``, are kept out of training for the retrieval metric."""
+    corpus build``), streamed to the workers through Ray Data (:mod:`medcl.pretrain.stream`; the
+    driver never loads the training images). Rows without an image or with an undecodable one are
+    skipped and counted; ``heldout`` pairs, drawn with ``seed``, are kept out of training for the
+    retrieval metric (:mod:`medcl.pretrain.corpus_plan`)."""
 
     source: Literal["corpus"] = "corpus"
     path: PathStr
