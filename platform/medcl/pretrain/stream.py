@@ -14,7 +14,8 @@ The driver only builds the plan (lazily: nothing is read or decoded in its proce
 
 ``TorchTrainer(datasets={"train": ds}, dataset_config=DataConfig(datasets_to_split=["train"]))``
 splits it over the ``w`` workers (``streaming_split(w, equal=True)``: every rank gets as many rows
-per pass). Each worker iterates its shard (:class:`StreamBatches`): pass ``p`` is one
+per pass; in Ray Train's local mode, the tests', ``get_dataset_shard`` is the dataset itself,
+iterated in the calling process). Each worker iterates its shard (:class:`StreamBatches`): pass ``p`` is one
 ``iter_torch_batches(batch_size=B/w, drop_last=True, local_shuffle_buffer_size=max(1024, 4*B/w),
 local_shuffle_seed=pass_seed(seed, p))``, and passes follow each other until the run's steps are
 done. So a rank gets ``B/w`` rows per step and every rank the same number of steps per pass (the
