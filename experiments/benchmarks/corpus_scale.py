@@ -77,9 +77,15 @@ def write_spec(root: Path) -> Path:
 
 
 def run_stage(args: list[str], rows: int) -> dict:
-    """Run one CLI command as its own process; its wall time, rows/s and peak RSS (MiB)."""
+    """Run one CLI command as its own process; its wall time, rows/s and peak RSS (MiB).
+
+    The process runs with ``PYTHONSAFEPATH=1``, as the installed ``medcl`` script runs: ``python -m``
+    would otherwise put the working directory (the repository root) first on ``sys.path``, which
+    changed what the driver imported and inflated its peak (index driver 341 -> 491 MiB from 50k to
+    200k rows, against 160.6 -> 160.7 MiB without it; docs/corpus.md)."""
     started = time.perf_counter()
-    process = subprocess.Popen([*MEDCL, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([*MEDCL, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, PYTHONSAFEPATH="1"))
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
