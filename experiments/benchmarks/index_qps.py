@@ -68,8 +68,11 @@ def build_flat_ivf(factory: str, vectors: np.ndarray) -> faiss.Index:
 
 
 def build_ivfpq(factory: str, centroids: np.ndarray, vectors: np.ndarray, assignment: np.ndarray) -> faiss.Index:
-    """The ``OPQ{m},IVF{L},PQ{m}`` index with the synthetic clustering (module docstring)."""
-    index = new_index(factory, vectors.shape[1])
+    """The ``OPQ{m},IVF{L},PQ{m}[,Refine(SQ8)]`` index with the synthetic clustering (module
+    docstring); a refine stage is trained on the same sample and holds every vector's code."""
+    outer = new_index(factory, vectors.shape[1])
+    refine = faiss.downcast_index(outer.refine_index) if isinstance(outer, faiss.IndexRefine) else None
+    index = faiss.downcast_index(outer.base_index) if refine is not None else outer
     opq = faiss.downcast_VectorTransform(index.chain.at(0))
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     faiss.copy_array_to_vector(np.eye(opq.d_in, dtype=np.float32).ravel(), opq.A)  # a rotation, untrained:
@@ -88,8 +91,12 @@ def build_ivfpq(factory: str, centroids: np.ndarray, vectors: np.ndarray, assign
         ids = np.arange(start, start + len(part), dtype=np.int64)
         ivf.add_core(len(part), faiss.swig_ptr(part), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
     index.ntotal = ivf.ntotal
+    if refine is not None:
+        refine.train(vectors[picked])
+        refine.add(vectors)
+        outer.is_trained, outer.ntotal = True, index.ntotal
     _progress(f"{ivf.ntotal} vectors added")
-    return index
+    return outer
 
 
 def measure(index: faiss.Index, queries: np.ndarray, batch: int, threads: int) -> dict:

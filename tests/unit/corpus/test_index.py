@@ -92,9 +92,11 @@ def test_factory_fallbacks_and_errors():
     assert resolve_factory("ivf", rows=10**6, dim=32, sample=10**5).factory == "IVF2564,Flat"
     refined = resolve_factory("OPQ8,IVF256,PQ8,Refine(SQ8)", rows=10**5, dim=32, sample=10**5)
     assert refined.params == {"nprobe": 32, "k_factor_rf": 8}  # the refine stage re-ranks k * 8 candidates
-    assert auto_factory(24_250, 512) == "IVF623,Flat" and auto_factory(10**6, 512) == "OPQ128,IVF16384,PQ128"
-    assert auto_factory(18 * 10**6, 512) == "OPQ64,IVF65536,PQ64" and auto_factory(10**6, 60) == "OPQ15,IVF16384,PQ15"
-    assert default_train_sample("OPQ64,IVF65536,PQ64", 18 * 10**6, 10**5) == 39 * 65536
+    assert auto_factory(24_250, 512) == "IVF623,Flat"
+    assert auto_factory(10**6, 512) == "OPQ128,IVF16384,PQ128,Refine(SQ8)"
+    assert auto_factory(18 * 10**6, 512) == "OPQ64,IVF65536,PQ64,Refine(SQ8)"
+    assert auto_factory(10**6, 60) == "OPQ15,IVF16384,PQ15,Refine(SQ8)"
+    assert default_train_sample("OPQ64,IVF65536,PQ64,Refine(SQ8)", 18 * 10**6, 10**5) == 39 * 65536
     with pytest.raises(IndexBuildError, match="'IVF64,Bogus'"):
         resolve_factory("IVF64,Bogus", rows=10**5, dim=32, sample=10**5)
     with pytest.raises(IndexBuildError, match="divisible by 5"):
