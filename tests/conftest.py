@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,17 @@ from medcl.engine.loopback import prepare_local_environment  # noqa: E402
 
 prepare_local_environment()  # keeps the test Ray on loopback: before ray is imported
 
+sys.path.insert(0, str(Path(__file__).parent))
+from s3server import s3_session  # noqa: E402,F401  (the session's moto S3 server: a fixture)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(s3_session):
     """Start Ray once for the whole test session with 2 CPUs (as ``medcl run`` starts a local Ray:
-    loopback, no dashboard, Ray Train's state queries pinned to this Ray); shut it down at the end."""
+    loopback, no dashboard, Ray Train's state queries pinned to this Ray); shut it down at the end.
+    The session's S3 server (``s3_session``) is started first, so every Ray worker can reach it."""
     import ray
 
     from medcl.engine.localray import init_local_ray

@@ -99,10 +99,13 @@ def restore_env(previous: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server for the module with bucket :data:`BUCKET`; this process's environment points
-    at it while the module runs (import the fixture into a test module to use it)."""
+@pytest.fixture(scope="session")
+def s3_session():
+    """One moto S3 server for the whole test session, with bucket :data:`BUCKET`. This process's
+    environment points at it from its first use to the end of the session, and the session's Ray
+    (``ray_session`` in tests/conftest.py) is started after it: Ray's worker processes (Ray Data
+    tasks, Tune trials, Train workers) inherit the environment and reach the bucket, as every node of
+    a cluster has its own credentials. So Ray is started once per session, never restarted for S3."""
     with MotoS3() as server:
         previous = apply_env(server.env)
         try:
@@ -113,17 +116,13 @@ def s3():
 
 
 @pytest.fixture(scope="module")
-def ray_in_s3_env(s3, request):
-    """The test session's Ray, running in the moto environment so that its worker processes (Ray
-    Data tasks, Tune trials) read and write the bucket, as every node of a cluster has its own
-    credentials: started here when no test has started it yet, else restarted (left running for
-    the tests after this module; the session's ``ray_session`` fixture shuts it down)."""
-    import ray
+def s3(s3_session):
+    """The session's moto server (import the fixture into a test module to use it). Tests share the
+    bucket: each writes under its own prefix."""
+    return s3_session
 
-    if not ray.is_initialized():
-        return request.getfixturevalue("ray_session")
-    from medcl.engine.localray import init_local_ray
 
-    ray.shutdown()
-    init_local_ray(2, dashboard=False)
-    return ray
+@pytest.fixture(scope="module")
+def ray_in_s3_env(s3, ray_session):
+    """The session's Ray, whose workers read and write the session's bucket."""
+    return ray_session
