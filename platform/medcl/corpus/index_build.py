@@ -6,7 +6,7 @@ Per space (``text``: every row; ``image``: rows with an image):
    sizes it from the rows, docs/corpus.md has the table), and a seeded sample of
    ``min(rows, train_sample)`` vectors (read from the shards, only the sampled rows kept, inside the
    training task: the sample never passes through the driver) trains it once: one coarse quantizer
-   (and PQ/OPQ codebooks) for the whole corpus.
+   (and OPQ rotation, PQ and refine codebooks) for the whole corpus.
 2. The training task writes the trained, empty index once, ``{space}-trained.faiss``, and hands it
    (serialised) to the fill tasks through the object store: the driver never holds it. Each
    embedding shard is encoded in its own Ray task with a declared ``memory=`` (``fill_memory``):
@@ -15,6 +15,8 @@ Per space (``text``: every row; ``image``: rows with an image):
    index_codes.py), its global labels ``{space}-{n:05d}.labels.npy`` (int64) and its part of the id
    mapping ``{space}-ids/part-{n:05d}.parquet`` (``label, id, caption, modality, shard, row``). On
    disk a vector costs its code size + 8 bytes; the quantizer is stored once per space.
+   ``Flat`` (exact) takes the same path: its standalone code is the vector's 4d bytes, appended
+   back unchanged, so an exact index costs 4d + 8 bytes per vector and an empty trained file.
    Factories without standalone codes (HNSW graphs, which share nothing trained) write each shard
    as a whole FAISS file ``{space}-{n:05d}.faiss`` instead.
 3. Labels are global: row i of index shard n has label ``offset(n) + i``, the row of the space's id
