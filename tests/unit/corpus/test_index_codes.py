@@ -143,3 +143,24 @@ def test_an_index_from_a_newer_medcl_is_refused_by_name(pq_index, tmp_path):
     (newer / "index.json").write_text(json.dumps(body))
     with pytest.raises(IndexBuildError, match="index format 99 is newer"):
         LocalRetriever(newer)
+
+
+def test_a_refined_index_is_built_loaded_and_searched_with_its_recorded_k_factor(emb_dir, tmp_path):
+    from medcl.corpus.index_build import sample_vectors
+    from medcl.corpus.shards import read_manifest
+
+    factory = "OPQ4,IVF16,PQ4x4,Refine(SQ8)"
+    manifest = build_index(emb_dir, tmp_path / "refined", factory=factory, space="text", train_sample=2_000,
+                           use_ray=False, log=lambda _: None)
+    assert manifest.trained["text"]["params"] == {"nprobe": 16, "k_factor_rf": 8}
+    loaded = load_space(tmp_path / "refined", "text")
+    assert faiss.downcast_index(loaded.combined).k_factor == 8 and loaded.combined.ntotal == 4000
+    direct = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
+    direct.train(sample_vectors(emb_dir, read_manifest(emb_dir), "text", 2_000, 0))
+    direct.add(clustered_vectors(4000, DIM, clusters=50, seed=1))
+    faiss.ParameterSpace().set_index_parameter(direct, "nprobe", 16)
+    faiss.ParameterSpace().set_index_parameter(direct, "k_factor_rf", 8)
+    queries = clustered_vectors(30, DIM, clusters=50, seed=1, draw=1)
+    want, _ = direct.search(queries, 10)
+    got, _ = loaded.search(queries, 10)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # the same index, trained on the same sample
