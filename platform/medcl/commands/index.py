@@ -3,12 +3,16 @@
     medcl index build EMB_DIR --out INDEX_DIR [--factory auto|ivf|hnsw|flat|"OPQ16,IVF256,PQ16"...]
                       [--space text|image|both] [--train-sample N] [--nprobe N] [--ef-search N] [--local]
     medcl index query INDEX_DIR "text" [-k 10] [--space text|image]
+
+EMB_DIR, INDEX_DIR and ``--out`` may be object-store URIs (``s3://bucket/index``, ``gs://...``): the
+build writes each file in a local scratch folder and uploads it; a query downloads the index once per
+node into the node's cache (``$MEDCL_CACHE``) and loads it from there.
 """
 from __future__ import annotations
 
 import sys
 
-from medcl.paths import cli_path
+from medcl.paths import cli_place
 
 CAPTION_WIDTH = 110
 
@@ -17,8 +21,10 @@ def register(subparsers) -> None:
     group = subparsers.add_parser("index", help="build FAISS indexes over corpus embeddings and query them")
     commands = group.add_subparsers(dest="index_command", required=True)
     build = commands.add_parser("build", help="one global FAISS index per space (filled shard by shard on Ray), plus index.json")
-    build.add_argument("embeddings", type=cli_path, help="embedding directory (medcl corpus embed --out)")
-    build.add_argument("--out", type=cli_path, required=True, help="index directory to write")
+    build.add_argument("embeddings", type=cli_place,
+                       help="embedding directory (medcl corpus embed --out): a path or a URI such as s3://b/emb")
+    build.add_argument("--out", type=cli_place, required=True,
+                       help="index directory to write: a path or a URI such as s3://bucket/index")
     build.add_argument("--factory", default="auto",
                        help="auto (default: sized from the row count, docs/corpus.md), ivf (IVF with 4*sqrt(rows) "
                             "lists), hnsw (HNSW32), flat (exact), or a FAISS factory string such as "
@@ -33,7 +39,7 @@ def register(subparsers) -> None:
     build.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (default: 128)")
     build.set_defaults(handler=_build)
     query = commands.add_parser("query", help="top-k captions for a text, embedded with the index's model")
-    query.add_argument("index_dir", type=cli_path)
+    query.add_argument("index_dir", type=cli_place, help="index directory: a path or a URI such as s3://bucket/index")
     query.add_argument("text")
     query.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
     query.add_argument("--space", default="text", choices=["text", "image"],

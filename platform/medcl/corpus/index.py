@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medcl import storage
 from medcl.corpus.index_factory import DEFAULT_FACTORY, IndexBuildError
 from medcl.corpus.merge import MISSING_ID, Hits
 from medcl.corpus.schema import read_manifest_body, verify_listed_files
@@ -84,7 +85,7 @@ def parse_spaces(space: str) -> tuple[str, ...]:
     return (space,)
 
 
-def build_index(emb_dir: Path, out_dir: Path, *, factory: str = DEFAULT_FACTORY, space: str = "both",
+def build_index(emb_dir, out_dir, *, factory: str = DEFAULT_FACTORY, space: str = "both",
                 train_sample: int | None = DEFAULT_TRAIN_SAMPLE, nprobe: int | None = None,
                 ef_search: int | None = None, seed: int = 0, use_ray: bool | None = None,
                 log=print) -> IndexManifest:
@@ -93,7 +94,9 @@ def build_index(emb_dir: Path, out_dir: Path, *, factory: str = DEFAULT_FACTORY,
     Trained once per space on ``min(rows, train_sample)`` vectors drawn with ``seed`` (default:
     39 per IVF list of the chosen factory, at least 100,000); shards are
     filled in Ray tasks when ``use_ray`` (default: when Ray is initialised in this process).
-    ``log`` receives one line per space and per fallback taken.
+    ``log`` receives one line per space and per fallback taken. ``emb_dir`` and ``out_dir`` are
+    places of :mod:`medcl.storage`: local paths or URIs (``s3://...``; each task writes its files in a
+    local scratch folder and uploads them, ``index.json`` last).
     """
     from medcl.corpus import shards as emb
     from medcl.corpus.index_build import build_space, check_train_sample
@@ -104,19 +107,19 @@ def build_index(emb_dir: Path, out_dir: Path, *, factory: str = DEFAULT_FACTORY,
         import ray
 
         use_ray = ray.is_initialized()
-    source = emb.read_manifest(Path(emb_dir), verify=False)  # each shard is checked by the task reading it
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    emb_dir, out_dir = storage.place(emb_dir), storage.place(out_dir)
+    source = emb.read_manifest(emb_dir, verify=False)  # each shard is checked by the task reading it
+    storage.makedirs(out_dir)
     entries, files, trained = [], {}, {}
     for name in spaces:
-        part, hashes, template = build_space(Path(emb_dir), source, name, out_dir, factory=factory,
+        part, hashes, template = build_space(emb_dir, source, name, out_dir, factory=factory,
                                              train_sample=train_sample, nprobe=nprobe, ef_search=ef_search,
                                              seed=seed, use_ray=use_ray, log=log)
         entries += part
         files.update(hashes)
         if template:
             trained[name] = template
-    manifest = IndexManifest(dim=source.dim, model=dict(source.model), embeddings=str(Path(emb_dir).resolve()),
+    manifest = IndexManifest(dim=source.dim, model=dict(source.model), embeddings=str(emb_dir),
                              corpus=source.corpus, factory=factory, spaces=spaces, shards=tuple(entries),
                              files=files, trained=trained)
     write_index_manifest(out_dir, manifest)
@@ -128,8 +131,8 @@ def write_index_manifest(out_dir: Path, manifest: IndexManifest) -> Path:
             "embeddings": manifest.embeddings, "corpus": manifest.corpus, "factory": manifest.factory,
             "spaces": list(manifest.spaces), "trained": manifest.trained, "shards": list(manifest.shards),
             "files": manifest.files}
-    path = Path(out_dir) / INDEX_MANIFEST
-    path.write_text(json.dumps(body, indent=2))
+    path = storage.place(out_dir) / INDEX_MANIFEST
+    storage.write_text(path, json.dumps(body, indent=2))
     return path
 
 
@@ -146,6 +149,16 @@ def read_index_manifest(index_dir: Path, *, verify: bool = False) -> IndexManife
     if verify:
         verify_files(index_dir, manifest, list(manifest.files))
     return manifest
+
+
+def local_index_dir(index_dir) -> Path:
+    """The index directory on this node's disk: a local path as it is; a URI (``s3://...``)
+    downloaded once per node into the node's cache, keyed by the URI and ``index.json``'s sha256
+    (:func:`medcl.storage_dirs.cached_dir`: concurrent loaders of one node share one copy). Every
+    reader of an index (LocalRetriever, the service's actors) resolves its ``index_dir`` here."""
+    from medcl.storage_dirs import cached_dir
+
+    return cached_dir(index_dir, INDEX_MANIFEST)
 
 
 def verify_files(index_dir: Path, manifest: IndexManifest, names: list[str]) -> None:

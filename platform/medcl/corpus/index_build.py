@@ -35,10 +35,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medcl import storage
 from medcl.corpus import shards as emb
 from medcl.corpus.index_codes import encode, has_codes
 from medcl.corpus.index_factory import IndexBuildError, default_train_sample, new_index, resolve_factory
 from medcl.hashing import sha256_file
+from medcl.storage_dirs import scratch_dir
 
 COLUMN = {"text": "text_embedding", "image": "image_embedding"}
 MIB = 1 << 20
@@ -66,7 +68,7 @@ def _rows_in_space(table: pa.Table, space: str) -> np.ndarray:
     return np.flatnonzero(table["has_image"].to_numpy(zero_copy_only=False))
 
 
-def sample_vectors(emb_dir: Path, manifest: emb.EmbeddingManifest, space: str, size: int, seed: int) -> np.ndarray:
+def sample_vectors(emb_dir, manifest: emb.EmbeddingManifest, space: str, size: int, seed: int) -> np.ndarray:
     """A seeded sample of ``size`` vectors of ``space`` across all shards (one shard read at a time)."""
     counts = [space_rows(s, space) for s in manifest.shards]
     picked = np.sort(np.random.default_rng(seed).choice(sum(counts), size=size, replace=False))
@@ -91,20 +93,23 @@ def train(factory: str, dim: int, vectors: np.ndarray) -> faiss.Index:
 def sample_and_train(emb_dir: str, manifest: emb.EmbeddingManifest, space: str, size: int, seed: int,
                      factory: str, out_dir: str) -> tuple[dict, np.ndarray]:
     """:func:`sample_vectors`, :func:`train`, and ``{space}-trained.faiss`` written, in one process
-    (a Ray task on Ray, so neither the sample nor the index reaches the caller).
+    (a Ray task on Ray, so neither the sample nor the index reaches the caller). ``emb_dir`` and
+    ``out_dir`` are places of :mod:`medcl.storage` (a local path or a URI such as ``s3://...``).
 
     Returns ``({"file", "sha256", "codes": bool}, serialised trained index)``.
     """
-    index = train(factory, manifest.dim, sample_vectors(Path(emb_dir), manifest, space, size, seed))
+    index = train(factory, manifest.dim, sample_vectors(storage.place(emb_dir), manifest, space, size, seed))
     name = f"{space}-trained.faiss"
-    faiss.write_index(index, str(Path(out_dir) / name))
-    info = {"file": name, "sha256": sha256_file(Path(out_dir) / name), "codes": has_codes(index)}
+    with scratch_dir(out_dir) as out:
+        faiss.write_index(index, str(out / name))
+        info = {"file": name, "sha256": sha256_file(out / name), "codes": has_codes(index)}
     return info, faiss.serialize_index(index)
 
 
 def fill_shard(emb_dir: str, shard: dict, number: int, space: str, offset: int, template: np.ndarray,
                out_dir: str) -> dict:
-    """Encode one embedding shard with ``template``; write its codes (or whole index) and id-mapping part.
+    """Encode one embedding shard with ``template``; write its codes (or whole index) and id-mapping part
+    into ``out_dir`` (a local path, or a URI: written in a local scratch folder, then uploaded).
 
     Raises CorruptArtifactError when the shard's sha256 differs from the embedding manifest.
     Returns ``{"codes", "labels", "index", "meta", "rows", "sha256": {file: sha256}}`` (``codes``
@@ -112,12 +117,19 @@ def fill_shard(emb_dir: str, shard: dict, number: int, space: str, offset: int, 
     """
     from medcl.corpus.schema import verify_listed_files
 
-    verify_listed_files(Path(emb_dir), {shard["file"]: shard["sha256"]}, emb.MANIFEST)
-    table = emb.read_shard(Path(emb_dir), shard["file"])
+    source = storage.place(emb_dir)
+    verify_listed_files(source, {shard["file"]: shard["sha256"]}, emb.MANIFEST)
+    table = emb.read_shard(source, shard["file"])
     rows = _rows_in_space(table, space)
     vectors = np.ascontiguousarray(emb.vectors(table.take(pa.array(rows)), COLUMN[space]))
-    index = faiss.deserialize_index(template)
-    stem, out = f"{space}-{number:05d}", Path(out_dir)
+    with scratch_dir(out_dir) as out:
+        return _write_shard(table, rows, vectors, faiss.deserialize_index(template), space, number, offset, out)
+
+
+def _write_shard(table: pa.Table, rows: np.ndarray, vectors: np.ndarray, index: faiss.Index, space: str,
+                 number: int, offset: int, out: Path) -> dict:
+    """:func:`fill_shard`'s files, written in the local folder ``out``."""
+    stem = f"{space}-{number:05d}"
     labels = offset + np.arange(len(rows), dtype=np.int64)
     if has_codes(index):
         result = {"codes": f"{stem}.codes.npy", "labels": f"{stem}.labels.npy", "index": None}

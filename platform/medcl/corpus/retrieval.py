@@ -20,7 +20,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from medcl.corpus.index import RowMap, check_queries, read_index_manifest
+from medcl import storage
+from medcl.corpus.index import RowMap, check_queries, local_index_dir, read_index_manifest
 from medcl.corpus.index_load import load_space
 from medcl.corpus.merge import MISSING_ID, Hits
 
@@ -60,25 +61,26 @@ def check_k(k: int) -> int:
     return int(k)
 
 
-def corpus_dir_of(index_dir: Path, corpus_dir=None) -> Path | None:
+def corpus_dir_of(index_dir, corpus_dir=None) -> storage.Place | None:
     """The corpus behind an index: ``corpus_dir`` if given, else the embedding manifest's ``corpus``
-    (a relative one is taken under the embedding directory, then the current directory)."""
+    (a relative one is taken under the embedding directory, then the current directory). Either may
+    be a URI (``s3://...``): the result is a place of :mod:`medcl.storage`, never a mangled path."""
     if corpus_dir:
-        return Path(corpus_dir)
+        return storage.place(corpus_dir)
     manifest = read_index_manifest(index_dir)
     if not manifest.corpus:
         return None
-    recorded = Path(manifest.corpus)
-    if recorded.is_absolute():
-        return recorded
-    beside = Path(manifest.embeddings) / recorded
-    return beside if beside.exists() else recorded
+    recorded = manifest.corpus
+    if storage.is_remote(recorded) or Path(recorded).is_absolute():
+        return storage.place(recorded)
+    beside = storage.place(manifest.embeddings) / recorded
+    return beside if storage.exists(beside) else Path(recorded)
 
 
 class CorpusFetcher:
     """``fetch(ids)`` over a corpus directory (``medcl.corpus.store.CorpusStore``), opened on first use."""
 
-    def __init__(self, corpus_dir: Path | None):
+    def __init__(self, corpus_dir: storage.Place | None):
         self.corpus_dir = corpus_dir
         self._store = None
 
@@ -102,10 +104,15 @@ class LocalRetriever:
 
     ``model``: a :class:`medcl.models.ModelBundle` (or :class:`medcl.corpus.encoder.TextEncoder`) for
     :meth:`search_text`; by default the index's own model, built on first use.
+
+    ``index_dir`` and ``corpus_dir`` may be URIs (``s3://...``): the index is downloaded once per
+    node into the node's cache (:func:`~medcl.corpus.index.local_index_dir`) and loaded from there;
+    captions and images are read from the corpus place directly.
     """
 
     def __init__(self, index_dir, *, corpus_dir=None, model=None):
-        self.index_dir = Path(index_dir)
+        self.location = storage.place(index_dir)
+        self.index_dir = local_index_dir(self.location)
         self.manifest = read_index_manifest(self.index_dir)
         self._spaces = {space: load_space(self.index_dir, space) for space in self.manifest.spaces}
         self._rows = {space: RowMap(self.index_dir, self.manifest, space) for space in self.manifest.spaces}
@@ -122,7 +129,7 @@ class LocalRetriever:
     def search_hits(self, queries: np.ndarray, k: int, *, space: str = "text") -> Hits:
         k, queries = check_k(k), check_queries(queries, self.dim)
         if space not in self._spaces:
-            raise ValueError(f"space {space!r} is not indexed in {self.index_dir} "
+            raise ValueError(f"space {space!r} is not indexed in {self.location} "
                              f"(spaces: {', '.join(self._spaces)})")
         if not self._spaces[space].rows:
             return Hits.empty(len(queries), k)

@@ -34,14 +34,14 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
 from medcl import telemetry
-from medcl.corpus.index import RowMap, check_queries, read_index_manifest
+from medcl import storage
+from medcl.corpus.index import RowMap, check_queries, local_index_dir, read_index_manifest
 from medcl.corpus.index_load import load_space
 from medcl.corpus.merge import Hits, merge_labels
 from medcl.corpus.retrieval import CorpusFetcher, SearchResult, check_k, corpus_dir_of
@@ -59,12 +59,14 @@ class ServiceError(RuntimeError):
 class ShardServer:
     """Serves the index shards numbered ``numbers`` in every indexed space, loaded in the constructor
     as one FAISS index per space (the trained index once + the shards' codes; index_load.py), so a
-    query batch runs one coarse search per space and actor."""
+    query batch runs one coarse search per space and actor. ``index_dir`` may be a URI: it is
+    downloaded once per node into the node's cache (:func:`~medcl.corpus.index.local_index_dir`)."""
 
     def __init__(self, index_dir: str, numbers: list[int], omp_threads: int = 1):
         import faiss
 
         faiss.omp_set_num_threads(max(1, omp_threads))
+        index_dir = local_index_dir(index_dir)
         manifest = read_index_manifest(index_dir)
         self.numbers = list(numbers)
         self.spaces = {space: load_space(index_dir, space, numbers=set(numbers)) for space in manifest.spaces}
@@ -135,7 +137,7 @@ class RetrievalService:
         self._head, self._shards, self._owner = head, shards, owner
         self.retry_timeout = retry_timeout
         self._turn = itertools.count()
-        self._fetcher = CorpusFetcher(Path(layout["corpus_dir"]) if layout.get("corpus_dir") else None)
+        self._fetcher = CorpusFetcher(storage.place(layout["corpus_dir"]) if layout.get("corpus_dir") else None)
         self._rows: dict[str, RowMap] = {}
 
     @classmethod
@@ -144,11 +146,14 @@ class RetrievalService:
               omp_threads: int = 1, ready_timeout: float = 300.0,
               max_actor_bytes: int = DEFAULT_MAX_ACTOR_BYTES) -> "RetrievalService":
         """Start S x ``replicas`` shard actors over ``index_dir`` (S and each actor's ``memory=`` from
-        :func:`~medcl.corpus.service_plan.plan_groups`) and wait until every one has loaded."""
+        :func:`~medcl.corpus.service_plan.plan_groups`) and wait until every one has loaded.
+        ``index_dir`` (and ``corpus_dir``) may be URIs: each node downloads the index once into its
+        cache (:func:`~medcl.corpus.index.local_index_dir`), this one to plan the groups."""
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
         _require_ray()
-        index_dir = Path(index_dir).resolve()
+        source = storage.place(index_dir)
+        index_dir = local_index_dir(source)
         manifest = read_index_manifest(index_dir, verify=True)
         groups, memory = plan_groups(shard_bytes(index_dir, list(manifest.shards)), shards=shards,
                                      max_actor_bytes=max_actor_bytes, fixed_bytes=trained_bytes(index_dir, manifest))
@@ -156,7 +161,7 @@ class RetrievalService:
             raise ServiceError(f"a retrieval service named {name!r} is already running in namespace {NAMESPACE!r}; "
                                f"use RetrievalService.connect({name!r}) or stop it first")
         corpus = corpus_dir_of(index_dir, corpus_dir)
-        layout = {"name": name, "index_dir": str(index_dir), "corpus_dir": str(corpus) if corpus else None,
+        layout = {"name": name, "index_dir": str(source), "corpus_dir": str(corpus) if corpus else None,
                   "dim": manifest.dim, "spaces": list(manifest.spaces), "model": manifest.model,
                   "groups": groups, "memory": memory, "replicas": replicas,
                   "actors": [[f"{name}/shard-{g}/replica-{r}" for r in range(replicas)] for g in range(len(groups))]}
@@ -164,7 +169,7 @@ class RetrievalService:
                                   max_task_retries=-1).remote(layout)
         handles = [[_ShardActor.options(name=actor, namespace=NAMESPACE, num_cpus=num_cpus, memory=need,
                                         scheduling_strategy="SPREAD", max_restarts=max_restarts,
-                                        max_task_retries=-1).remote(str(index_dir), group, omp_threads)
+                                        max_task_retries=-1).remote(str(source), group, omp_threads)
                     for actor in row] for row, group, need in zip(layout["actors"], groups, memory)]
         service = cls(layout, head, handles, owner=True)
         try:
@@ -249,7 +254,7 @@ class RetrievalService:
 
     def _row_map(self, space: str) -> RowMap:
         if space not in self._rows:
-            index_dir = Path(self.layout["index_dir"])
+            index_dir = local_index_dir(self.layout["index_dir"])
             self._rows[space] = RowMap(index_dir, read_index_manifest(index_dir), space)
         return self._rows[space]
 

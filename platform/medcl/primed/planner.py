@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from medcl import storage
 from medcl.primed.questions import load_questions, pool_for_task
 from medcl.primed.retriever import open_retriever
 from medcl.primed.scorer import StartingModelScorer
@@ -102,8 +103,9 @@ def plan_fingerprint(tasks: list, params, *, seed: int, model: dict, mode: str) 
             "tasks": [[t.name, t.modality, list(t.classes), [list(p) for p in t.class_prompts]] for t in tasks]}
     questions = getattr(params, "questions", None)
     body["questions_sha"] = hashlib.sha256(Path(questions).read_bytes()).hexdigest() if questions else None
-    index_json = Path(params.index_dir) / "index.json" if getattr(params, "index_dir", None) else None
-    body["index_sha"] = hashlib.sha256(index_json.read_bytes()).hexdigest() if index_json and index_json.is_file() else None
+    index_json = storage.place(params.index_dir) / "index.json" if getattr(params, "index_dir", None) else None
+    body["index_sha"] = (hashlib.sha256(storage.read_bytes(index_json)).hexdigest()
+                         if index_json and storage.is_file(index_json) else None)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -209,7 +211,7 @@ def _keyword_index(params, retriever) -> KeywordIndex:
         return KeywordIndex(*retriever.captions_with_images())
     from medcl.corpus.retrieval import corpus_dir_of
 
-    corpus_dir = corpus_dir_of(Path(params.index_dir), params.corpus_dir) if params.index_dir else params.corpus_dir
+    corpus_dir = corpus_dir_of(params.index_dir, params.corpus_dir) if params.index_dir else params.corpus_dir
     if corpus_dir is None:
         raise ValueError("strategy.corpus_dir: primed_bm25 needs the corpus directory for keyword retrieval")
     return KeywordIndex(*corpus_captions(corpus_dir))
