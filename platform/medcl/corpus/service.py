@@ -66,10 +66,10 @@ class ShardServer:
         import faiss
 
         faiss.omp_set_num_threads(max(1, omp_threads))
-        index_dir = local_index_dir(index_dir)
-        manifest = read_index_manifest(index_dir)
+        self.index_dir = local_index_dir(index_dir)  # this node's copy of a URI, else the path given
+        manifest = read_index_manifest(self.index_dir)
         self.numbers = list(numbers)
-        self.spaces = {space: load_space(index_dir, space, numbers=set(numbers)) for space in manifest.spaces}
+        self.spaces = {space: load_space(self.index_dir, space, numbers=set(numbers)) for space in manifest.spaces}
         self.started = time.time()
 
     def search(self, queries: np.ndarray, k: int, space: str) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +81,8 @@ class ShardServer:
 
     def info(self) -> dict:
         rows = {space: loaded.rows for space, loaded in self.spaces.items()}
-        return {"pid": os.getpid(), "started": self.started, "numbers": self.numbers, "rows": rows}
+        return {"pid": os.getpid(), "started": self.started, "numbers": self.numbers, "rows": rows,
+                "index_dir": str(self.index_dir)}
 
 
 class ServiceHead:
@@ -222,7 +223,8 @@ class RetrievalService:
         return self._fetcher.fetch(ids)
 
     def info(self) -> list[list[dict]]:
-        """Per shard group and replica: pid, start time, shard numbers, rows per space."""
+        """Per shard group and replica: pid, start time, shard numbers, rows per space, and the local
+        index directory it loaded (a node's cached copy when the index is a URI)."""
         return [[ray.get(h.info.remote()) for h in row] for row in self._shards]
 
     def shard_actor(self, group: int, replica: int = 0):
