@@ -21,11 +21,15 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def ray_session(s3_session):
+def ray_session(s3_session, tmp_path_factory):
     """Start Ray once for the whole test session with 2 CPUs (as ``medcl run`` starts a local Ray:
     loopback, no dashboard, Ray Train's state queries pinned to this Ray); shut it down at the end.
-    The session's S3 server (``s3_session``) is started first, so every Ray worker can reach it."""
+    The session's S3 server (``s3_session``) is started first, so every Ray worker can reach it, and
+    the node cache of downloaded objects (``MEDCL_CACHE``) is the session's temporary folder, so no
+    test leaves copies in the user's ~/.cache."""
     import ray
+
+    os.environ["MEDCL_CACHE"] = str(tmp_path_factory.mktemp("medcl-cache"))
 
     from medcl.engine.localray import init_local_ray
 
