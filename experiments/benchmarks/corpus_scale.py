@@ -14,8 +14,8 @@ joined to one local Ray started by this script (``RAY_ADDRESS``)::
     medcl index build emb --out index [--factory F] [--train-sample T] [--space X]
 
 Reported per stage: wall seconds and rows/s (from the process start, so Python/torch imports
-and the connection to Ray are included), and the driver's peak resident memory (``ru_maxrss``
-of that process from ``os.wait4``: Ray's workers are not its children, so it is the driver alone),
+and the connection to Ray are included), and the driver's peak resident memory (``VmHWM`` of that process, which
+reads it itself at exit: Ray's workers are separate processes, so it is the driver alone),
 plus the load average after the stage. Per size: index bytes per vector (each space's shard files,
 codes + labels or whole ``.faiss`` files, / its vectors; the trained index, stored once per space,
 and the id mapping apart). At the end, ``driver_peak_ratio``: each stage's peak
@@ -41,7 +41,6 @@ from medcl.engine.loopback import prepare_local_environment  # noqa: E402
 prepare_local_environment()  # before ray is imported: keeps the local Ray on loopback
 
 DISTINCT, FILE_ROWS = 512, 10_000
-MEDCL = [sys.executable, "-m", "medcl.cli"]
 
 
 def write_source(directory: Path, rows: int) -> None:
@@ -76,23 +75,45 @@ def write_spec(root: Path) -> Path:
     return path
 
 
-def run_stage(args: list[str], rows: int) -> dict:
-    """Run one CLI command as its own process; its wall time, rows/s and peak RSS (MiB).
+# The driver's own peak is VmHWM of its address space, read by the driver itself at exit (the
+# wrapper below). Not ``ru_maxrss`` from ``wait4``: Linux carries the parent's peak into a child's
+# maxrss across fork/vfork + exec, so that figure is max(this script's peak, the driver's): a floor
+# that hid small drivers behind this script's own memory (earlier tables in docs/corpus.md).
+PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+def _write_peak():
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["MEDCL_BENCH_PEAK_FILE"], "w") as out:
+        out.write(str(kib))
+atexit.register(_write_peak)
+sys.argv = ["medcl", *sys.argv[1:]]
+runpy.run_module("medcl.cli", run_name="__main__")
+"""
 
-    The process runs with ``PYTHONSAFEPATH=1``, as the installed ``medcl`` script runs: ``python -m``
-    would otherwise put the working directory (the repository root) first on ``sys.path``, which
-    changed what the driver imported and inflated its peak (index driver 341 -> 491 MiB from 50k to
-    200k rows, against 160.6 -> 160.7 MiB without it; docs/corpus.md)."""
+
+def run_stage(args: list[str], rows: int) -> dict:
+    """Run one CLI command as its own process; its wall time, rows/s and peak RSS (MiB, its VmHWM).
+
+    The process runs with ``PYTHONSAFEPATH=1``, as the installed ``medcl`` script runs: ``python -c``
+    would otherwise put the working directory first on ``sys.path``."""
+    with tempfile.NamedTemporaryFile(prefix="medcl-peak-", delete=False) as handle:
+        peak_file = handle.name
     started = time.perf_counter()
-    process = subprocess.Popen([*MEDCL, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=dict(os.environ, PYTHONSAFEPATH="1"))
+    process = subprocess.Popen([sys.executable, "-c", PEAK_WRAPPER, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, PYTHONSAFEPATH="1", MEDCL_BENCH_PEAK_FILE=peak_file))
     output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    code = process.wait()
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    peak_kib = Path(peak_file).read_text().strip()
+    os.unlink(peak_file)
+    if code != 0:
         raise RuntimeError(f"medcl {' '.join(args)} failed:\n{output[-4000:]}")
+    if not peak_kib:
+        raise RuntimeError(f"medcl {' '.join(args)} exited without reporting its peak memory")
     return {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds, 1),
-            "driver_peak_mib": round(usage.ru_maxrss / 1024, 1),
+            "driver_peak_mib": round(int(peak_kib) / 1024, 1),
             "load_average": [round(x, 1) for x in os.getloadavg()]}
 
 
