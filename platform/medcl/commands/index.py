@@ -59,11 +59,31 @@ def _build(args) -> int:
         from medcl.engine.cluster import connect
 
         connect()
+        refused = _node_local_places(args)
+        if refused:
+            return _fail(refused)
     manifest = build_index(args.embeddings, args.out, factory=args.factory, space=args.space,
                            train_sample=args.train_sample, nprobe=args.nprobe, ef_search=args.ef_search)
     spaces = ", ".join(f"{s}: {sum(e['rows'] for e in manifest.entries(s))} vectors" for s in manifest.spaces)
     print(f"index of {len(manifest.shard_numbers)} shard(s) in {args.out} (dim {manifest.dim}; {spaces})")
     return 0
+
+
+def _node_local_places(args) -> str | None:
+    """Why the build cannot run, when EMB_DIR or ``--out`` is a local path that some node of a
+    multi-node cluster does not see (the build's Ray tasks read the embeddings and write the index
+    files on any node); None when both are shared (or URIs, or the cluster has one node)."""
+    from medcl.engine.shared import check_shared
+    from medcl.storage import StorageError
+
+    writers = "the index build's Ray tasks read the embeddings and write the index files"
+    try:
+        check_shared(args.embeddings, field="EMB_DIR", output=False, writers=writers)
+        check_shared(args.out, field="--out", output=True, writers=writers,  # last: the probe creates it
+                     fix="e.g. --out s3://BUCKET/index or gs://BUCKET/index")
+    except StorageError as exc:
+        return str(exc)
+    return None
 
 
 def _query(args) -> int:

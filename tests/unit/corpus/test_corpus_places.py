@@ -68,6 +68,27 @@ def test_a_node_local_out_is_refused_on_a_multi_node_cluster(two_nodes_one_blind
     assert not (tmp_path / "emb").exists()
 
 
+def test_a_node_local_index_build_is_refused_on_a_multi_node_cluster(two_nodes_one_blind, tmp_path, capsys,
+                                                                      monkeypatch):
+    from medcl.corpus.synthetic_vectors import write_embedding_dir
+    from medcl.engine import cluster
+
+    monkeypatch.setattr(cluster, "connect", lambda: None)
+    emb = write_embedding_dir(tmp_path / "emb", rows=40, dim=8, clusters=4)
+    assert main(["index", "build", str(emb), "--out", str(tmp_path / "index")]) == 2
+    err = capsys.readouterr().err
+    assert f"EMB_DIR: {emb} is a node-local path" in err and "10.0.0.3" in err
+    assert not (tmp_path / "index").exists()  # refused before the --out probe created it
+
+    from medcl.engine import shared  # every node sees EMB_DIR, one does not see --out
+    monkeypatch.setattr(shared, "_nodes_not_seeing",
+                        lambda path, nodes: ["10.0.0.3 (bbbbbbbb)"] if ".medcl-shared-" in path else [])
+    assert main(["index", "build", str(emb), "--out", str(tmp_path / "index")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: {tmp_path / 'index'} is a node-local path" in err and "e.g. --out s3://BUCKET/index" in err
+    assert not (tmp_path / "index" / "index.json").exists() and not list((tmp_path / "index").iterdir())
+
+
 def test_an_object_store_out_is_not_probed(two_nodes_one_blind, monkeypatch):
     from medcl.commands.corpus import _check_shared
     from medcl.engine import shared
