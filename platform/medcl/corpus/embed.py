@@ -1,6 +1,7 @@
 """``medcl corpus embed``: image and text embeddings of a corpus, decoded on CPUs, encoded by model actors.
 
-    corpus shards --read_parquet--> map_batches(prepare_batch, CPU tasks)   decode to uint8, tokenise
+    corpus shards --read_parquet--> map_batches(prepare_batch)   decode to uint8, tokenise (fused into
+                                                                 the actors on CPU, CPU tasks for GPU actors)
                   --> map_batches(Embedder, compute=ActorPoolStrategy(size=actors | gpus),
                                   num_cpus=0.5 | num_gpus=1) --> workers write + hash the shards
 
@@ -150,7 +151,8 @@ def embed_corpus(corpus_dir, out, info: ModelInfo, *, batch_size: int = 256,
     """Embed every row of the corpus at ``corpus_dir`` into embedding shards under ``out`` (each a
     local path, a shared mount or an object-store URI, see :mod:`medcl.storage`).
 
-    On Ray (embed_ray.py), CPU tasks decode and tokenise, a model actor pool encodes, and workers
+    On Ray (embed_ray.py), the corpus shards' sha256 are checked in parallel tasks while a model
+    actor pool decodes, tokenises and encodes (GPU actors are fed by CPU decode tasks), and workers
     write and hash the shards; ``gpus`` > 0 runs a pool of ``gpus`` actors with one GPU each, in
     ``precision`` (``bf16`` / ``fp16`` autocast, or ``fp32``); ``gpus`` = 0 runs ``actors`` CPU actors
     in fp32. The choice is the caller's: a cluster that has no GPU yet (scaling from zero) is
@@ -200,10 +202,10 @@ def _embed_on_ray(store: CorpusStore, out: storage.Place, info: ModelInfo, finge
                   log: Callable[[str], None]) -> tuple[list[shards.ShardInfo], int]:
     import ray
 
-    from medcl.corpus.embed_ray import embed_on_ray, verify_corpus_on_ray
+    from medcl.corpus.embed_ray import embed_on_ray, start_corpus_check
     from medcl.corpus.store import CORPUS_MANIFEST
 
-    verify_corpus_on_ray(store.directory, {s.file: s.sha256 for s in store.manifest.shards}, CORPUS_MANIFEST)
+    checks = start_corpus_check(store.directory, {s.file: s.sha256 for s in store.manifest.shards}, CORPUS_MANIFEST)
     cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
         actors = gpus  # one GPU per actor
@@ -213,7 +215,8 @@ def _embed_on_ray(store: CorpusStore, out: storage.Place, info: ModelInfo, finge
         log(f"embedding on CPU with {actors} actor(s) although the cluster has {cluster_gpus} GPU(s): pass --gpus N to use them")
     embedder_kwargs = {"info": info, "threads": threads, "fingerprint": fingerprint, "precision": precision}
     return embed_on_ray(store.paths, out, embedder=Embedder, embedder_kwargs=embedder_kwargs, prepare_kwargs=prepare_kwargs,
-                        batch_size=batch_size, actors=actors, gpus=gpus, shard_rows=shard_rows, log=log)
+                        batch_size=batch_size, actors=actors, gpus=gpus, shard_rows=shard_rows, checks=checks,
+                        log=log)
 
 
 def write_embedding_shards(out: storage.Place, batches: Iterable[pa.Table], shard_rows: int) -> list[shards.ShardInfo]:

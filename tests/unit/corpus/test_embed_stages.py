@@ -72,15 +72,41 @@ def test_workers_write_and_hash_parts_and_the_driver_renames_them_in_order(embed
 
 
 @pytest.mark.ray
-def test_a_corrupt_corpus_shard_is_named_by_the_parallel_check(ray_session, tmp_path):
+@pytest.mark.parametrize("damage", ["unreadable", "rewritten"])
+def test_a_corrupt_corpus_shard_is_named_by_the_parallel_check(ray_session, tmp_path, damage):
+    """The sha256 checks run while embedding: an unreadable shard (the pipeline fails) and a readable
+    but altered one (the pipeline succeeds) are both named, and nothing is published."""
     from medcl.corpus.embed import embed_corpus
+    from medcl.corpus.parquet_io import write_table
     from medcl.corpus.schema import CorruptArtifactError
     from medcl.corpus.store import write_corpus_manifest, write_corpus_shard
 
     batch = _corpus_batch().append_column("license", pa.array(["CC0-1.0"] * 6))
     written = [write_corpus_shard(tmp_path / "corpus", n, batch.slice(3 * n, 3)) for n in (0, 1)]
     write_corpus_manifest(tmp_path / "corpus", written, {"s": 6})
-    (tmp_path / "corpus" / written[1].file).write_bytes(b"not parquet")
+    if damage == "unreadable":
+        (tmp_path / "corpus" / written[1].file).write_bytes(b"not parquet")
+    else:
+        write_table(batch.slice(0, 3), tmp_path / "corpus" / written[1].file)  # valid Parquet, other rows
     with pytest.raises(CorruptArtifactError, match="part-00001.parquet"):
         embed_corpus(tmp_path / "corpus", tmp_path / "emb", ModelInfo("medcl-tiny"), actors=1)
-    assert not (tmp_path / "emb").exists()  # checked before anything is written
+    assert not list((tmp_path / "emb").rglob("*"))  # nothing published, no staging left
+
+
+@pytest.mark.ray
+def test_decoding_runs_in_the_cpu_actors_and_in_tasks_feeding_gpu_actors(ray_session, tmp_path, capsys):
+    """Ray Data fuses prepare_batch into CPU model actors (equal resources) but not into GPU ones,
+    whose actors would otherwise decode on the GPU's single process."""
+    from medcl.corpus.embed_ray import _pipeline
+    from medcl.corpus.store import write_corpus_shard
+
+    batch = _corpus_batch().append_column("license", pa.array(["CC0-1.0"] * 6))
+    path = str(tmp_path / "corpus" / write_corpus_shard(tmp_path / "corpus", 0, batch).file)
+    plans = {}
+    for gpus in (0, 1):
+        _pipeline([path], tmp_path / "staging", embedder=Embedder, embedder_kwargs={"info": ModelInfo("medcl-tiny")},
+                  prepare_kwargs={}, batch_size=4, actors=1, gpus=gpus, shard_rows=6).explain()
+        plans[gpus] = capsys.readouterr().out.split("Physical Plan")[-1]
+    fused = "MapBatches(prepare_batch)->MapBatches(Embedder)"
+    assert fused in plans[0] and "ActorPoolMapOperator" in plans[0]
+    assert fused not in plans[1] and "TaskPoolMapOperator[MapBatches(prepare_batch)]" in plans[1]
