@@ -14,7 +14,7 @@ actors (each imports torch and open_clip and builds the model) but not ``ray.ini
 as ``ray_init_s``). Each path runs warm, as a second job: the plain loop's best run comes after a
 first one in the same process (imports and file cache warm), and the Ray path is timed twice on one
 cluster: ``ray_data_cold`` is the cluster's first Ray Data job, which also starts Ray Data's
-per-cluster detached actors (statistics, autoscaling coordinator, actor locations: about 3 s on
+per-cluster detached actors (statistics, autoscaling coordinator, actor locations: 1 to 3 s on
 this machine), ``ray_data`` the second, as every later job on a running cluster finds them
 (``ratio`` uses it; ``ratio_cold`` the first).
 
