@@ -59,6 +59,8 @@ def raise_if_corrupt(checks: list, *, wait: bool = True) -> None:
 
     from medcl.corpus.schema import CorruptArtifactError
 
+    if not checks:
+        return
     if not wait:
         done, _ = ray.wait(checks, num_returns=len(checks), timeout=0, fetch_local=True)
         finished = {ref.hex() for ref in done}
