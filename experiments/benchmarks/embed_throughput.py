@@ -11,9 +11,9 @@ row: read the Parquet shards, decode every PNG with PIL, preprocess exactly as t
 encode image and text with the same model, write embedding shards and the manifest. Same batch
 size for both. Timed from the call to the manifest written; the Ray path includes starting its
 actors (each imports torch and open_clip and builds the model) but not ``ray.init`` (reported apart
-as ``ray_init_s``). Each path runs warm, as a second job: the plain loop's best run comes after a
-first one in the same process (imports and file cache warm), and the Ray path is timed twice on one
-cluster: ``ray_data_cold`` is the cluster's first Ray Data job, which also starts Ray Data's
+as ``ray_init_s``). The plain loop runs in this process, which has imported torch and open_clip
+before its first timed run of the second round onwards (and the file cache is warm for every run
+after the first); the Ray path is timed twice on each fresh cluster: ``ray_data_cold`` is the cluster's first Ray Data job, which also starts Ray Data's
 per-cluster detached actors (statistics, autoscaling coordinator, actor locations: 1 to 3 s on
 this machine), ``ray_data`` the second, as every later job on a running cluster finds them
 (``ratio`` uses it; ``ratio_cold`` the first).
@@ -73,7 +73,8 @@ def write_corpus(directory: Path, rows: int, image_fraction: float, shard_rows: 
 
 
 def cpu_seconds() -> float:
-    """Busy CPU seconds of the whole machine (``psutil.cpu_times()``: all but idle and iowait).
+    """Busy CPU seconds of the whole machine (``psutil.cpu_times()``: all but idle, iowait, steal,
+    and guest time, which Linux already counts in user).
 
     Counting this process's descendants instead misses every Ray worker that has exited by the
     second reading (the raylet does not collect their times), which made the Ray path's figure vary
@@ -82,8 +83,8 @@ def cpu_seconds() -> float:
     import psutil
 
     times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0) \
-        - getattr(times, "guest_nice", 0.0)
+    not_busy = ("idle", "iowait", "steal", "guest", "guest_nice")
+    return sum(times) - sum(getattr(times, field, 0.0) for field in not_busy)
 
 
 def timed(corpus: Path, out: Path, info, **kwargs) -> dict:
