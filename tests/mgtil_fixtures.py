@@ -45,12 +45,12 @@ def _ranzcr(root):
     return len(rows)
 
 
-def _chexchonet(root):
+def _chexchonet(root):  # the PhysioNet release: every JPEG under cxrs/, cxr_path relative to the download
     combos = list(CHEXCHONET)
-    rows = [[f"cxr{i}.jpg", f"p{i // 2}", *combos[i % 4], 60] for i in range(PATIENTS * 2)]
+    rows = [[f"p{i // 2}", f"cxr{i}", f"cxrs/cxr{i}.jpg", *combos[i % 4], 60] for i in range(PATIENTS * 2)]
     for i, row in enumerate(rows):
-        image(root / "images" / row[0], i)
-    table(root / "metadata.csv", ["cxr_filename", "patient_id", "slvh", "dlv", "age"], rows)
+        image(root / row[2], i)
+    table(root / "metadata.csv", ["patient_id", "cxr_filename", "cxr_path", "slvh", "dlv", "age"], rows)
     return len(rows)
 
 

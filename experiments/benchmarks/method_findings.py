@@ -1,7 +1,7 @@
 """The seed papers' qualitative findings, reproduced from the demo's pretrained CLIP (issue "Results a
 researcher can trust").
 
-    .venv/bin/python experiments/benchmarks/method_findings.py                     # synthmed + medical, seeds 0 1 2
+    .venv/bin/python experiments/benchmarks/method_findings.py                     # synthmed + medical, seeds 0-4
     .venv/bin/python experiments/benchmarks/method_findings.py --sequence synthmed --seeds 0 --steps 60
 
 Every strategy runs the same sequence from the same pretrained weights (``make demo`` writes them:
@@ -12,8 +12,9 @@ mode (one worker in this process, :mod:`medcl.engine.local`), once per seed. Seq
 * ``medical``: PneumoniaMNIST -> BreastMNIST -> MedNIST from ``../shared/data`` (skipped, with the
   reason, when that folder is absent).
 
-Prints JSON (per sequence: mean and std over seeds of Transfer / Avg / Last / BWT and wall time per
-strategy, wall time relative to ``finetune``, and each finding with the numbers it rests on) and
+Prints JSON (per sequence: per-seed values, mean and 95 % t-interval of Transfer / Avg / Last / BWT and
+wall time per strategy, wall time relative to ``finetune``, and each finding as a paired difference over
+the shared seeds with its interval and verdict: holds / fails / inconclusive, :mod:`medcl.stats`) and
 writes ``findings.json`` and ``findings.md`` (a table) under ``--out``. The findings checked:
 
 (a) ZSCL, PRIMED, WiSE-FT and LwF keep more Transfer than fine-tuning (ZSCL, Zheng et al. 2023);
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,17 +44,39 @@ DEFAULT_PRETRAINED = REPO / "runs" / "pretrain-synthmed" / "model.safetensors"
 SHARED_DATA = REPO.parent / "shared" / "data"
 METRICS = ("transfer", "avg", "last", "bwt")
 ZSCL_REFERENCE = {"name": "synthmed", "seed": 1, "domains": ["histology", "ct", "dermoscopy"], "per_class": 20}
+HELD_OUT_DOMAINS = ZSCL_REFERENCE["domains"]  # PRIMED's built-in corpus = ZSCL's reference set (same pairs)
 ZSCL_REFERENCE_SIZE = 300  # pairs in ZSCL_REFERENCE: PRIMED_uni (primed_uniform) is sized like ZSCL's set
-STRATEGIES = {
+STRATEGIES = {  # label -> the strategy section (``name`` defaults to the label)
     "finetune": {}, "joint": {}, "specialist": {},
     "rehearsal": {"buffer_size": 300, "policy": "class_balanced", "replay_fraction": 0.5},
     "l2": {}, "ewc": {}, "lwf": {}, "wiseft": {},
     "zscl": {"reference": ZSCL_REFERENCE},
-    "primed": {}, "primed_uniform": {"size": ZSCL_REFERENCE_SIZE}, "primed_bm25": {},
+    "primed": {"builtin_domains": HELD_OUT_DOMAINS},
+    "primed_uniform": {"size": ZSCL_REFERENCE_SIZE, "builtin_domains": HELD_OUT_DOMAINS},
+    "primed_bm25": {"builtin_domains": HELD_OUT_DOMAINS},
     "lora_incremental": {"rank": 8, "lora_alpha": 8}, "mslora_cr": {"rank": 8, "lora_alpha": 8},
     "icarl": {"buffer_size": 300, "replay_fraction": 0.5},
-    "moe_adapters": {"num_experts": 22, "top_k": 2, "bottleneck": 16},
+    "moe_adapters": {},  # the authors' defaults: 22 experts, top-2, bottleneck 64
 }
+# Ablations: one choice switched at a time against the method's default (docs/findings.md, "Ablations").
+ABLATIONS = {
+    "primed_ckt_mean": {"name": "primed", "builtin_domains": HELD_OUT_DOMAINS, "ckt_reduction": "mean"},
+    "primed_tau_zscl": {"name": "primed", "builtin_domains": HELD_OUT_DOMAINS, "tau": 0.135},  # ZSCL's T / s = 2 / 14.8
+    "primed_dfg1": {"name": "primed", "builtin_domains": HELD_OUT_DOMAINS, "dfg": 1.0},
+    "primed_task_domains": {"name": "primed", "builtin_domains": ["xray", "ultrasound", "fundus", "histology", "ct",
+                                                                  "dermoscopy"]},
+    "zscl_no_ensemble": {"name": "zscl", "reference": ZSCL_REFERENCE, "ensemble_period": 0},
+    "zscl_no_l2": {"name": "zscl", "reference": ZSCL_REFERENCE, "l2": 0.0},
+    "zscl_student_pairs": {"name": "zscl", "reference": ZSCL_REFERENCE, "text_features": "student_pairs"},
+    "wiseft_05": {"name": "wiseft", "weight": 0.5},
+}
+VARIANTS = {**STRATEGIES, **ABLATIONS}
+
+
+def strategy_section(label: str) -> dict:
+    """The experiment's ``strategy`` section of a variant label."""
+    section = dict(VARIANTS[label])
+    return {"name": section.pop("name", label), **section}
 
 
 # Learning rates of methods that train only small added modules, as their authors train them (every
@@ -77,8 +99,9 @@ def experiment(sequence: str, strategy: str, seed: int, args) -> dict:
     return {"name": f"{strategy}-seed{seed}", "seed": seed, "output_dir": str(Path(args.out) / sequence),
             "benchmark": benchmark_section(sequence),
             "model": {"name": args.model, "pretrained": str(args.pretrained)},
-            "strategy": {"name": strategy, **STRATEGIES[strategy]},
-            "train": {"workers": 1, "batch_size": 64, "lr": LR.get(strategy, args.lr), "steps_per_task": args.steps},
+            "strategy": strategy_section(strategy),
+            "train": {"workers": 1, "batch_size": 64, "lr": LR.get(strategy_section(strategy)["name"], args.lr),
+                      "steps_per_task": args.steps},
             "telemetry": False}
 
 
@@ -100,17 +123,20 @@ def run_one(raw: dict, fresh: bool) -> dict:
     return metrics
 
 
-def summarise(runs: dict[str, list[dict]]) -> dict:
-    """Per strategy: mean and std over seeds of each metric and of the wall time."""
+def summarise(runs: dict[str, dict[int, dict]]) -> dict:
+    """Per strategy: each metric's per-seed values, mean and 95 % t-interval (:mod:`medcl.stats`),
+    and the wall time relative to fine-tuning."""
+    from medcl.stats import t_interval
+
     out = {}
-    for strategy, seeds in runs.items():
+    for strategy, by_seed in runs.items():
         row = {}
         for key in METRICS + ("bench_wall_s",):
-            values = [m[key] for m in seeds if m.get(key) is not None]
+            values = {seed: m[key] for seed, m in by_seed.items() if m.get(key) is not None}
             if values:
-                row[key] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
-        row["seeds"] = len(seeds)
-        params = [m["trainable_parameters"] for m in seeds if m.get("trainable_parameters") is not None]
+                row[key] = {"per_seed": values, **t_interval(list(values.values())).as_dict()}
+        row["seeds"] = len(by_seed)
+        params = [m["trainable_parameters"] for m in by_seed.values() if m.get("trainable_parameters") is not None]
         if params:
             row["trainable_parameters"] = max(params)  # the same for every seed
         out[strategy] = row
@@ -121,62 +147,106 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     return out
 
 
+CLAIMS = (  # (claim, left, right, metric): each claims left > right on metric
+    *((f"(a) {s} keeps more Transfer than finetune", s, "finetune", "transfer") for s in ("zscl", "primed", "wiseft", "lwf")),
+    ("(b) primed > zscl on Avg", "primed", "zscl", "avg"),
+    ("(b) primed > zscl on Last", "primed", "zscl", "last"),
+    ("(b) primed_uniform > zscl on Avg (loss only, identical reference pairs)", "primed_uniform", "zscl", "avg"),
+    ("(b) primed_uniform > zscl on Last (loss only, identical reference pairs)", "primed_uniform", "zscl", "last"),
+    ("(b) primed > primed_uniform on Avg", "primed", "primed_uniform", "avg"),
+    ("(b) primed > primed_bm25 on Avg", "primed", "primed_bm25", "avg"),
+    ("(c) rehearsal raises Last over finetune", "rehearsal", "finetune", "last"),
+    ("(c) rehearsal raises BWT over finetune", "rehearsal", "finetune", "bwt"),
+    ("(d) mslora_cr > lora_incremental on Last", "mslora_cr", "lora_incremental", "last"),
+    ("(e) joint bounds finetune's Last", "joint", "finetune", "last"),
+    ("(e) specialist bounds finetune's Last", "specialist", "finetune", "last"),
+    ("(f) moe_adapters keeps more Transfer than finetune", "moe_adapters", "finetune", "transfer"),
+    ("(f) moe_adapters raises Last over finetune", "moe_adapters", "finetune", "last"),
+    ("(f) icarl raises Last over finetune", "icarl", "finetune", "last"),
+)
+
+
 def findings(summary: dict) -> list[dict]:
-    """Each finding: its claim, the compared means, whether it holds (None: a strategy missing) and
-    whether the difference exceeds the seeds' noise, sqrt(std_left^2 + std_right^2) ("clear")."""
-    def stat(strategy, metric, key):
-        return summary.get(strategy, {}).get(metric, {}).get(key)
+    """Each claim as a *paired* difference over the shared seeds (left - right per seed), with its
+    95 % t-interval and verdict: holds / fails only when the interval excludes 0, else inconclusive
+    (:func:`medcl.stats.paired_difference`); ``verdict`` None when a strategy was not run."""
+    from medcl.stats import paired_difference
 
-    def compare(claim, left, right, metric, strict=True):
-        a, b = stat(left, metric, "mean"), stat(right, metric, "mean")
-        if a is None or b is None:
-            return {"claim": claim, "metric": metric, "holds": None}
-        noise = (stat(left, metric, "std") ** 2 + stat(right, metric, "std") ** 2) ** 0.5
-        return {"claim": claim, "metric": metric, left: a, right: b, "difference": a - b, "noise": noise,
-                "holds": a > b if strict else a >= b, "clear": abs(a - b) > noise}
-
-    checks = [compare(f"(a) {s} keeps more Transfer than finetune", s, "finetune", "transfer")
-              for s in ("zscl", "primed", "wiseft", "lwf")]
-    checks += [compare("(b) primed >= zscl on Avg", "primed", "zscl", "avg", strict=False),
-               compare("(b) primed >= zscl on Last", "primed", "zscl", "last", strict=False),
-               compare("(b) primed > primed_uniform on Avg", "primed", "primed_uniform", "avg"),
-               compare("(b) primed > primed_bm25 on Avg", "primed", "primed_bm25", "avg"),
-               compare("(c) rehearsal raises Last over finetune", "rehearsal", "finetune", "last"),
-               compare("(c) rehearsal raises BWT over finetune", "rehearsal", "finetune", "bwt"),
-               compare("(d) mslora_cr >= lora_incremental on Last", "mslora_cr", "lora_incremental", "last",
-                       strict=False),
-               compare("(e) joint bounds finetune's Last", "joint", "finetune", "last", strict=False),
-               compare("(e) specialist bounds finetune's Last", "specialist", "finetune", "last", strict=False),
-               compare("(f) moe_adapters keeps more Transfer than finetune", "moe_adapters", "finetune", "transfer"),
-               compare("(f) moe_adapters raises Last over finetune", "moe_adapters", "finetune", "last"),
-               compare("(f) icarl raises Last over finetune", "icarl", "finetune", "last")]
+    checks = []
+    for claim, left, right, metric in CLAIMS:
+        a = summary.get(left, {}).get(metric, {}).get("per_seed")
+        b = summary.get(right, {}).get(metric, {}).get("per_seed")
+        if not a or not b:
+            checks.append({"claim": claim, "metric": metric, "left": left, "right": right, "verdict": None})
+            continue
+        diff = paired_difference(a, b, direction=+1)
+        checks.append({"claim": claim, "metric": metric, "left": left, "right": right, **diff.as_dict()})
     return checks
 
 
+def ablations(summary: dict) -> list[dict]:
+    """Each ablation that ran against its method's default: paired differences (ablation - default)
+    on Transfer, Avg and Last with 95 % intervals; no direction is claimed (verdicts on +1)."""
+    from medcl.stats import paired_difference
+
+    rows = []
+    for label, section in ABLATIONS.items():
+        base = section["name"]
+        if label not in summary or base not in summary:
+            continue
+        row = {"ablation": label, "base": base, "changed": {k: v for k, v in section.items() if k != "name"
+                                                               and STRATEGIES.get(base, {}).get(k) != v}}
+        for metric in ("transfer", "avg", "last"):
+            diff = paired_difference(summary[label][metric]["per_seed"], summary[base][metric]["per_seed"])
+            row[metric] = diff.as_dict()
+        rows.append(row)
+    return rows
+
+
+def ablation_table(rows: list[dict]) -> str:
+    from medcl.stats import Interval, format_interval
+
+    if not rows:
+        return ""
+    lines = ["", "Ablations: paired difference (ablation - default) [95 % CI].", "",
+             "| ablation | changed | Transfer | Avg | Last |", "|---|---|---|---|---|"]
+    for row in rows:
+        changed = ", ".join(f"{k}={v}" for k, v in row["changed"].items())
+        cells = [format_interval(Interval(**row[m]["interval"]), signed=True) for m in ("transfer", "avg", "last")]
+        lines.append(f"| {row['ablation']} vs {row['base']} | {changed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def table(sequence: str, summary: dict, checks: list[dict]) -> str:
+    from medcl.stats import Interval, format_interval
+
     def cell(row, key):
         value = row.get(key)
-        return f"{value['mean']:.1f} ± {value['std']:.1f}" if value else "–"
+        return format_interval(Interval(**{k: v for k, v in value.items() if k != "per_seed"})) if value else "–"
 
-    lines = [f"### {sequence}", "", "| strategy | Transfer | Avg | Last | BWT | trainable parameters | wall vs finetune |",
+    lines = [f"### {sequence}", "", "Mean [95 % t-interval] over seeds.", "",
+             "| strategy | Transfer | Avg | Last | BWT | trainable parameters | wall vs finetune |",
              "|---|---|---|---|---|---|---|"]
     for strategy, row in summary.items():
         ratio = f"{row['wall_vs_finetune']:.2f}" if "wall_vs_finetune" in row else "–"
         params = f"{row['trainable_parameters']:,}" if row.get("trainable_parameters") else "–"
         lines.append(f"| {strategy} | " + " | ".join(cell(row, k) for k in METRICS) + f" | {params} | {ratio} |")
-    lines += ["", "| finding | difference (noise) | holds |", "|---|---|---|"]
+    lines += ["", "| finding | paired difference [95 % CI] | seeds | verdict |", "|---|---|---|---|"]
     for c in checks:
-        verdict = "not run" if c["holds"] is None else ("yes" if c["holds"] else "no") + ("" if c["clear"] else ", within noise")
-        numbers = f"{c['difference']:+.1f} ({c['noise']:.1f})" if c["holds"] is not None else "–"
-        lines.append(f"| {c['claim']} | {numbers} | {verdict} |")
+        if c["verdict"] is None:
+            lines.append(f"| {c['claim']} | – | – | not run |")
+            continue
+        numbers = format_interval(Interval(**c["interval"]), signed=True)
+        lines.append(f"| {c['claim']} | {numbers} | {len(c['seeds'])} | {c['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequence", choices=["synthmed", "medical", "both"], default="both")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(VARIANTS),
+                        help="labels to run (default: every method; ablations: " + ", ".join(ABLATIONS) + ")")
     parser.add_argument("--steps", type=int, default=100, help="steps per task")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--model", default="medcl-tiny-vit-p4")
@@ -198,12 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         if sequence == "medical" and not SHARED_DATA.is_dir():
             result["sequences"][sequence] = {"skipped": f"{SHARED_DATA} is absent (real MedMNIST/MedNIST files)"}
             continue
-        runs = {s: [run_one(experiment(sequence, s, seed, args), args.fresh) for seed in args.seeds]
+        runs = {s: {seed: run_one(experiment(sequence, s, seed, args), args.fresh) for seed in args.seeds}
                 for s in args.strategies}
         summary = summarise(runs)
-        checks = findings(summary)
-        result["sequences"][sequence] = {"summary": summary, "findings": checks}
-        markdown.append(table(sequence, summary, checks))
+        checks, ablated = findings(summary), ablations(summary)
+        result["sequences"][sequence] = {"summary": summary, "findings": checks, "ablations": ablated}
+        markdown.append(table(sequence, summary, checks) + ablation_table(ablated))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "findings.json").write_text(json.dumps(result, indent=2))

@@ -91,8 +91,9 @@ def _method_findings():
 
 
 def render_findings(result: dict) -> str:
-    table = _method_findings().table
-    return "\n".join(table(name, seq["summary"], seq["findings"]) for name, seq in result["sequences"].items())
+    findings = _method_findings()
+    return "\n".join(findings.table(name, seq["summary"], seq["findings"]) + findings.ablation_table(seq.get("ablations", []))
+                     for name, seq in result["sequences"].items() if "summary" in seq)
 
 
 KINDS = {"rows": render_rows, "matrix": render_matrix, "findings": render_findings}

@@ -31,6 +31,7 @@ import medcl.commands
 from medcl.engine.loopback import prepare_local_environment
 from medcl.errors import MedclError
 from medcl.paths import BASE_NOTE
+from medcl.redact import mask_secrets
 from medcl.storage import place
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except (MedclError, FileNotFoundError) as exc:
         if os.environ.get("MEDCL_DEBUG"):
             raise
-        print(f"medcl: error: {exc}", file=sys.stderr)
+        print(f"medcl: error: {mask_secrets(str(exc))}", file=sys.stderr)  # no URL password in a log
         return 2
 
 
@@ -139,9 +140,11 @@ def _report(args) -> int:
 
 
 def _compare(args) -> int:
-    from medcl.report import compare_runs, comparison_markdown, plot_task_curves
+    from medcl.report import compare_runs, comparison_markdown, comparison_warnings, plot_task_curves
 
     _, rows = compare_runs(args.run_dirs)
+    for warning in comparison_warnings(args.run_dirs):
+        print(f"medcl: warning: {warning}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     plot = plot_task_curves(args.run_dirs, args.out / "comparison.png")
     table = comparison_markdown(args.run_dirs, rows)
@@ -152,9 +155,12 @@ def _compare(args) -> int:
 
 
 def _list(args) -> int:
-    if args.what == "strategies":
-        from medcl.strategies import STRATEGIES as registry
-    elif args.what == "benchmarks":
+    if args.what == "strategies":  # from a catalogue checked against the sources: no torch (medcl.strategy_catalogue)
+        from medcl.strategy_catalogue import catalogue, format_listing
+
+        print(format_listing(catalogue()))
+        return 0
+    if args.what == "benchmarks":
         from medcl.data import BENCHMARKS as registry
     else:
         from medcl.models import MODELS, list_models

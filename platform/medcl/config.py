@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from medcl.errors import ConfigError, UnknownNameError
 from medcl.errors import explain as _explain
+from medcl.names import FolderName
 from medcl.paths import PathStr, WeightsStr, resolve_paths
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_experiment", "validate_experiment", "apply_overrides",
@@ -100,22 +101,33 @@ class TrainSection(_Section):
     eval_batch_size: int = Field(default=256, ge=1)
     lr: float = Field(default=1e-5, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = Field(default=0, ge=0)
+    # The optimisation protocol of the MTIL code the compared methods come from (github.com/Thunderbeee/ZSCL,
+    # mtil/src/models/finetune.py and args.py): AdamW, cosine decay with a linear warm-up of 100 of 1,000
+    # iterations (None: 10 % of the task's steps), no gradient clipping, the logit scale frozen
+    # (excluded from the optimiser); label smoothing 0.2 from its scripts (--ls 0.2).
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int | None = Field(default=None, ge=0)
+    logit_scale: Literal["frozen", "trainable"] = "frozen"
     steps_per_task: int | None = Field(default=None, ge=1)
     epochs_per_task: float | None = Field(default=None, gt=0)
     label_smoothing: float = Field(default=0.2, ge=0, lt=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    grad_clip: float | None = Field(default=1.0, gt=0)
+    grad_clip: float | None = Field(default=None, gt=0)
     # dtype gradients are all-reduced in across workers (medcl.engine.gradsync): bf16 halves the bytes,
     # at ~2**-8 relative error per element
     grad_sync_dtype: Literal["fp32", "bf16"] = "fp32"
     torch_threads: int = Field(default=1, ge=1)
     log_every: int | None = Field(default=None, ge=1)  # None: about 5 progress lines per task
-    max_failures: int = Field(default=1, ge=0)
+    # Worker failures Ray Train recovers from (from the last checkpoint) before the run fails; -1:
+    # unlimited (spot instances). Failed worker-group starts (no nodes within node_wait_s) count alike.
+    max_failures: int = Field(default=1, ge=-1)
+    # How long a start of the Train workers may wait for nodes (an autoscaler adding GPU nodes takes
+    # minutes); sets Ray Train's RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (medcl.engine.launch).
+    node_wait_s: float = Field(default=900.0, gt=0)
     # Mid-task checkpoints (docs/reliability.md): every N optimizer steps within a task (None: only at
-    # task boundaries), and when Ray Train announces the preemption of a worker's node.
-    checkpoint_every: int | None = Field(default=None, ge=1)
+    # task boundaries; "auto": every GPU_CHECKPOINT_EVERY steps when training on a GPU, else none),
+    # and when Ray Train announces the preemption of a worker's node.
+    checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
     checkpoint_on_preemption: bool = False
 
     @model_validator(mode="after")
@@ -130,9 +142,7 @@ class TrainSection(_Section):
 
 
 class ExperimentConfig(_Section):
-    # letters, digits, "_", "-", "."; not only dots ("." or ".." would put the run directory on
-    # output_dir itself or its parent, which --fresh deletes)
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]*[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+    name: FolderName  # the run directory output_dir/name: never ".", ".." or a path (medcl.names)
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy and torch generators take it (and seed * 1e6)
     benchmark: BenchmarkSection = BenchmarkSection()
     model: ModelSection = ModelSection()

@@ -78,14 +78,25 @@ def explain(exc: Any, root: type) -> Problems:
         field = ".".join(loc) or "<root>"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_fields(root, loc[:-1])
-            hint = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
-            msg = f"unknown field{f' (did you mean {hint[0]!r}?)' if hint else ''}; allowed: {', '.join(allowed)}"
+            hint = _closest_field(loc[-1], allowed)
+            listing = f"allowed: {', '.join(allowed)}" if allowed else "this section takes no parameters"
+            msg = f"unknown field{f' (did you mean {hint!r}?)' if hint else ''}; {listing}"
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
                 msg += f" (got {err['input']!r})"
         problems.append((field, msg))
     return problems
+
+
+def _closest_field(name: str, allowed: list[str]) -> str | None:
+    """difflib's closest field (ratio >= 0.6), else the longest field that ``name`` starts with
+    followed by ``_`` (``lr_rate`` -> ``lr``, too short for difflib's ratio), else None."""
+    match = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    if match:
+        return match[0]
+    prefixes = [field for field in allowed if name.startswith(field + "_")]
+    return max(prefixes, key=len) if prefixes else None
 
 
 def _allowed_fields(root: type, path: list[str]) -> list[str]:

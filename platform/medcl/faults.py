@@ -5,8 +5,12 @@ Switched on only by the environment (the runner forwards these variables to the 
     MEDCL_FAULT="after_stage=1"            # exit after stage 1's checkpoint is reported
     MEDCL_FAULT="step=5,stage=2,rank=1"    # exit at step 5 of stage 2, on rank 1 only
     MEDCL_FAULT="step=3,stage=2"           # ... on every rank
+    MEDCL_FAULT="step=5,stage=1;after_stage=1;step=8,stage=2"   # three faults, in one run
+    MEDCL_FAULT="trial=1,task=1"           # the sweep driver exits when trial 1 has reported task 1
+                                           # (medcl.sweep.searcher): a driver killed mid-trial
     MEDCL_FAULT_ONCE=/tmp/marker           # fire only if this file does not exist; create it
-                                           # (<marker>-rank<r> per rank when the fault names no rank)
+                                           # (<marker>-rank<r> per rank when the fault names no rank;
+                                           # <marker>-<i> for the i-th of several faults)
 
 The process leaves with ``os._exit(MEDCL_FAULT_EXIT_CODE)`` (default 17): no cleanup, no
 exception handling, as a SIGKILL or a preempted machine would.
@@ -45,32 +49,36 @@ def parse_fault(spec: str) -> dict[str, int]:
     fault = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, sep, value = part.partition("=")
-        if not sep or key not in ("after_stage", "step", "stage", "rank") or not value.lstrip("-").isdigit():
-            raise ValueError(f"MEDCL_FAULT: cannot read {part!r}; expected after_stage=N or step=N[,stage=N][,rank=N]")
+        if not sep or key not in ("after_stage", "step", "stage", "rank", "trial", "task") or not value.lstrip("-").isdigit():
+            raise ValueError(f"MEDCL_FAULT: cannot read {part!r}; expected after_stage=N, step=N[,stage=N][,rank=N] "
+                             "or trial=N[,task=N]")
         fault[key] = int(value)
     return fault
 
 
 def matches(fault: dict[str, int], point: str, where: dict[str, int]) -> bool:
-    """Whether ``fault`` names this ``point`` (``after_stage`` or ``step``) at ``where``."""
+    """Whether ``fault`` names this ``point`` (``after_stage``, ``step`` or ``trial_result``) at ``where``."""
     if point == "after_stage":
         return fault.get("after_stage") == where.get("stage") and fault.get("rank", where.get("rank")) == where.get("rank")
     if point == "step":
         return "step" in fault and all(fault[k] == where.get(k) for k in ("step", "stage", "rank") if k in fault)
+    if point == "trial_result":
+        return "trial" in fault and all(fault[k] == where.get(k) for k in ("trial", "task") if k in fault)
     return False
 
 
 def maybe_fail(point: str, **where: int) -> None:
     """Act if ``MEDCL_FAULT`` names this point (``after_stage`` or ``step``) and every coordinate it
     gives matches ``where`` (see the module doc); otherwise return at once."""
-    spec = os.environ.get("MEDCL_FAULT")
-    if not spec:
+    specs = [part for part in os.environ.get("MEDCL_FAULT", "").split(";") if part.strip()]
+    chosen = [(index, parse_fault(spec)) for index, spec in enumerate(specs)]
+    chosen = [(index, fault) for index, fault in chosen if matches(fault, point, where)]
+    if not chosen:
         return
-    fault = parse_fault(spec)
-    if not matches(fault, point, where):
-        return
+    index, fault = chosen[0]
     marker = os.environ.get("MEDCL_FAULT_ONCE")
     if marker:
+        marker = f"{marker}-{index}" if len(specs) > 1 else marker
         marker = marker if "rank" in fault else f"{marker}-rank{where.get('rank', 0)}"
         if Path(marker).exists():
             return

@@ -204,3 +204,25 @@ def _pick_model(models: list[type[BaseModel]], raw: dict) -> type[BaseModel] | N
         if tags and all(raw.get(name, model.model_fields[name].default) in allowed for name, allowed in tags.items()):
             return model
     return None
+
+
+class OutsideRoot(ValueError):
+    """A path read from data (a CSV/JSON row, a manifest, a corpus row) that does not resolve inside
+    its root; ``reason`` is ``"outside_root"`` (the count key of skipped rows)."""
+
+    reason = "outside_root"
+
+
+def inside_root(root: str | os.PathLike, value: str | os.PathLike) -> Path:
+    """``root / value`` with symbolic links and ``..`` resolved, when that lies inside ``root``
+    (itself resolved); else :class:`OutsideRoot` naming both. ``value`` may be absolute (kept only
+    when it resolves inside ``root``); ``..`` that leads out, a link that leads out and a NUL are
+    refused. The data a command reads never decides which folders it reads from."""
+    text = os.fspath(value)
+    base = Path(root).resolve()
+    if "\x00" in text:
+        raise OutsideRoot(f"{text!r}: outside_root: a NUL in a path read from data")
+    resolved = (base / text).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise OutsideRoot(f"{text}: outside_root: resolves to {resolved}, outside {base}")
+    return resolved

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from medcl.metrics import AUC_METRIC_KEYS, METRIC_KEYS, per_task, summarize
 from medcl.rundir import ZERO_SHOT_ROW, RunDir, read_events, read_matrix_csv
@@ -113,6 +114,9 @@ class _Run:
 
 def _load_run(run_dir: Path) -> _Run:
     paths = RunDir(Path(run_dir))
+    if not paths.path.is_dir():
+        raise FileNotFoundError(f"{paths.path}: no such run folder (it does not exist); "
+                                "give the folder `medcl run` printed as 'Run directory'")
     if not paths.matrix.exists():
         raise FileNotFoundError(
             f"{paths.path}: no matrix.csv; not a finished medcl run (or it has no evaluated rows yet)"
@@ -197,7 +201,8 @@ def _task_curves_figure(runs: list[_Run]) -> Figure:
         ax.grid(alpha=0.3)
     for ax in axes[::columns]:
         ax.set_ylabel("accuracy (%)")
-    axes[len(runs) - 1].legend(fontsize=8, loc="best")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8)  # off the curves
     return fig
 
 
@@ -231,25 +236,28 @@ def _loss_figure(events: list[dict]) -> Figure | None:
         return None
     cols = min(3, len(series))
     rows = math.ceil(len(series) / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.0 * rows))
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    terms = sorted({key for curves in series.values() for key in curves})
+    colours = {key: f"C{i % 10}" for i, key in enumerate(terms)}  # a term has one colour in every panel
     for ax, ((stage, task), curves) in zip(axes, series.items()):
         for key, points in sorted(curves.items()):
-            ax.plot(*zip(*points), label=key, marker="o" if len(points) == 1 else None)
+            ax.plot(*zip(*points), label=key, color=colours[key], marker="o" if len(points) == 1 else None)
         ax.set_title(f"stage {stage}: {task}" if stage is not None else str(task))
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     for ax in axes[len(series):]:
         ax.set_visible(False)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=colours[key], label=key) for key in terms]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(terms), 6), fontsize=8)  # off the curves
     return fig
 
 
 # --------------------------------------------------------------------------- HTML report
 
 _CSS = (
-    "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
+    "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:.5em 0}"
+    "img{max-width:100%;height:auto}"
     "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
     "td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:1em;overflow:auto}"
 )
@@ -269,7 +277,8 @@ def _per_task_rows(run: _Run) -> tuple[list[str], list[list[str]]]:
         rate = event.get("samples_per_s")
         if event.get("kind") == "step" and isinstance(rate, (int, float)) and math.isfinite(rate):
             speed[event.get("task")].append(event["samples_per_s"])
-    header = ["task", *_PER_TASK_COLUMNS, "wall time (s)", "samples/s"]
+    majority = run.metrics.get("majority_class_rate") or {}
+    header = ["task", *_PER_TASK_COLUMNS, *(["majority class"] if majority else []), "wall time (s)", "samples/s"]
     rows = []
     for i, entry in enumerate(run.metrics.get("per_task") or []):
         task = entry.get("task", "")
@@ -279,7 +288,7 @@ def _per_task_rows(run: _Run) -> tuple[list[str], list[list[str]]]:
             seconds = wall[i] if isinstance(wall, list) and i < len(wall) else None
         mean_speed = float(np.mean(speed[task])) if speed.get(task) else None
         rows.append([str(task), *(_fmt(entry.get(c)) for c in _PER_TASK_COLUMNS),
-                     _fmt(seconds, 1), _fmt(mean_speed, 1)])
+                     *([_fmt(majority.get(task))] if majority else []), _fmt(seconds, 1), _fmt(mean_speed, 1)])
     return header, rows
 
 
@@ -305,6 +314,10 @@ def _report_body(run: _Run) -> list[str]:
     header, rows = _per_task_rows(run)
     if rows:
         parts += ["<h2>Per task (%)</h2>", _html_table(header, rows)]
+        if run.metrics.get("majority_class_rate"):
+            parts.append("<p>majority class: the accuracy of always answering the test split's most frequent "
+                         "class; an accuracy at or below it has learnt nothing about the task.</p>")
+    parts += _strategy_parts(run) + _retrieval_parts(run)
     parts += ["<h2>Accuracy over training</h2>",
               f'<img alt="per-task accuracy" src="{_data_uri(_task_curves_figure([run]))}">']
     loss = _loss_figure(run.events)
@@ -313,6 +326,59 @@ def _report_body(run: _Run) -> list[str]:
     if run.config_text is not None:
         parts += ["<h2>Resolved config</h2>", f"<pre>{esc(run.config_text)}</pre>"]
     return [p for p in parts if p]
+
+
+def _strategy_parts(run: _Run) -> list[str]:
+    """The strategy's effective parameters (every field, defaults resolved: metrics.json's
+    ``strategy_params``), else the ones config.yaml sets (an older run recorded no defaults)."""
+    params, note = run.metrics.get("strategy_params"), "every parameter, defaults included"
+    if params is None and run.config_text:
+        section = (yaml.safe_load(run.config_text) or {}).get("strategy")
+        params = {k: v for k, v in section.items() if k != "name"} if isinstance(section, dict) else None
+        note = "as set in config.yaml (this run did not record its defaults)"
+    if params is None:
+        return []
+    rows = [[key, json.dumps(value) if isinstance(value, (dict, list)) or value is None else str(value)]
+            for key, value in params.items()] or [["(none)", ""]]
+    return [f"<h2>Strategy parameters: {html.escape(run.describe('strategy') or '')}</h2>",
+            f"<p>{html.escape(note)}</p>", _html_table(["parameter", "value"], rows)]
+
+
+def _retrieval_parts(run: _Run) -> list[str]:
+    """PRIMED's retrieval, from the plan it wrote (``<plan dir>/plan.json``: per task the reference
+    pairs, per level, and the seconds spent; the mean dense score of ``reference-<i>.parquet`` when
+    readable: near 0 for every pair means the embedding model is untrained)."""
+    plan_dir = _plan_dir(run)
+    if plan_dir is None:
+        return []
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    rows = []
+    for i, entry in enumerate(plan.get("tasks") or []):
+        levels = ", ".join(f"{k} {v}" for k, v in (entry.get("levels") or {}).items())
+        rows.append([str(entry.get("task", i)), str(entry.get("rows", "")), levels,
+                     _fmt(_mean_score(plan_dir / f"reference-{i}.parquet"), 4), _fmt(entry.get("retrieval_s"), 1)])
+    return [f"<h2>Retrieval ({html.escape(str(plan.get('mode', '')))})</h2>",
+            f"<p>reference sets planned in {html.escape(str(plan_dir))}</p>",
+            _html_table(["task", "reference pairs", "per level", "mean dense score", "retrieval (s)"], rows)]
+
+
+def _plan_dir(run: _Run) -> Path | None:
+    given = (run.metrics.get("strategy_params") or {}).get("plan_dir")
+    for folder in ([Path(given)] if isinstance(given, str) and "://" not in given else []) + [run.path / "primed"]:
+        if (folder / "plan.json").is_file():
+            return folder
+    return None
+
+
+def _mean_score(path: Path) -> float | None:
+    try:
+        import pyarrow.parquet as pq
+
+        scores = pq.read_table(path, columns=["dense_score"]).column("dense_score").to_numpy(zero_copy_only=False)
+    except Exception:  # missing file or column: the table shows n/a
+        return None
+    scores = np.asarray(scores, dtype=float)
+    return float(np.nanmean(scores)) if scores.size else None
 
 
 def _auc_parts(run: _Run) -> list[str]:
@@ -366,24 +432,61 @@ def compare_runs(run_dirs: list[Path]) -> tuple[str, list[dict]]:
     return _text_table(header, cells, left=3), rows
 
 
+_COMPARED = {"benchmark": "benchmark", "tasks": "tasks", "steps": "steps per task", "seed": "seed"}
+
+
+def _run_facts(run_dir: Path) -> dict:
+    """What must agree for two runs' numbers to be compared: benchmark, task order, steps per task
+    (metrics.json, else config.yaml's ``train``), seed (config.yaml); None where not recorded."""
+    run = _load_run(Path(run_dir))
+    config = yaml.safe_load(run.config_text) if run.config_text else {}
+    config = config if isinstance(config, dict) else {}
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    steps = run.metrics.get("steps_per_task") or train.get("steps_per_task") or train.get("epochs_per_task")
+    return {"name": run.name, "strategy": run.describe("strategy"), "benchmark": run.describe("benchmark"),
+            "tasks": ", ".join(run.task_names), "steps": json.dumps(steps), "seed": config.get("seed")}
+
+
+def comparison_warnings(run_dirs: list[Path]) -> list[str]:
+    """One line per field (benchmark, tasks, steps per task, seed) whose recorded value differs
+    between the runs, naming each run's value; [] when they agree (unrecorded values are skipped)."""
+    facts = [_run_facts(d) for d in run_dirs]
+    warnings = []
+    for key, label in _COMPARED.items():
+        if len({f[key] for f in facts if f[key] is not None}) > 1:
+            values = "; ".join(f"{f['name']}: {f[key]}" for f in facts)
+            warnings.append(f"these runs differ in {label} ({values}): their numbers are not comparable")
+    return warnings
+
+
 def comparison_markdown(run_dirs: list[Path], rows: list[dict]) -> str:
     """Markdown table of ``compare_runs`` rows plus training wall time (train + evaluation, summed
-    over stages) and its ratio to the first ``finetune`` run; notes and strategy metrics below."""
+    over stages) and its ratio to a ``finetune`` run of the same benchmark, tasks, steps and seed
+    (n/a when there is none; a note names the run used); the warnings of
+    :func:`comparison_warnings`, notes and strategy metrics below."""
     metrics = [json.loads((Path(d) / "metrics.json").read_text()) if (Path(d) / "metrics.json").exists() else {}
                for d in run_dirs]
+    facts = [_run_facts(d) for d in run_dirs]
     wall = [sum(m.get("wall_time_s_per_task") or []) or None for m in metrics]
-    base = next((w for w, r in zip(wall, rows) if r["strategy"] == "finetune" and w), None)
     keys = _shown_keys(rows)
     header = ["run", "strategy", *keys, "wall (s)", "wall / finetune"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row, seconds in zip(rows, wall):
-        ratio = seconds / base if seconds and base else None
+    baselines = []
+    for row, seconds, fact in zip(rows, wall, facts):
+        base = next((i for i, (w, f) in enumerate(zip(wall, facts)) if w and f["strategy"] == "finetune"
+                     and all(f[k] == fact[k] for k in _COMPARED)), None)
+        ratio = seconds / wall[base] if seconds and base is not None else None
+        baselines.append(f"- {row['name']}: " + (f"wall / finetune is against {facts[base]['name']}" if base is not None
+                                                 else "wall / finetune n/a: no finetune run of the same benchmark, "
+                                                      "tasks, steps and seed"))
         cells = [row["name"], row["strategy"] or "n/a", *(_num(row.get(k)) for k in keys), _num(seconds, 1), _num(ratio)]
         lines.append("| " + " | ".join(cells) + " |")
+    warnings = [f"- **warning:** {w}" for w in comparison_warnings(run_dirs)]
     notes = [f"- {row['name']}: {m['note']}" for row, m in zip(rows, metrics) if m.get("note")]
     extras = [f"- {row['name']}: " + ", ".join(f"{k} {v}" for k, v in m["strategy_metrics_per_task"][-1].items())
               for row, m in zip(rows, metrics) if (m.get("strategy_metrics_per_task") or [{}])[-1]]
-    return "\n".join(lines + ([""] + notes if notes else []) + ([""] + extras if extras else []))
+    sections = [warnings, baselines, notes, extras]
+    return "\n".join(lines + [line for section in sections if section for line in [""] + section])
 
 
 def _num(value: float | None, digits: int = 2) -> str:

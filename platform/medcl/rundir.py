@@ -7,7 +7,8 @@ Layout (``runs/<name>/``)::
                            row per training stage, named after the task it trained; columns: tasks
     auc.csv                the same layout: macro one-vs-rest AUC (percent) of every task (medcl.auc)
     metrics.json           summarize() keys (and auc_<key> on the AUC matrix), per-task numbers, wall time per task, parameter counts
-    events.jsonl           one JSON object per line: step logs and task ends
+    events.jsonl           one JSON object per line: step logs and task ends (in an object store:
+                           events.jsonl.d/, one object per write; read_events reads both)
     checkpoints/task-<t>/  model.safetensors + strategy.pt + state.json + manifest.json
     report.html            heat map and tables (``medcl report RUN_DIR`` rebuilds it)
 """
@@ -17,6 +18,7 @@ import csv
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,14 +92,26 @@ def read_matrix_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     return labels, task_names, values.reshape(len(labels), len(task_names))
 
 
+_unwritten_events: dict[str, str] = {}  # path -> event lines whose write failed, written with the next event
+
+
 def append_event(path: Path, event: dict) -> None:
-    storage.append_text(path, json.dumps(event, default=_json_default) + "\n")
+    """Append ``event`` as one JSON line (:func:`medcl.storage.append_text`: on an object store one
+    new part per call, retried with backoff). Never fatal: when the write still fails the line is
+    kept in memory, a warning names the path and the error, and the next event's write carries it."""
+    key = str(path)
+    text = _unwritten_events.pop(key, "") + json.dumps(event, default=_json_default) + "\n"
+    try:
+        storage.append_text(path, text)
+    except OSError as exc:
+        _unwritten_events[key] = text
+        print(f"medcl: warning: could not write {text.count(chr(10))} event(s) to {path} ({exc}); "
+              "keeping them for the next event's write", file=sys.stderr, flush=True)
 
 
 def read_events(path: Path) -> list[dict]:
-    if not storage.exists(path):
-        return []
-    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
+    """The events of ``events.jsonl`` in writing order (the parts of an object-store file too)."""
+    return [json.loads(line) for line in storage.read_appended(path).splitlines() if line.strip()]
 
 
 def write_json(path: Path, payload: dict) -> None:

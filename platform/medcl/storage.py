@@ -18,8 +18,9 @@ Contracts:
   ``AWS_ENDPOINT_URL`` for an S3-compatible store, ``GOOGLE_APPLICATION_CREDENTIALS``...), never from
   medcl's files; a Location pickles as its URI and resolves its filesystem where it is used.
 * :func:`write_text` / :func:`write_bytes` are atomic for a reader (local: temporary file then
-  rename; object store: one PUT). :func:`append_text` appends locally and rewrites the object on an
-  object store (object stores have no append; event logs are small and have one writer).
+  rename; object store: one PUT). :func:`append_text` appends locally; on an object store (no
+  append there) it writes one new object per call under ``<name>.d/``, retried on transient
+  errors, never rewriting what is there; :func:`read_appended` reads either back in order.
 * Checkpoints are Ray Train's: :func:`ray_storage` gives ``RunConfig(storage_path=...,
   storage_filesystem=...)`` for a place.
 """
@@ -30,12 +31,14 @@ import fnmatch
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Union
 
 from medcl.paths import is_uri, resolve_path
+from medcl.redact import credentials_in_uri, mask_url_password
 
 
 class StorageError(RuntimeError):
@@ -50,6 +53,11 @@ class Location:
     def __init__(self, uri: str):
         if not is_uri(uri):
             raise StorageError(f"{uri!r} is not a URI (scheme://...); use place() for local paths")
+        secret = credentials_in_uri(uri)
+        if secret:  # it would be saved in config.yaml, Ray Train's state and the logs (medcl.redact)
+            raise StorageError(f"{mask_url_password(uri)} carries {secret}: object-store credentials come from "
+                               "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an instance role, "
+                               "GOOGLE_APPLICATION_CREDENTIALS), never from a URI medcl would save")
         object.__setattr__(self, "uri", uri.rstrip("/") if uri.count("/") > 2 else uri)
 
     def __setattr__(self, name, value):
@@ -240,15 +248,61 @@ def write_text(value, text: str, encoding: str = "utf-8") -> None:
     write_bytes(value, text.encode(encoding))
 
 
+APPEND_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # waits between the tries of one object-store append
+PARTS_SUFFIX = ".d"  # the parts of an appended object-store file <name> are <name>.d/<writer>-<n>.part
+_part_writers: dict[str, list] = {}  # URI -> [this process's writer prefix, parts written so far]
+
+
 def append_text(value, text: str, encoding: str = "utf-8") -> None:
-    """Append ``text``; on an object store the object is rewritten (one writer at a time)."""
+    """Append ``text``: a plain append to a local file; on an object store (which has no append)
+    one new object per call, ``<name>.d/<writer>-<n>.part``, where ``<writer>`` is this process's
+    first-append time (ns, zero-padded) and a random id and ``n`` counts its parts, so names sort in
+    writing order and nothing already written is ever rewritten. A failed PUT (``OSError``: network,
+    throttling, 5xx) is tried again after each of :data:`APPEND_BACKOFF_S`; the last error is raised.
+    :func:`read_appended` reads the file back."""
     where = place(value)
     if isinstance(where, Path):
         with open(where, "a", encoding=encoding) as handle:
             handle.write(text)
         return
-    old = read_bytes(where) if is_file(where) else b""
-    write_bytes(where, old + text.encode(encoding))
+    writer = _part_writers.setdefault(where.uri, [f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", 0])
+    target = parts_of(where) / f"{writer[0]}-{writer[1]:08d}.part"
+    data = text.encode(encoding)
+    for wait in (*APPEND_BACKOFF_S, None):
+        try:
+            write_bytes(target, data)
+            break
+        except FileNotFoundError:
+            raise
+        except OSError:
+            if wait is None:
+                raise
+            time.sleep(wait)
+    writer[1] += 1
+
+
+def parts_of(value) -> "Location":
+    """The folder holding the appended parts of the object-store file ``value``."""
+    where = place(value)
+    return where.parent / f"{where.name}{PARTS_SUFFIX}"
+
+
+def read_appended(value, encoding: str = "utf-8") -> str:
+    """The whole text of a file written with :func:`append_text`: the local file; on an object
+    store the plain object, if any (written by medcl before parts), then every part in name order.
+    ``""`` when nothing was written."""
+    where = place(value)
+    if isinstance(where, Path):
+        return where.read_text(encoding) if where.is_file() else ""
+    text = read_text(where, encoding) if is_file(where) else ""
+    parts = parts_of(where)
+    return text + "".join(read_text(parts / name, encoding) for name in listdir(parts) if name.endswith(".part"))
+
+
+def appended_exists(value) -> bool:
+    """Whether anything was written with :func:`append_text` at ``value``."""
+    where = place(value)
+    return where.is_file() if isinstance(where, Path) else is_file(where) or bool(listdir(parts_of(where)))
 
 
 def open_input(value):
@@ -307,6 +361,51 @@ def rmtree(value) -> None:
     if exists(where):
         filesystem, path = resolve(where)
         filesystem.delete_dir(path)
+
+
+def rmtree_below(value, root, *, ignore_errors: bool = False) -> None:
+    """:func:`rmtree` of ``value`` only when it lies strictly below the folder ``root`` (a command's
+    own output folder); else :class:`StorageError` naming both, and nothing is deleted.
+
+    Local paths are compared after resolving symbolic links (a link inside ``root`` that leads out is
+    refused) and ``..``; ``root`` itself, anything outside it, ``/``, the home folder and the working
+    directory or any folder above it are always refused. An object-store key must start with
+    ``root``'s key followed by ``/`` and hold no ``.``/``..`` segment. A missing ``value`` is no error.
+    """
+    where, top = place(value), place(root)
+    if isinstance(where, Location) or isinstance(top, Location):
+        _check_below_uri(where, top)
+        if exists(where):
+            filesystem, path = resolve(where)
+            filesystem.delete_dir(path)
+        return
+    target, top = where.resolve(), top.resolve()
+    _check_below_path(target, top, shown=where)
+    if where.is_symlink():  # resolves inside root: remove the link, never what it points at
+        where.unlink()
+    elif target.exists():
+        shutil.rmtree(target, ignore_errors=ignore_errors)
+
+
+def _check_below_path(target: Path, top: Path, *, shown) -> None:
+    cwd = Path.cwd().resolve()
+    protected = {Path("/"), Path.home().resolve()}
+    if target in protected or target == cwd or target in cwd.parents:
+        raise StorageError(f"refusing to delete {shown} (resolves to {target}): it is /, the home folder or the "
+                           "working directory or a folder above it")
+    if target == top or top not in target.parents:
+        raise StorageError(f"refusing to delete {shown} (resolves to {target}): only folders strictly below "
+                           f"the command's output folder {top} are deleted")
+
+
+def _check_below_uri(where, top) -> None:
+    if not (isinstance(where, Location) and isinstance(top, Location)):
+        raise StorageError(f"refusing to delete {where}: it is not in the same store as {top}")
+    key, base = where.uri.rstrip("/"), top.uri.rstrip("/")
+    below = key.split("://", 1)[1][len(base.split("://", 1)[1]):].split("/")[1:] if key.startswith(base + "/") else []
+    if not below or any(part in ("", ".", "..") for part in below):
+        raise StorageError(f"refusing to delete {where}: only keys strictly below the command's output {top} "
+                           "are deleted")
 
 
 def upload_dir(local: str | os.PathLike, value) -> None:

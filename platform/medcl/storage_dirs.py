@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -62,7 +61,7 @@ def cached_dir(value, key_file: str, cache_dir: str | os.PathLike | None = None)
             if not (target / key_file).is_file():
                 raise
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        storage.rmtree_below(partial, root, ignore_errors=True)
     return target
 
 

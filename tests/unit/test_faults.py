@@ -88,3 +88,12 @@ def test_raise_raises_at_the_point_once_and_the_process_lives_on(tmp_path, monke
         maybe_fail("step", step=3, stage=2, rank=0)
     maybe_fail("step", step=3, stage=2, rank=0)  # fired once already (fired-rank0 exists)
     assert (tmp_path / "fired-rank0").exists()
+
+
+def test_the_sweep_driver_point_names_a_trial_and_its_task():
+    fault = parse_fault("trial=1,task=1")
+    assert matches(fault, "trial_result", {"trial": 1, "task": 1})
+    assert not matches(fault, "trial_result", {"trial": 1, "task": 0})
+    assert not matches(fault, "trial_result", {"trial": 0, "task": 1})
+    assert not matches(fault, "after_stage", {"stage": 1, "rank": 0}) and not matches(fault, "step", {"step": 1})
+    assert matches(parse_fault("trial=2"), "trial_result", {"trial": 2, "task": 5})

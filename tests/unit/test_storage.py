@@ -51,17 +51,18 @@ def test_experiment_output_dir_uri_gives_a_location_run_dir():
 
 
 def test_files_directories_and_copies(root, tmp_path):
-    storage.write_text(root / "a" / "x.txt", "one\n")
-    storage.append_text(root / "a" / "x.txt", "two\n")
+    storage.write_text(root / "a" / "x.txt", "one\ntwo\n")
     storage.append_text(root / "a" / "new.jsonl", "{}\n")
-    assert storage.read_text(root / "a" / "x.txt") == "one\ntwo\n"
+    storage.append_text(root / "a" / "new.jsonl", "[]\n")  # object store: a part per append (test_event_parts.py)
+    assert storage.read_appended(root / "a" / "new.jsonl") == "{}\n[]\n"
     assert storage.is_file(root / "a" / "x.txt") and storage.is_dir(root / "a") and not storage.exists(root / "b")
-    assert storage.listdir(root / "a") == ["new.jsonl", "x.txt"] and storage.listdir(root / "missing") == []
+    appended = "new.jsonl.d" if isinstance(root, Location) else "new.jsonl"
+    assert storage.listdir(root / "a") == [appended, "x.txt"] and storage.listdir(root / "missing") == []
     assert [p.name for p in sorted(place(root / "a").glob("*.txt"))] == ["x.txt"]
     with pytest.raises(FileNotFoundError):
         storage.read_bytes(root / "a" / "nope")
     with storage.local_copy(root / "a") as local:
-        assert sorted(os.listdir(local)) == ["new.jsonl", "x.txt"] and (local / "x.txt").read_text() == "one\ntwo\n"
+        assert sorted(os.listdir(local)) == [appended, "x.txt"] and (local / "x.txt").read_text() == "one\ntwo\n"
     (tmp_path / "up" / "sub").mkdir(parents=True)
     (tmp_path / "up" / "sub" / "f.bin").write_bytes(b"\x00\x01")
     storage.upload_dir(tmp_path / "up", root / "copied")

@@ -24,7 +24,7 @@ from medcl.models.norm import eval_mode
 from medcl.strategies import STRATEGIES, build_strategy
 from medcl.strategies.ewc import estimate_fisher
 from medcl.strategies.common import l2_penalty
-from medcl.strategies.lwf import distill_kl
+from medcl.strategies.common import distill_kl
 from medcl.strategies.rehearsal import ReplayBuffer, concat, shard_capacity
 from medcl.strategies.wiseft import interpolate_
 
@@ -185,9 +185,36 @@ def test_ewc_online_decays_and_accumulates_one_fisher(bundle, tasks, online):
     torch.testing.assert_close(strategy.fishers[-1][name], expected)
 
 
-def test_lwf_distils_old_heads_from_the_previous_model(bundle, tasks):
+def test_lwf_mtil_distils_the_current_prompts_against_the_previous_model(bundle, tasks):
+    """ZSCL's lwf.sh: reference images = the current batch, texts = the current task's prompts through the
+    previous model's text tower, image and text (transposed) terms; the first task's teacher is the start."""
     ctx = make_ctx(bundle, tasks, stage_index=1)
-    strategy = build_strategy("lwf", {"lam": 3.0, "temperature": 2.0})
+    strategy = build_strategy("lwf", {"lam": 3.0})
+    assert strategy.params.variant == "mtil"
+    teacher = copy.deepcopy(ctx.model).eval()
+    strategy.before_stage(ctx)
+    shift_parameters(ctx.model, 0.02)
+    batch = task_batch(ctx, 1)
+    terms = strategy.loss(ctx, batch)
+    with torch.no_grad():
+        g = ctx.class_embeddings(1, teacher)
+        s = teacher.logit_scale.exp()
+        z_prev = s * teacher.encode_image(batch.images, normalize=True) @ g.t()
+        z = s * ctx.model.encode_image(batch.images, normalize=True) @ g.t()
+    def soft_ce(t, x):
+        return -(F.softmax(t / 2, 1) * F.log_softmax(x / 2, 1)).sum(1).mean() * 4
+    expected = soft_ce(z_prev, z) + soft_ce(z_prev.t(), z.t())
+    assert expected.item() > 1e-4, "the shifted model should disagree with its teacher"
+    assert terms["distill"].item() == pytest.approx(expected.item(), rel=1e-3)
+    assert terms["loss"].item() == pytest.approx(ctx.task_loss(batch).item() + 3.0 * expected.item(), rel=1e-4)
+    first = build_strategy("lwf")
+    first.before_stage(make_ctx(bundle, tasks))
+    assert first.teacher is not None  # the zero-shot model teaches the first task too
+
+
+def test_lwf_old_heads_distils_earlier_heads_from_the_previous_model(bundle, tasks):
+    ctx = make_ctx(bundle, tasks, stage_index=1)
+    strategy = build_strategy("lwf", {"lam": 3.0, "temperature": 2.0, "variant": "old_heads"})
     teacher = copy.deepcopy(ctx.model).eval()
     strategy.before_stage(ctx)
     assert strategy.old_tasks == [0] and not any(p.requires_grad for p in strategy.teacher.parameters())
@@ -204,7 +231,7 @@ def test_lwf_distils_old_heads_from_the_previous_model(bundle, tasks):
     assert kd.item() > 1e-4, "the shifted model should disagree with its teacher"
     assert terms["distill"].item() == pytest.approx(kd.item(), rel=1e-3)
     assert terms["loss"].item() == pytest.approx(ctx.task_loss(batch).item() + 3.0 * kd.item(), rel=1e-4)
-    first = build_strategy("lwf")
+    first = build_strategy("lwf", {"variant": "old_heads"})
     first.before_stage(make_ctx(bundle, tasks))
     assert first.teacher is None and set(first.loss(ctx, batch)) == {"loss", "ce"}
 
@@ -224,11 +251,44 @@ def test_wiseft_interpolates_every_floating_tensor_after_the_task(bundle, tasks)
         torch.testing.assert_close(t, expected)
 
 
-def test_zscl_distils_both_directions_against_the_starting_model(bundle, tasks):
+def test_zscl_defaults_are_the_authors(bundle):
+    params = build_strategy("zscl", {"reference": TINY_REFERENCE}).params
+    assert (params.l2, params.temperature, params.ensemble_period, params.text_features) == (1.0, 2.0, 0.1, "teacher_captions")
+
+
+def test_zscl_distils_against_the_teachers_caption_features_by_default(bundle, tasks):
+    """The authors' finetune.py: Z = s f(x) G^T with G every distinct caption through the *teacher's* text tower."""
     ctx = make_ctx(bundle, tasks)
     start = copy.deepcopy(ctx.model).eval()
     strategy = build_strategy("zscl", {"reference": TINY_REFERENCE, "reference_batch_size": 5, "image_weight": 1.0,
-                                       "text_weight": 0.5, "l2": 0.1, "ensemble_period": 0})
+                                       "text_weight": 0.5, "l2": 0.0, "ensemble_period": 0})
+    strategy.setup(ctx)
+    shift_parameters(ctx.model, 0.02)  # the student's text tower moves; the caption features must not
+    strategy.before_stage(ctx)
+    terms = strategy.loss(ctx, task_batch(ctx, 0))
+    captions = sorted(set(strategy.reference.captions))
+    images = ctx.preprocess(strategy.reference.images)
+    with torch.no_grad():
+        g = start.encode_text(bundle.tokenizer(captions), normalize=True)
+        scale = start.logit_scale.exp()
+        z_ref = scale * start.encode_image(images, normalize=True) @ g.t()
+        z = scale * ctx.model.encode_image(images, normalize=True) @ g.t()
+    assert z.shape == (5, len(captions))
+    def soft_ce(t, s):
+        return -(F.softmax(t / 2, 1) * F.log_softmax(s / 2, 1)).sum(1).mean() * 4
+    assert terms["distill_image"].item() == pytest.approx(soft_ce(z_ref, z).item(), rel=1e-3)
+    assert terms["distill_text"].item() == pytest.approx(soft_ce(z_ref.t(), z.t()).item(), rel=1e-3)
+    text_params = [p for n, p in ctx.model.named_parameters() if not n.startswith("visual.") and "logit_scale" not in n]
+    grads = torch.autograd.grad(terms["distill_image"] + terms["distill_text"], text_params, allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)  # the distillation does not reach the student's text tower
+
+
+def test_zscl_student_pairs_distils_both_directions_against_the_starting_model(bundle, tasks):
+    ctx = make_ctx(bundle, tasks)
+    start = copy.deepcopy(ctx.model).eval()
+    strategy = build_strategy("zscl", {"reference": TINY_REFERENCE, "reference_batch_size": 5, "image_weight": 1.0,
+                                       "text_weight": 0.5, "l2": 0.1, "ensemble_period": 0,
+                                       "text_features": "student_pairs"})
     strategy.setup(ctx)
     assert len(strategy.reference) == 5
     shift_parameters(ctx.model, 0.01)  # as if earlier tasks had been trained

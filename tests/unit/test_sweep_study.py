@@ -6,7 +6,7 @@ import pytest
 from medcl.sweep import validate_sweep
 from medcl.sweep.searcher import StudySearcher, classify
 from medcl.sweep.space import optuna_distributions
-from medcl.sweep.study import SweepError, finished_count, interrupted_trials, open_study
+from medcl.sweep.study import SweepError, finished_count, interrupted_trials, open_study, run_name
 
 BASE = {"benchmark": {"name": "synthmed", "num_tasks": 2}, "train": {"steps_per_task": 5}}
 
@@ -34,7 +34,7 @@ def test_stopped_trials_are_pruned_not_complete_with_a_partial_score(tmp_path):
     study = open_study(sweep, resume=False, fresh=False, enqueue=[{"train.lr": 1e-3}])
     searcher = searcher_for(sweep, study)
     first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
-    assert first == {"trial_number": 0, "params": {"train.lr": 1e-3}}
+    assert first == {"trial_number": 0, "params": {"train.lr": 1e-3}, "run_name": run_name(0, {"train.lr": 1e-3})}
     searcher.on_trial_result("t0", {"task": 1, "tasks": 2, "avg": 60.0})
     searcher.on_trial_complete("t0", {"task": 2, "tasks": 2, "avg": 55.0, "time_total_s": 3.0})
     searcher.on_trial_complete("t1", {"task": 1, "tasks": 2, "avg": 20.0})  # ASHA stopped it after task 1
@@ -69,6 +69,25 @@ def test_resume_reruns_interrupted_trials_under_their_number(tmp_path):
     fresh = open_study(sweep, resume=False, fresh=True, enqueue=[])
     assert fresh.trials == []
     assert open_study(config(tmp_path / "new"), resume=False, fresh=True, enqueue=[]).trials == []
+
+
+def test_run_directories_are_keyed_by_number_and_parameters_and_every_change_is_announced(tmp_path):
+    """A study that lost trials (restored from an older copy) hands out a number again with other
+    parameters: its run directory differs, so it never continues another configuration's
+    checkpoints; the same number with the same parameters (a resumed trial) finds its own again."""
+    assert run_name(3, {"train.lr": 1e-3, "x": "a"}) == run_name(3, {"x": "a", "train.lr": 1e-3})
+    assert run_name(3, {"train.lr": 1e-3}) != run_name(3, {"train.lr": 2e-3}) != run_name(4, {"train.lr": 2e-3})
+    assert run_name(3, {"train.lr": 1e-3}).startswith("trial-0003-")
+    sweep = config(tmp_path)
+    study = open_study(sweep, resume=False, fresh=False, enqueue=[])
+    changes = []
+    searcher = StudySearcher(study, optuna_distributions(sweep, None), metrics=["avg"], prune_metric="avg",
+                             on_change=lambda: changes.append([t.state.name for t in study.get_trials()]))
+    given = searcher.suggest("a")
+    assert changes == [["RUNNING"]] and study.trials[0].user_attrs["run_name"] == given["run_name"]
+    searcher.on_trial_result("a", {"task": 1, "tasks": 2, "avg": 50.0})
+    searcher.on_trial_complete("a", {"task": 2, "tasks": 2, "avg": 40.0})
+    assert changes == [["RUNNING"], ["COMPLETE"]]  # after the ask and after the tell
 
 
 def test_a_trial_killed_before_its_parameters_were_sampled_gets_them_on_resume(tmp_path):

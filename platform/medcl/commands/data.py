@@ -2,7 +2,8 @@
 
     medcl data list                                   # the data sets and their expected layouts
     medcl data prepare NAME --from DOWNLOAD_DIR --out DIR [--seed 0] [--strict]
-                      [--multi-label first|explode|single] [--embed [--max-side N]]
+                      [--multi-label first|rarest|explode|single] [--split publisher|patient-seeded]
+                      [--embed [--max-side N]]
 """
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ def register(subparsers) -> None:
     prepare.add_argument("--seed", type=int, default=0, help="seed of the patient-level split (default: 0)")
     prepare.add_argument("--strict", action="store_true",
                          help="fail on the first missing image or unknown label instead of skipping and counting")
-    prepare.add_argument("--multi-label", default=None, choices=["first", "explode", "single"],
-                         help="images with several labels: the first in class order (default), one row per label, "
-                              "or left out")
+    prepare.add_argument("--multi-label", default=None, choices=["first", "rarest", "explode", "single"],
+                         help="images with several labels: the first in class order, the label with the fewest rows "
+                              "overall, one row per label, or left out (default: the data set's; medcl data list)")
+    prepare.add_argument("--split", default="publisher", choices=["publisher", "patient-seeded"],
+                         help="the publisher's split where there is one (default), or a seeded patient-level split "
+                              "70/10/20 whatever the publisher gives (e.g. an NIH copy without test_list.txt)")
     prepare.add_argument("--embed", action="store_true",
                          help="store the image bytes in the manifest (portable to a cluster) instead of paths")
     prepare.add_argument("--max-side", type=int, default=None,
@@ -50,6 +54,8 @@ def _list(args) -> int:
         classes = f"{len(spec.classes)} classes" if spec.classes else "classes from the data"
         print(f"{spec.name:11s} {spec.modality:11s} {classes:22s} {spec.title}\n    {spec.source}")
         print("    " + spec.layout.replace("\n", "\n    "))
+        if spec.note:
+            print(f"    note: {spec.note}")
     return 0
 
 
@@ -57,11 +63,16 @@ def _prepare(args) -> int:
     from medcl.data.prepare import prepare
 
     summary = prepare(_spec(args.name), args.source, args.out, seed=args.seed, strict=args.strict,
-                      policy=args.multi_label, embed=args.embed, max_side=args.max_side)
+                      policy=args.multi_label, embed=args.embed, max_side=args.max_side, split=args.split)
     counts = {s: sum(c.values()) for s, c in summary["counts"].items()}
     skipped = sum(summary["skipped"].values())
     print(f"{summary['dataset']}: {summary['rows']} rows (train {counts['train']}, val {counts['val']}, "
           f"test {counts['test']}), {len(summary['classes'])} classes, {skipped} skipped "
           f"{summary['skipped'] or ''}".rstrip())
+    if summary["empty_classes"]:
+        print(f"warning: {len(summary['empty_classes'])} classes have no row: {summary['empty_classes']} "
+              f"(multi-label rule {summary['multi_label']!r})")
+    if summary["note"]:
+        print(f"note: {summary['note']}")
     print(f"split: {summary['split']}\nwrote {summary['manifest']} ({summary['bytes']} bytes) in {summary['seconds']} s")
     return 0

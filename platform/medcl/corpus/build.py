@@ -25,12 +25,13 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
-from medcl import storage
+from medcl import publish, storage
 from medcl.corpus.normalise import normalise_table
-from medcl.corpus.schema import CORPUS_COLUMNS
+from medcl.corpus.schema import CORPUS_COLUMNS, CorruptArtifactError
 from medcl.corpus.sources import RAW_SCHEMA, iter_source
 from medcl.corpus.spec import CorpusError, CorpusSpec
-from medcl.corpus.store import BUILD_REPORT, CORPUS_MANIFEST, CorpusShard, write_corpus_manifest, write_corpus_shard
+from medcl.corpus.store import (BUILD_REPORT, CORPUS_MANIFEST, CorpusShard, read_corpus_manifest, write_corpus_manifest,
+                               write_corpus_shard)
 
 CHUNK_ROWS = 512
 EXAMPLES = 5
@@ -80,25 +81,40 @@ class _ShardWriter:
 
 def build_corpus(spec: CorpusSpec, out, *, strict: bool = False, use_ray: bool = True,
                  log: Callable[[str], None] = lambda message: None) -> dict:
-    """Build the corpus of ``spec`` into ``out`` (a local path, a shared mount or an object-store
-    URI, see :mod:`medcl.storage`; its previous shards are replaced); return the report."""
-    out = storage.place(out)
-    _clear(out)
-    if use_ray:
-        from medcl.corpus.build_ray import build_on_ray
+    """Build the corpus of ``spec`` as a new version of ``out`` (a local path, a shared mount or an
+    object-store URI, see :mod:`medcl.storage`); return the report. The build runs in a staging
+    folder and is published only once its manifest's sha256s check (:mod:`medcl.publish`): until
+    then, and whenever it fails, the previous corpus stays readable; a second writer is refused."""
+    with publish.publishing(out, verify=lambda stage: _verify(stage, use_ray), command="medcl corpus build",
+                            legacy=LEGACY) as stage:
+        if use_ray:
+            from medcl.corpus.build_ray import build_on_ray
 
-        try:
-            shards, sources = build_on_ray(spec, out, strict=strict, log=log)
-        finally:
-            storage.rmtree(out / ".tmp")
-    else:
-        shards, sources = _build_locally(spec, out, strict)
-    for name, r in sources.items():
-        log(f"{name}: read {r['read']}, wrote {r['written']}, skipped {r['skipped'] or 0}")
-    write_corpus_manifest(out, shards, {name: r["written"] for name, r in sources.items()})
-    body = {"rows": sum(s.rows for s in shards), "shards": len(shards), "sources": sources}
-    storage.write_text(out / BUILD_REPORT, json.dumps(body, indent=2))
+            try:
+                shards, sources = build_on_ray(spec, stage, strict=strict, log=log)
+            finally:
+                storage.rmtree_below(stage / ".tmp", stage)
+        else:
+            shards, sources = _build_locally(spec, stage, strict)
+        for name, r in sources.items():
+            log(f"{name}: read {r['read']}, wrote {r['written']}, skipped {r['skipped'] or 0}")
+        write_corpus_manifest(stage, shards, {name: r["written"] for name, r in sources.items()})
+        body = {"rows": sum(s.rows for s in shards), "shards": len(shards), "sources": sources}
+        storage.write_text(stage / BUILD_REPORT, json.dumps(body, indent=2))
     return body
+
+
+LEGACY = ("part-*.parquet", CORPUS_MANIFEST, BUILD_REPORT, ".tmp")  # an unversioned corpus's files
+
+
+def _verify(stage: storage.Place, use_ray: bool) -> None:
+    """The staged corpus before it is published: every listed shard's sha256, and no other shard."""
+    manifest = read_corpus_manifest(stage, verify=False)
+    listed = {s.file: s.sha256 for s in manifest.shards}
+    extra = sorted(set(n for n in storage.listdir(stage) if n.endswith(".parquet")) - set(listed))
+    if extra:
+        raise CorruptArtifactError(f"{stage}: {extra[0]} is not listed in {CORPUS_MANIFEST}; not published")
+    publish.verify_listing(stage, listed, CORPUS_MANIFEST, use_ray=use_ray)
 
 
 def _build_locally(spec: CorpusSpec, out: storage.Place, strict: bool) -> tuple[list[CorpusShard], dict]:
@@ -136,12 +152,3 @@ def raw_chunks(source, spec: CorpusSpec) -> Iterator[pa.Table]:
     records = iter_source(source, spec)
     while chunk := list(islice(records, CHUNK_ROWS)):
         yield pa.Table.from_pylist(chunk, schema=RAW_SCHEMA)
-
-
-def _clear(out: storage.Place) -> None:
-    if storage.is_file(out):
-        raise CorpusError(f"--out {out} exists and is not a directory")
-    storage.makedirs(out)
-    for old in list(out.glob("part-*.parquet")) + [out / CORPUS_MANIFEST, out / BUILD_REPORT]:
-        storage.delete(old)
-    storage.rmtree(out / ".tmp")

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from medcl import storage
+from medcl import publish, storage
 from medcl.corpus import shards
 from medcl.corpus.embed_prep import INPUT_COLUMNS
 from medcl.corpus.store import CorpusStore
@@ -59,10 +59,33 @@ def model_from_run(run_dir) -> ModelInfo:
         raise FileNotFoundError(f"--run {run_dir}: no config.yaml; is this a run directory (medcl run)?")
     model = (yaml.safe_load(config_file.read_text()) or {}).get("model") or {}
     checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    verify_run_weights(run_dir / "checkpoints", checkpoint)
     if checkpoint is None or not (checkpoint / MODEL_FILE).is_file():
         raise ModelLoadError(f"--run {run_dir}: no checkpoints/task-*/{MODEL_FILE} yet; train at least one task")
     return ModelInfo(name=model.get("name", "medcl-tiny"), pretrained=str((checkpoint / MODEL_FILE).resolve()),
                      image_size=model.get("image_size"))
+
+
+def verify_run_weights(checkpoints, chosen) -> None:
+    """Refuse (CorruptArtifactError) weights that differ from what training recorded: the chosen
+    checkpoint's ``model.safetensors`` is checked against the size and sha256 its
+    ``manifest-rank0.json`` lists (written with it by :mod:`medcl.engine.checkpoint`), and a newer
+    committed ``task-*`` (one with a manifest) that is not valid is named, never silently skipped
+    for an older one."""
+    from medcl.corpus.schema import CorruptArtifactError
+    from medcl.engine.checkpoint import MODEL_FILE, CorruptCheckpointError, check_files, checkpoint_problem
+
+    committed = sorted(((int(p.name.removeprefix("task-")), p) for p in checkpoints.glob("task-*")
+                        if p.name.removeprefix("task-").isdigit() and (p / "manifest-rank0.json").is_file()),
+                       key=lambda item: item[0])
+    if committed and (chosen is None or committed[-1][1].name != chosen.name):
+        newest = committed[-1][1]
+        raise CorruptArtifactError(f"--run: {newest}: {checkpoint_problem(newest)}; not embedding with other weights")
+    if chosen is not None:
+        try:
+            check_files(chosen, chosen / "manifest-rank0.json", [MODEL_FILE])
+        except CorruptCheckpointError as exc:
+            raise CorruptArtifactError(f"--run: {exc}") from None
 
 
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}  # autocast dtype on GPU
@@ -169,22 +192,37 @@ def embed_corpus(corpus_dir, out, info: ModelInfo, *, batch_size: int = 256,
     model = {**asdict(info), "fingerprint": fingerprint}
     prepare_kwargs = {"image_size": bundle.image_size, "tokenizer": bundle.tokenizer}
     out = storage.place(out)
-    for old in [*out.glob("part-*.parquet"), out / shards.MANIFEST]:  # no stale manifest while rewriting
-        storage.delete(old)
-    if use_ray:
-        written, dim = _embed_on_ray(store, out, info, fingerprint, prepare_kwargs, batch_size=batch_size,
-                                     actors=actors, threads=threads, gpus=gpus, precision=precision,
-                                     shard_rows=shard_rows, log=log)
-    else:
-        embedder = Embedder(info, threads=threads, fingerprint=fingerprint, precision=precision)
-        written = write_embedding_shards(out, embed_locally(store.paths, embedder, batch_size, prepare_kwargs),
-                                         shard_rows)
-        dim = shards.read_shard(out, written[0], ["text_embedding"]).schema.field("text_embedding").type.list_size \
-            if written else 0
-    shards.write_manifest(out, dim=dim, model=model, corpus=str(store.directory.resolve()), shards=written)
+    with publish.publishing(out, verify=lambda stage: _verify(stage, use_ray), command="medcl corpus embed",
+                            legacy=LEGACY) as stage:
+        if use_ray:
+            written, dim = _embed_on_ray(store, stage, info, fingerprint, prepare_kwargs, batch_size=batch_size,
+                                         actors=actors, threads=threads, gpus=gpus, precision=precision,
+                                         shard_rows=shard_rows, log=log)
+        else:
+            embedder = Embedder(info, threads=threads, fingerprint=fingerprint, precision=precision)
+            written = write_embedding_shards(stage, embed_locally(store.paths, embedder, batch_size, prepare_kwargs),
+                                             shard_rows)
+            dim = shards.read_shard(stage, written[0], ["text_embedding"]).schema.field("text_embedding") \
+                .type.list_size if written else 0
+        shards.write_manifest(stage, dim=dim, model=model, corpus=str(store.location.resolve()), shards=written)
     result = EmbedResult(out, sum(s.rows for s in written), sum(s.with_image for s in written), len(written), model)
     log(f"embedded {result.rows} rows ({result.with_image} with an image) into {len(written)} shard(s), dim {dim}")
     return result
+
+
+LEGACY = ("part-*.parquet", shards.MANIFEST, ".tmp-*")  # an unversioned embedding directory's files
+
+
+def _verify(stage: storage.Place, use_ray: bool) -> None:
+    """The staged embeddings before they are published: every listed shard's sha256, and no other shard."""
+    manifest = shards.read_manifest(stage, verify=False)
+    listed = {s.file: s.sha256 for s in manifest.shards}
+    extra = sorted(set(n for n in storage.listdir(stage) if n.endswith(".parquet")) - set(listed))
+    if extra:
+        from medcl.corpus.schema import CorruptArtifactError
+
+        raise CorruptArtifactError(f"{stage}: {extra[0]} is not listed in {shards.MANIFEST}; not published")
+    publish.verify_listing(stage, listed, shards.MANIFEST, use_ray=use_ray)
 
 
 def embed_locally(paths: list[str], embedder: Embedder, batch_size: int, prepare_kwargs: dict) -> Iterator[pa.Table]:

@@ -124,7 +124,7 @@ def embed_on_ray(paths: list[str], out: storage.Place, *, embedder, embedder_kwa
         raise_if_corrupt(checks)
         return _publish(out, staging, parts), (parts[0]["dim"] if parts else 0)
     finally:
-        storage.rmtree(staging)
+        storage.rmtree_below(staging, out)
 
 
 def _pipeline(paths: list[str], staging: storage.Place, *, embedder, embedder_kwargs: dict, prepare_kwargs: dict,

@@ -107,23 +107,32 @@ def build_index(emb_dir, out_dir, *, factory: str = DEFAULT_FACTORY, space: str 
         import ray
 
         use_ray = ray.is_initialized()
-    emb_dir, out_dir = storage.place(emb_dir), storage.place(out_dir)
+    from medcl import publish
+
+    given = storage.place(emb_dir)
+    emb_dir = publish.resolve(given)  # one version of the embeddings for the whole build
     source = emb.read_manifest(emb_dir, verify=False)  # each shard is checked by the task reading it
-    storage.makedirs(out_dir)
-    entries, files, trained = [], {}, {}
-    for name in spaces:
-        part, hashes, template = build_space(emb_dir, source, name, out_dir, factory=factory,
-                                             train_sample=train_sample, nprobe=nprobe, ef_search=ef_search,
-                                             seed=seed, use_ray=use_ray, log=log)
-        entries += part
-        files.update(hashes)
-        if template:
-            trained[name] = template
-    manifest = IndexManifest(dim=source.dim, model=dict(source.model), embeddings=str(emb_dir),
-                             corpus=source.corpus, factory=factory, spaces=spaces, shards=tuple(entries),
-                             files=files, trained=trained)
-    write_index_manifest(out_dir, manifest)
+    verify = lambda stage: publish.verify_listing(stage, read_index_manifest(stage).files, INDEX_MANIFEST,  # noqa: E731
+                                                  use_ray=use_ray)
+    with publish.publishing(out_dir, verify=verify, command="medcl index build", legacy=LEGACY) as stage:
+        entries, files, trained = [], {}, {}
+        for name in spaces:
+            part, hashes, template = build_space(emb_dir, source, name, stage, factory=factory,
+                                                 train_sample=train_sample, nprobe=nprobe, ef_search=ef_search,
+                                                 seed=seed, use_ray=use_ray, log=log)
+            entries += part
+            files.update(hashes)
+            if template:
+                trained[name] = template
+        manifest = IndexManifest(dim=source.dim, model=dict(source.model), embeddings=str(given),
+                                 corpus=source.corpus, factory=factory, spaces=spaces, shards=tuple(entries),
+                                 files=files, trained=trained)
+        write_index_manifest(stage, manifest)
     return manifest
+
+
+LEGACY = (INDEX_MANIFEST, "*-trained.faiss", "*.codes.npy", "*.labels.npy", "*-[0-9][0-9][0-9][0-9][0-9].faiss",
+          "text-ids", "image-ids")  # an unversioned index directory's files
 
 
 def write_index_manifest(out_dir: Path, manifest: IndexManifest) -> Path:
@@ -137,7 +146,12 @@ def write_index_manifest(out_dir: Path, manifest: IndexManifest) -> Path:
 
 
 def read_index_manifest(index_dir: Path, *, verify: bool = False) -> IndexManifest:
-    """Parse ``index.json``; with ``verify`` check every listed file's sha256 now."""
+    """Parse ``index.json`` of the index's current version (:func:`medcl.publish.resolve`: a caller
+    reading files resolves ``index_dir`` once itself, as :func:`local_index_dir` does); with
+    ``verify`` check every listed file's sha256 now."""
+    from medcl.publish import resolve
+
+    index_dir = resolve(index_dir)
     _, body = read_manifest_body(index_dir, INDEX_MANIFEST, INDEX_KIND, "medcl index build")
     manifest = IndexManifest(dim=int(body["dim"]), model=body["model"], embeddings=body["embeddings"],
                              corpus=body.get("corpus", ""), factory=body["factory"], spaces=tuple(body["spaces"]),
@@ -153,12 +167,14 @@ def read_index_manifest(index_dir: Path, *, verify: bool = False) -> IndexManife
 
 def local_index_dir(index_dir) -> Path:
     """The index directory on this node's disk: a local path as it is; a URI (``s3://...``)
-    downloaded once per node into the node's cache, keyed by the URI and ``index.json``'s sha256
+    downloaded once per node into the node's cache, keyed by the URI and ``index.json``'s sha256;
+    either way first resolved to the version its ``CURRENT`` names (:func:`medcl.publish.resolve`)
     (:func:`medcl.storage_dirs.cached_dir`: concurrent loaders of one node share one copy). Every
     reader of an index (LocalRetriever, the service's actors) resolves its ``index_dir`` here."""
+    from medcl.publish import resolve
     from medcl.storage_dirs import cached_dir
 
-    return cached_dir(index_dir, INDEX_MANIFEST)
+    return cached_dir(resolve(index_dir), INDEX_MANIFEST)
 
 
 def verify_files(index_dir: Path, manifest: IndexManifest, names: list[str]) -> None:

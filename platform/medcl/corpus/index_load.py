@@ -69,8 +69,9 @@ def _mask(scores: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> tuple[np.n
 def load_space(index_dir, space: str, *, numbers=None, verify: bool = True) -> SpaceIndex:
     """Load the index shards of ``space`` (those numbered in ``numbers``, or all) into one SpaceIndex."""
     from medcl.corpus.index import read_index_manifest, verify_files
+    from medcl.publish import resolve
 
-    index_dir = Path(index_dir)
+    index_dir = Path(resolve(index_dir))  # a version folder resolves to itself
     manifest = read_index_manifest(index_dir)
     if space not in manifest.spaces:
         raise ValueError(f"space {space!r} is not indexed in {index_dir} (spaces: {', '.join(manifest.spaces)})")

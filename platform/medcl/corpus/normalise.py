@@ -7,8 +7,16 @@ CORPUS_SCHEMA columns plus ``reason`` ("" for a good row) and ``ref``. Reasons, 
     malformed_record   the reader could not parse the record (set by the reader)
     non_text_caption   caption bytes that are not UTF-8, or text that is mostly control characters
     empty_caption      nothing left after stripping whitespace
+    outside_root       an image path or tar member name that leads out of its root (set by the reader)
+    link_member        a tar member that is a symbolic or hard link (set by the reader)
     missing_image      an image path that does not exist (or an image was expected and absent)
+    too_many_bytes     an image file or tar member over the bytes budget (never read whole)
+    too_many_pixels    a header announcing more pixels than the pixel budget (refused before decoding)
     undecodable_image  bytes that PIL cannot fully decode (truncated, not an image)
+
+The budgets are :data:`medcl.data.images.MAX_IMAGE_PIXELS` / ``MAX_IMAGE_BYTES`` (environment
+``MEDCL_MAX_IMAGE_PIXELS``, ``MEDCL_MAX_IMAGE_BYTES``); every image goes through
+:func:`medcl.data.images.open_image`.
 
 Images are kept as their original encoded bytes; with ``max_side`` an image whose longer side
 exceeds it is downscaled (PIL thumbnail, Lanczos) and re-encoded in its own format (PNG stays PNG,
@@ -25,8 +33,8 @@ from medcl.corpus.schema import CORPUS_SCHEMA
 from medcl.corpus.sources.modality import GUESS, caption_modality
 
 NORMALISED_SCHEMA = CORPUS_SCHEMA.append(pa.field("reason", pa.string())).append(pa.field("ref", pa.string()))
-REASONS = ("malformed_record", "non_text_caption", "empty_caption", "missing_image", "undecodable_image",
-           "duplicate_id")
+REASONS = ("malformed_record", "outside_root", "link_member", "non_text_caption", "empty_caption", "missing_image",
+           "too_many_bytes", "too_many_pixels", "undecodable_image", "duplicate_id")
 _ALLOWED_CONTROL = {"\t", "\n", "\r"}
 
 
@@ -71,22 +79,29 @@ def _caption(raw: dict) -> str | None:
 
 
 def _read(path: str) -> tuple[bytes | None, str]:
+    from medcl.data.images import MAX_IMAGE_BYTES
+
     if not os.path.isfile(path):
         return None, "missing_image"
     with open(path, "rb") as handle:
-        return handle.read(), ""
+        if os.fstat(handle.fileno()).st_size > MAX_IMAGE_BYTES:
+            return None, "too_many_bytes"
+        data = handle.read(MAX_IMAGE_BYTES + 1)
+    return (None, "too_many_bytes") if len(data) > MAX_IMAGE_BYTES else (data, "")
 
 
 def _validated(data: bytes, max_side: int | None) -> tuple[bytes | None, str]:
-    """``(bytes, "")`` when PIL decodes the whole image (re-encoded if over ``max_side``)."""
-    from PIL import Image
+    """``(bytes, "")`` when the whole image decodes within the budgets (re-encoded if over
+    ``max_side``), else ``(None, reason)``."""
+    from medcl.data.images import ImageRefused, open_image
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
+        with open_image(data) as image:
             if max_side and max(image.size) > max_side:
                 return _reencoded(image, max_side), ""
-    except Exception:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+    except ImageRefused as exc:
+        return None, exc.reason
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError, ... while re-encoding
         return None, "undecodable_image"
     return data, ""
 

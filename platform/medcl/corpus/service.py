@@ -22,6 +22,12 @@ taken round-robin per batch), and the S partial top-k lists are merged by score,
 batches can be in flight at once (this is what keeps the shard actors busy; ``search`` is
 ``submit(...).result()``).
 
+Versions: the service resolves ``index_dir`` once, at start, to the version its ``CURRENT`` names
+(:mod:`medcl.publish`) and every actor, restarted ones included, loads that version and checks its
+``index.json`` sha256 against the one recorded at start, so a rebuild published meanwhile is never
+mixed into the answers (a restarted actor whose version is gone, or changed in place, fails loudly;
+``medcl index build`` keeps the previous version for this).
+
 Failures: shard actors have ``max_restarts`` and ``max_task_retries=-1``; their constructor reloads
 the index from storage (sha256-checked), so a restarted actor answers exactly as before. A call that
 still fails with ``RayActorError`` (actor died or restarting) is re-sent to the next replica, then to
@@ -40,7 +46,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from medcl import telemetry
-from medcl import storage
+from medcl import publish, storage
 from medcl.corpus.index import RowMap, check_queries, local_index_dir, read_index_manifest
 from medcl.corpus.index_load import load_space
 from medcl.corpus.merge import Hits, merge_labels
@@ -62,11 +68,12 @@ class ShardServer:
     query batch runs one coarse search per space and actor. ``index_dir`` may be a URI: it is
     downloaded once per node into the node's cache (:func:`~medcl.corpus.index.local_index_dir`)."""
 
-    def __init__(self, index_dir: str, numbers: list[int], omp_threads: int = 1):
+    def __init__(self, index_dir: str, numbers: list[int], omp_threads: int = 1, manifest_sha256: str | None = None):
         import faiss
 
         faiss.omp_set_num_threads(max(1, omp_threads))
         self.index_dir = local_index_dir(index_dir)  # this node's copy of a URI, else the path given
+        check_pinned(self.index_dir, manifest_sha256)
         manifest = read_index_manifest(self.index_dir)
         self.numbers = list(numbers)
         self.spaces = {space: load_space(self.index_dir, space, numbers=set(numbers)) for space in manifest.spaces}
@@ -153,8 +160,9 @@ class RetrievalService:
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
         _require_ray()
-        source = storage.place(index_dir)
+        source = publish.resolve(index_dir)  # pinned: every actor, restarts included, loads this version
         index_dir = local_index_dir(source)
+        pinned = manifest_digest(index_dir)
         manifest = read_index_manifest(index_dir, verify=True)
         groups, memory = plan_groups(shard_bytes(index_dir, list(manifest.shards)), shards=shards,
                                      max_actor_bytes=max_actor_bytes, fixed_bytes=trained_bytes(index_dir, manifest))
@@ -162,7 +170,7 @@ class RetrievalService:
             raise ServiceError(f"a retrieval service named {name!r} is already running in namespace {NAMESPACE!r}; "
                                f"use RetrievalService.connect({name!r}) or stop it first")
         corpus = corpus_dir_of(index_dir, corpus_dir)
-        layout = {"name": name, "index_dir": str(source), "corpus_dir": str(corpus) if corpus else None,
+        layout = {"name": name, "index_dir": str(source), "index_sha256": pinned, "corpus_dir": str(corpus) if corpus else None,
                   "dim": manifest.dim, "spaces": list(manifest.spaces), "model": manifest.model,
                   "groups": groups, "memory": memory, "replicas": replicas,
                   "actors": [[f"{name}/shard-{g}/replica-{r}" for r in range(replicas)] for g in range(len(groups))]}
@@ -170,7 +178,7 @@ class RetrievalService:
                                   max_task_retries=-1).remote(layout)
         handles = [[_ShardActor.options(name=actor, namespace=NAMESPACE, num_cpus=num_cpus, memory=need,
                                         scheduling_strategy="SPREAD", max_restarts=max_restarts,
-                                        max_task_retries=-1).remote(str(source), group, omp_threads)
+                                        max_task_retries=-1).remote(str(source), group, omp_threads, pinned)
                     for actor in row] for row, group, need in zip(layout["actors"], groups, memory)]
         service = cls(layout, head, handles, owner=True)
         try:
@@ -257,6 +265,7 @@ class RetrievalService:
     def _row_map(self, space: str) -> RowMap:
         if space not in self._rows:
             index_dir = local_index_dir(self.layout["index_dir"])
+            check_pinned(index_dir, self.layout.get("index_sha256"))
             self._rows[space] = RowMap(index_dir, read_index_manifest(index_dir), space)
         return self._rows[space]
 
@@ -283,6 +292,23 @@ class RetrievalService:
                                        f"({type(exc).__name__}); are its actors out of restarts?") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+
+def manifest_digest(index_dir) -> str:
+    """sha256 of the index directory's ``index.json`` (which lists every other file's sha256)."""
+    import hashlib
+
+    from medcl.corpus.index import INDEX_MANIFEST
+
+    return hashlib.sha256(storage.read_bytes(storage.place(index_dir) / INDEX_MANIFEST)).hexdigest()
+
+
+def check_pinned(index_dir, expected: str | None) -> None:
+    """ServiceError when ``index_dir`` no longer holds the index the service started with (an
+    unversioned index rebuilt in place): an actor refuses to load it rather than answer from a mix."""
+    if expected and manifest_digest(index_dir) != expected:
+        raise ServiceError(f"{index_dir}: index.json changed since the service started (the index was rebuilt "
+                           "in place); restart the service to serve the new index")
 
 
 def _require_ray() -> None:

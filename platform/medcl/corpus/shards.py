@@ -104,6 +104,11 @@ def write_manifest(directory, *, dim: int, model: dict, corpus: str, shards: lis
 
 
 def read_manifest(directory, *, verify: bool = True) -> EmbeddingManifest:
+    """The manifest of an embedding directory's current version (:func:`medcl.publish.resolve`);
+    read shards from ``publish.resolve(directory)`` too, resolved once, so both are one version."""
+    from medcl import publish
+
+    directory = publish.resolve(directory)
     path, body = read_manifest_body(directory, MANIFEST, KIND, "medcl corpus embed")
     shards = tuple(ShardInfo(**s) for s in body["shards"])
     if verify:
@@ -113,8 +118,10 @@ def read_manifest(directory, *, verify: bool = True) -> EmbeddingManifest:
 
 
 def read_shard(directory, shard: ShardInfo | str, columns: list[str] | None = None) -> pa.Table:
+    from medcl import publish
+
     name = shard.file if isinstance(shard, ShardInfo) else shard
-    return read_table(storage.place(directory) / name, columns=columns)
+    return read_table(publish.resolve(directory) / name, columns=columns)  # a version folder: itself
 
 
 def vectors(table: pa.Table, column: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
-from medcl import storage
+from medcl import publish, storage
 from medcl.corpus.parquet_io import read_table, write_table
 from medcl.corpus.schema import CORPUS_COLUMNS, CORPUS_SCHEMA, read_manifest_body, verify_listed_files
 from medcl.hashing import sha256_file
@@ -71,12 +71,12 @@ def write_corpus_manifest(directory, shards: list[CorpusShard], sources: dict):
 
 
 def read_corpus_manifest(directory, *, verify: bool = True) -> CorpusManifest:
-    """The manifest of a corpus directory; with ``verify`` every shard's sha256 is checked.
+    """The manifest of a corpus directory (its current version); with ``verify`` every shard's sha256 is checked.
 
     Raises FileNotFoundError when there is no manifest, CorruptArtifactError naming the file when
     a shard is missing or its sha256 differs.
     """
-    directory = storage.place(directory)
+    directory = publish.resolve(directory)  # the current version (medcl.publish); itself when unversioned
     path, body = read_manifest_body(directory, CORPUS_MANIFEST, CORPUS_KIND, "medcl corpus build")
     shards = tuple(CorpusShard(**s) for s in body["shards"])
     if verify:
@@ -87,7 +87,8 @@ def read_corpus_manifest(directory, *, verify: bool = True) -> CorpusManifest:
 class CorpusStore:
     """Random access by id to a built corpus.
 
-    ``CorpusStore(dir)`` (a local path or an object-store URI) verifies the manifest (sha256 of every shard) unless ``verify=False``.
+    ``CorpusStore(dir)`` (a local path or an object-store URI) reads the corpus version ``dir``'s
+    CURRENT names (:func:`medcl.publish.resolve`: ``directory``, fixed for the store's life) and verifies the manifest (sha256 of every shard) unless ``verify=False``.
     ``len(store)`` is the row count from the manifest; ``fetch(ids)`` returns one dict per id, in
     the order asked, with the CORPUS_SCHEMA columns (``image`` is bytes or None); an unknown id
     raises KeyError naming it. ``paths`` lists the shard files (local paths or URIs; for Ray Data,
@@ -96,7 +97,8 @@ class CorpusStore:
     """
 
     def __init__(self, directory, *, verify: bool = True, cached_shards: int = 4):
-        self.directory = storage.place(directory)
+        self.location = storage.place(directory)  # the folder given
+        self.directory = publish.resolve(self.location)  # the version read (medcl.publish), fixed from now on
         self.manifest = read_corpus_manifest(self.directory, verify=verify)
         self._locations: dict[str, tuple[int, int]] | None = None
         self._tables: OrderedDict[int, pa.Table] = OrderedDict()

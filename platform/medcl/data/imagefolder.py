@@ -14,8 +14,9 @@ class-stratified split (``split: {train: 0.7, val: 0.1, test: 0.2, seed: 0}``). 
 selects and orders class folders (default: all, sorted by name). ``dataset`` names a data set
 medcl knows (``mednist``) for its modality and prompts; for your own data set ``modality``.
 
-Undecodable files are skipped, counted in ``Task.metadata["skipped"]`` and warned about, or with
-``strict: true`` are an error naming the file. Decoded images are cached per process (file path,
+Undecodable files, images over the pixel or bytes budget (:func:`medcl.data.images.open_image`)
+and files that resolve outside ``root`` (a link leading out) are skipped, counted per reason in
+``Task.metadata["skipped"]`` and warned about, or with ``strict: true`` are an error naming the file. Decoded images are cached per process (file path,
 mtime, size, options), so building the tasks again does not decode again.
 """
 from __future__ import annotations
@@ -28,13 +29,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from medcl.data.images import IMAGE_EXTENSIONS, decode_files, stack_images
+from medcl.data.images import IMAGE_EXTENSIONS, decode_files, refusal_counts, stack_images
 from medcl.data.catalog import dataset_facts
 from medcl.data.registry import Benchmark, BenchmarkOptions, register_benchmark
 from medcl.data.spec import (DataError, SplitFractions, TaskSpec, check_class_names, make_task, resolve_path,
                              stratified_split, with_defaults)
 from medcl.data.task import SPLITS, Split, Task
-from medcl.paths import DataPathStr, PathStr
+from medcl.paths import DataPathStr, OutsideRoot, PathStr, inside_root
 
 DEFAULT_IMAGE_SIZE = 64
 _SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -70,7 +71,11 @@ def load_task(spec: ImageFolderTask, *, where: str, data_root: str | None = None
         raise DataError(f"{where}.classes", f"{root} has one class folder {list(classes)}; a task needs at least 2")
     image_size = spec.image_size or DEFAULT_IMAGE_SIZE
     files, labels, split_of = _list_files(root, layout, classes, where)
-    images, errors = decode_files(files, image_size=image_size, channels=spec.channels, fit=spec.fit)
+    allowed, refused = _inside(root, files)  # a link leading out of root is never opened
+    decoded, errors = decode_files([f for f, ok in zip(files, allowed) if ok], image_size=image_size,
+                                   channels=spec.channels, fit=spec.fit)
+    ordered = iter(decoded)
+    images, errors = [next(ordered) if ok else None for ok in allowed], refused + errors
     kept = np.asarray([img is not None for img in images], dtype=bool)
     skipped = _handle_undecodable(errors, spec, where, root)
     _check_classes_kept(labels[kept], classes, root, where)
@@ -132,13 +137,26 @@ def _list_files(root: Path, layout: dict[str, Path] | None, classes: tuple[str, 
     return files, np.asarray(labels, dtype=np.int64), np.asarray(split_of, dtype=np.int64)
 
 
+def _inside(root: Path, files: list[Path]) -> tuple[list[bool], list[str]]:
+    """Per file, whether it resolves inside ``root`` (:func:`medcl.paths.inside_root`); the errors of those that do not."""
+    allowed, refused = [], []
+    for path in files:
+        try:
+            inside_root(root, path)
+            allowed.append(True)
+        except OutsideRoot as exc:
+            allowed.append(False)
+            refused.append(str(exc))
+    return allowed, refused
+
+
 def _handle_undecodable(errors: list[str], spec: ImageFolderTask, where: str, root: Path) -> dict:
     if errors and spec.strict:
         raise DataError(f"{where}.strict", f"{errors[0]} (strict: true; {len(errors)} undecodable file(s) in {root})")
     if errors:
         warnings.warn(f"medcl: skipped {len(errors)} undecodable image(s) under {root}, e.g. {errors[0]}; "
                       "set strict: true to make this an error", stacklevel=3)
-    return {"count": len(errors), "examples": errors[:10]}
+    return {"count": len(errors), "reasons": refusal_counts(errors), "examples": errors[:10]}
 
 
 def _check_classes_kept(labels: np.ndarray, classes: tuple[str, ...], root: Path, where: str) -> None:

@@ -12,9 +12,20 @@ Decoding is cached per process in :data:`DECODE_CACHE`, keyed by file path, modi
 file size and the decode options, so building the same tasks again (a second run, a sweep, tests)
 does not decode again. Cached arrays are read-only; the cache is bounded in bytes
 (``MEDCL_DECODE_CACHE_MB``, default 1024).
+
+Every decode goes through :func:`open_image`, which refuses an image **before** decoding it: a
+file or byte string over the bytes budget (``MEDCL_MAX_IMAGE_BYTES``, default 256 MiB), or a header
+that announces more pixels than the pixel budget (``MEDCL_MAX_IMAGE_PIXELS``, default 64,000,000;
+width x height x frames read from the header by ``Image.open``, which decodes nothing). A 172 KB
+all-zero PNG of 13,000 x 13,000 px would otherwise take ~170 MB decoded (and several times that
+converted); PIL's own ``Image.MAX_IMAGE_PIXELS`` only raises at twice its ~89 Mpx. A refusal is
+:class:`ImageRefused` (an :class:`UndecodableImage`, so callers skip and count it) whose
+``reason`` is one of :data:`REFUSAL_REASONS`; messages read ``"<name>: <reason>: <detail>"`` (an
+undecodable one ``"<name>: not a readable image (undecodable_image: <detail>)"``).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -28,8 +39,80 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "P;gray"}
 
 
+MAX_IMAGE_PIXELS = int(os.environ.get("MEDCL_MAX_IMAGE_PIXELS", "64000000"))
+MAX_IMAGE_BYTES = int(os.environ.get("MEDCL_MAX_IMAGE_BYTES", str(256 << 20)))
+REFUSAL_REASONS = ("too_many_pixels", "too_many_bytes", "outside_root", "undecodable_image")
+
+
 class UndecodableImage(ValueError):
     """A file or byte string that is not a readable image; the message names it."""
+
+
+class ImageRefused(UndecodableImage):
+    """An image refused before or while decoding; ``reason`` is one of :data:`REFUSAL_REASONS`."""
+
+    def __init__(self, name: str, reason: str, detail: str):
+        text = f"not a readable image ({reason}: {detail})" if reason == "undecodable_image" else f"{reason}: {detail}"
+        super().__init__(f"{name}: {text}")
+        self.reason = reason
+
+
+def refusal_counts(errors) -> dict[str, int]:
+    """``{reason: count}`` of decode error messages (:class:`ImageRefused`'s; others count as
+    ``undecodable_image``)."""
+    counts: dict[str, int] = {}
+    for message in errors:
+        reason = next((r for r in REFUSAL_REASONS if f"{r}: " in str(message)), "undecodable_image")
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+@contextlib.contextmanager
+def open_image(source: str | os.PathLike | bytes, *, max_pixels: int | None = None, max_bytes: int | None = None,
+               load: bool = True):
+    """The PIL image of a file or byte string, its size checked against the budgets (module doc)
+    from the header before anything is decoded, then fully decoded (``load``). Raises
+    :class:`ImageRefused` naming the file (or ``<bytes>``) and the reason."""
+    from PIL import Image
+
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    max_bytes = MAX_IMAGE_BYTES if max_bytes is None else max_bytes
+    is_bytes = isinstance(source, (bytes, bytearray, memoryview))
+    name = "<bytes>" if is_bytes else os.fspath(source)
+    size = len(source) if is_bytes else _file_size(name)
+    if size > max_bytes:
+        raise ImageRefused(name, "too_many_bytes", f"{size} bytes > budget {max_bytes} (MEDCL_MAX_IMAGE_BYTES)")
+    try:
+        image = Image.open(io.BytesIO(source) if is_bytes else name)
+    except Image.DecompressionBombError as exc:  # PIL's own limit, met in the header
+        raise ImageRefused(name, "too_many_pixels", str(exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRefused(name, "undecodable_image", f"{type(exc).__name__}: {exc}") from None
+    with image:
+        width, height = image.size
+        pixels = width * height * max(1, int(getattr(image, "n_frames", 1) or 1))
+        if pixels > max_pixels:
+            raise ImageRefused(name, "too_many_pixels", f"{width} x {height} px ({pixels} px with frames) > budget "
+                                                        f"{max_pixels} (MEDCL_MAX_IMAGE_PIXELS)")
+        if load:
+            try:
+                image.load()
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                raise ImageRefused(name, "undecodable_image", f"{type(exc).__name__}: {exc}") from None
+        yield image
+
+
+def check_image(source: str | os.PathLike | bytes, **budgets) -> None:
+    """Raise :class:`ImageRefused` unless ``source`` decodes fully within the budgets."""
+    with open_image(source, **budgets):
+        pass
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError as exc:
+        raise ImageRefused(path, "undecodable_image", f"{type(exc).__name__}: {exc.strerror}") from None
 
 
 class DecodeCache:
@@ -102,16 +185,12 @@ def decode(source: str | Path | bytes, *, image_size: int, channels: int | None 
     ``channels`` 1 or 3 converts; ``None`` keeps grayscale images at 1 channel and everything
     else at 3. Raises :class:`UndecodableImage` naming the file (or ``<bytes>``).
     """
-    from PIL import Image, UnidentifiedImageError
-
     name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
-    try:
-        handle = io.BytesIO(source) if name == "<bytes>" else source
-        with Image.open(handle) as image:
-            image.load()
+    with open_image(source) as image:
+        try:
             array = _to_uint8(image, channels)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise UndecodableImage(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageRefused(name, "undecodable_image", f"{type(exc).__name__}: {exc}") from None
     return resize(array, image_size, fit=fit)
 
 

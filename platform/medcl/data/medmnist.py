@@ -82,6 +82,9 @@ def ensure_file(info: MedMNISTInfo, size: int, root: Path, *, download: bool, wh
     path = root / info.file_name(size)
     if path.is_file():
         return path
+    if not download and not root.is_dir():
+        raise DataError(f"{where}.root", f"the folder {root} does not exist (a typo in root or data_root?); it "
+                                         f"should hold {info.file_name(size)}")
     if not download:
         raise DataError(f"{where}.root", f"{path} not found: download {info.url(size)} and save it as {path}, or "
                                          f"set download: true to fetch it")

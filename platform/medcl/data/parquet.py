@@ -8,7 +8,7 @@
         - {path: /data/all.parquet, task: knee, modality: xray, classes: [KL0, KL1, KL2]}
 
 Columns (fixed names): ``image`` (encoded bytes: PNG, JPEG, ...) **or** ``path`` (an image file,
-relative to the manifest's folder); ``label`` (class name string, or integer index into
+relative to the task's ``images`` folder); ``label`` (class name string, or integer index into
 ``classes``); optional ``split`` (``train``/``val``/``test``; ``validation``/``valid`` read as
 ``val``; without it a seeded stratified split), ``modality``, ``caption`` (kept as
 ``Split.captions``) and ``task`` (one manifest holding several tasks; an entry's ``task:`` picks
@@ -26,6 +26,14 @@ machine's decoding is the bottleneck::
 
 (the decoded arrays must still fit in memory: a Task holds them). Results are cached per process,
 keyed by every part's path, mtime and size plus the decode options.
+
+Paths are data, so they are checked: a ``path`` value must resolve (``..`` and links followed)
+inside the task's ``images`` folder (default: the download folder ``medcl data prepare`` recorded
+in the manifest's metadata ``medcl.images_root``, unless that is ``/`` or the home folder or above
+it; else the manifest's folder); an absolute path elsewhere, ``../`` leading out or a link leading
+out is skipped and counted (``outside_root``) like an undecodable image, or with ``strict: true`` is
+an error naming the row's file. Images over the pixel or bytes budget are refused before decoding
+(:func:`medcl.data.images.open_image`). ``Task.metadata["skipped"]["reasons"]`` counts each reason.
 """
 from __future__ import annotations
 
@@ -36,14 +44,15 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from medcl.data.images import DECODE_CACHE, UndecodableImage, decode, decode_file_cached, file_key, to_channels
+from medcl.data.images import (DECODE_CACHE, UndecodableImage, decode, decode_file_cached, file_key, refusal_counts,
+                               to_channels)
 from medcl.data.imagefolder import FolderOptions, build_entries
 from medcl.data.catalog import dataset_facts
 from medcl.data.registry import Benchmark, register_benchmark
 from medcl.data.spec import (DataError, SplitFractions, TaskSpec, check_class_names, make_task, resolve_path,
                              stratified_split)
 from medcl.data.task import SPLITS, Split, Task
-from medcl.paths import DataPathStr
+from medcl.paths import DataPathStr, OutsideRoot, inside_root
 from medcl.registry import close_match_hint
 
 DEFAULT_IMAGE_SIZE = 64
@@ -56,6 +65,9 @@ class ParquetTask(TaskSpec):
 
     adapter: Literal["parquet"] = "parquet"
     path: DataPathStr = Field(description="a .parquet file, or a folder of .parquet parts")
+    images: DataPathStr | None = Field(None, description="folder `path` values must resolve inside; relative ones "
+                                       "are taken from it (default: the folder medcl data prepare recorded, else "
+                                       "the manifest's folder)")
     task: str | None = Field(None, description="rows whose `task` column equals this (default: all rows)")
     dataset: str | None = Field(None, description="a data set medcl has prompts for (e.g. breastmnist)")
     classes: list[str] | None = Field(None, min_length=2, description="class names in label order")
@@ -73,7 +85,9 @@ class ParquetTask(TaskSpec):
 def load_task(spec: ParquetTask, *, where: str, data_root: str | None = None) -> Task:
     """The task of ``spec``'s rows (see the module docstring)."""
     files = manifest_files(resolve_path(spec.path, data_root), where)
-    options = spec.model_dump_json(include={"task", "classes", "split", "fit", "channels", "image_size"})
+    if spec.images:
+        spec = spec.model_copy(update={"images": str(resolve_path(spec.images, data_root))})
+    options = spec.model_dump_json(include={"task", "classes", "split", "fit", "channels", "image_size", "images"})
     key = ("parquet", tuple(file_key(f) for f in files), options)
     data = DECODE_CACHE.get_or_compute(key, lambda: read_manifest(files, spec, where))
     _report_undecodable(data["errors"], spec, where, files[0])
@@ -88,7 +102,8 @@ def load_task(spec: ParquetTask, *, where: str, data_root: str | None = None) ->
                      modality=modality or (known.modality if known else None), domain=known.title if known else name,
                      metadata={"adapter": "parquet", "path": str(resolve_path(spec.path, data_root)),
                                "image_size": spec.image_size or DEFAULT_IMAGE_SIZE,
-                               "skipped": {"count": len(data["errors"]), "examples": list(data["errors"][:10])},
+                               "skipped": {"count": len(data["errors"]), "reasons": refusal_counts(data["errors"]),
+                                           "examples": list(data["errors"][:10])},
                                "counts": {s: len(v) for s, v in splits.items()}})
 
 
@@ -198,8 +213,9 @@ def _split_rows(meta, rows: np.ndarray, labels: np.ndarray, classes: tuple[str, 
 def decode_batch(batch: dict, *, image_size: int, channels: int | None = None, fit: str = "crop",
                  base_dir: str | None = None) -> dict:
     """Decode one column batch: ``{"image": encoded bytes}`` or ``{"path": file names}`` (relative
-    to ``base_dir``) -> ``{"pixels": uint8 (N, S, S, C), "error": str per row ("" if decoded)}``.
-    Undecodable rows get zero pixels and their error. Usable as a Ray Data ``map_batches`` function."""
+    to ``base_dir``, default the working directory, and refused unless they resolve inside it)
+    -> ``{"pixels": uint8 (N, S, S, C), "error": str per row ("" if decoded)}``. Undecodable or
+    refused rows get zero pixels and their error. Usable as a Ray Data ``map_batches`` function."""
     column = "image" if "image" in batch else "path"
     arrays, errors = [], []
     for value in batch[column]:
@@ -207,10 +223,10 @@ def decode_batch(batch: dict, *, image_size: int, channels: int | None = None, f
             if column == "image":
                 arrays.append(decode(bytes(value), image_size=image_size, channels=channels, fit=fit))
             else:
-                path = Path(base_dir or ".") / str(value)
+                path = inside_root(base_dir or ".", str(value))
                 arrays.append(decode_file_cached(path, image_size=image_size, channels=channels, fit=fit))
             errors.append("")
-        except (UndecodableImage, FileNotFoundError, TypeError) as exc:
+        except (UndecodableImage, OutsideRoot, FileNotFoundError, TypeError) as exc:
             arrays.append(None)
             errors.append(str(exc) if not isinstance(exc, FileNotFoundError) else f"{exc.filename}: no such file")
     target = channels or (3 if any(a is not None and a.shape[-1] == 3 for a in arrays) else 1)
@@ -237,7 +253,7 @@ def _decode_selected(files: list[Path], source: str, selected: np.ndarray,
             if mask.any():
                 column = np.asarray(record_batch.column(0).to_pylist(), dtype=object)[mask]
                 decoded = decode_batch({source: column}, image_size=size, channels=spec.channels, fit=spec.fit,
-                                       base_dir=str(f.parent))
+                                       base_dir=str(images_root(spec, f)))
                 if decoded["pixels"].shape[-1] > out.shape[-1]:
                     out = to_channels(out, 3)  # first RGB image in a grayscale-so-far manifest
                 targets = position[offset:offset + n][mask]
@@ -246,6 +262,24 @@ def _decode_selected(files: list[Path], source: str, selected: np.ndarray,
                     errors[t] = e or None
             offset += n
     return out, errors
+
+
+IMAGES_ROOT_KEY = b"medcl.images_root"  # Parquet metadata: the download folder `medcl data prepare` read
+
+
+def images_root(spec: ParquetTask, file: Path) -> Path:
+    """The folder ``file``'s ``path`` values must lie in (see the module doc)."""
+    import pyarrow.parquet as pq
+
+    if spec.images:
+        return Path(spec.images)
+    recorded = (pq.read_schema(file).metadata or {}).get(IMAGES_ROOT_KEY)
+    if recorded:
+        root = Path(recorded.decode("utf-8", "replace")).resolve()
+        home = Path.home().resolve()
+        if root.is_absolute() and root != Path("/") and root != home and root not in home.parents:
+            return root
+    return file.parent
 
 
 def _report_undecodable(errors: tuple[str, ...], spec: ParquetTask, where: str, first: Path) -> None:

@@ -13,7 +13,6 @@ caption per image, so a strategy samples reference batches with plain indexing.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import ClassVar
 
@@ -137,6 +136,8 @@ class ParquetReference(ReferenceSource):
 def _decode(value, size: int) -> np.ndarray:
     from PIL import Image
 
+    from medcl.data.images import open_image
+
     data = value["bytes"] if isinstance(value, dict) else value
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data) as image:  # the pixel and bytes budgets, checked before decoding
         return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)

@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from medcl.data import imagefolder, medmnist, parquet
 from medcl.data.imagefolder import FolderOptions, build_entries
 from medcl.data.registry import Benchmark, register_benchmark
+from medcl.data.spec import DataError, resolve_path
 from medcl.data.task import Task
 from medcl.registry import close_match_hint
 
@@ -58,4 +59,7 @@ class Sequence(Benchmark):
     def build(self, options: Options | dict | None, seed: int) -> list[Task]:
         """Deterministic: each adapter's own splits or seeded splits; ``seed`` is unused."""
         options = self.coerce_options(options)
+        if options.data_root and not resolve_path(options.data_root).is_dir():
+            raise DataError("benchmark.data_root", f"the folder {resolve_path(options.data_root)} does not exist "
+                                                   "(a typo?); relative task roots are taken under it")
         return build_entries(options, LOADERS)

@@ -10,6 +10,7 @@ request for more CPUs or GPUs than the cluster has is an error naming the fields
 from __future__ import annotations
 
 import os
+import sys
 
 from medcl.config import ExperimentConfig
 from medcl.engine.localray import init_local_ray, ray_log_level
@@ -34,7 +35,7 @@ def connect(config: ExperimentConfig | None = None, *, dashboard: bool = False) 
         return bool(os.environ.get("RAY_ADDRESS"))
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level=ray_log_level())
+        _join(address)
         return True
     context = init_local_ray(os.cpu_count() or 1, dashboard=dashboard)
     if dashboard and context.dashboard_url:
@@ -42,6 +43,32 @@ def connect(config: ExperimentConfig | None = None, *, dashboard: bool = False) 
         print(f"medcl: Ray dashboard at http://{context.dashboard_url.split('://')[-1]} (loopback only; use "
               f"ssh -L {port}:127.0.0.1:{port} from another machine)", flush=True)
     return False
+
+
+def auth_hint(address: str) -> str | None:
+    """One line saying what to set to join the cluster at ``address`` when ``RAY_AUTH_MODE`` is
+    unset, else None. A cluster started with ``ray start --head`` (Ray 2.5x-2.6x) requires token
+    authentication; a driver without ``RAY_AUTH_MODE=token`` is refused (Ray logs
+    ``InvalidAuthToken`` for about 15 s, then raises ``ConnectionError``)."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return None
+    return (f"RAY_ADDRESS={address} is set but RAY_AUTH_MODE is not: a cluster started with `ray start` uses "
+            "token authentication; run `export RAY_AUTH_MODE=token` (the token is read from RAY_AUTH_TOKEN or "
+            "~/.ray/auth_token, see `ray get-auth-token`), or RAY_AUTH_MODE=disabled for a cluster without it")
+
+
+def _join(address: str) -> None:
+    """``ray.init(address)``; a refused connection is one :class:`ResourceError` saying what to set."""
+    import ray
+
+    hint = auth_hint(address)
+    if hint:
+        print(f"medcl: note: {hint}", file=sys.stderr, flush=True)  # above Ray's own lines while it retries
+    try:
+        ray.init(address=address, logging_level=ray_log_level())
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        raise ResourceError(f"could not join the Ray cluster at RAY_ADDRESS={address} ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''})" + (f"; {hint}" if hint else "")) from None
 
 
 def loopback_only() -> bool:

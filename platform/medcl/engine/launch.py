@@ -14,16 +14,26 @@ policy, and the workers' rendezvous chosen from the cluster's layout (:func:`ren
 * ``tcp``: nodes with other addresses (a real cluster, or the tests' 127.0.0.2/127.0.0.3 nodes):
   Ray Train's own TCP rendezvous, which reaches across machines.
 
+Failures: ``train.max_failures`` worker failures are recovered from the last checkpoint (-1:
+without limit), and ``controller_failure_limit`` follows it (a worker-group start that found no
+nodes in time counts as one). Each start waits up to ``train.node_wait_s`` for nodes (an autoscaler
+adding GPU nodes takes minutes): it sets Ray Train's ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``
+(default 60 s), which Ray Train passes from the driver to its controller, unless the variable was
+set otherwise (``cluster/runtime_env.yaml``, a sweep trial).
+
 ``Workers.local()`` is Ray Train's local mode (``num_workers=0``): the worker function runs in the
 calling process with world size 1 (the tests' and benchmarks' short runs, a sweep trial without
 Train workers); it needs no rendezvous.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Literal
 
 Rendezvous = Literal["file", "tcp"]
+START_TIMEOUT_VARIABLE = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # ray/train/v2/_internal/constants.py (2.60)
+_set_here: set[str] = set()  # values of START_TIMEOUT_VARIABLE this module set (others are the user's)
 
 
 @dataclass(frozen=True)
@@ -35,11 +45,15 @@ class Workers:
     cpus_per_worker: float = 1.0
     max_failures: int = 0
     controller_failure_limit: int = 3
+    node_wait_s: float | None = None  # None: Ray Train's start timeout as it is
 
     @classmethod
-    def of(cls, train, *, controller_failure_limit: int = 3) -> "Workers":
-        """From an experiment's or a pretraining's ``train`` section."""
-        return cls(train.workers, train.use_gpu, train.cpus_per_worker, train.max_failures, controller_failure_limit)
+    def of(cls, train, *, controller_failure_limit: int | None = None) -> "Workers":
+        """From an experiment's or a pretraining's ``train`` section; ``controller_failure_limit``
+        follows ``train.max_failures`` unless given."""
+        limit = train.max_failures if controller_failure_limit is None else controller_failure_limit
+        return cls(train.workers, train.use_gpu, train.cpus_per_worker, train.max_failures, limit,
+                   getattr(train, "node_wait_s", None))
 
     @classmethod
     def local(cls) -> "Workers":
@@ -69,6 +83,7 @@ def make_trainer(train_fn: Callable, loop_config: dict, run_path, workers: Worke
     from medcl.faults import forwarded_environment
     from medcl.storage import ray_storage
 
+    _set_start_timeout(workers.node_wait_s)
     env = forwarded_environment()
     run_config = RunConfig(name="checkpoints", **ray_storage(run_path), callbacks=list(callbacks) or None,
                            worker_runtime_env={"env_vars": env} if env else None,
@@ -87,3 +102,14 @@ def make_trainer(train_fn: Callable, loop_config: dict, run_path, workers: Worke
                                                      resources_per_worker={"CPU": workers.cpus_per_worker}),
                         run_config=run_config, **({"torch_config": torch_config} if torch_config is not None else {}),
                         **ingest)
+
+
+def _set_start_timeout(node_wait_s: float | None) -> None:
+    """``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S = node_wait_s`` for the trainer about to start,
+    unless the variable holds a value this module did not set (the user's or a sweep's)."""
+    current = os.environ.get(START_TIMEOUT_VARIABLE)
+    if node_wait_s is None or (current is not None and current not in _set_here):
+        return
+    value = f"{node_wait_s:g}"
+    _set_here.add(value)
+    os.environ[START_TIMEOUT_VARIABLE] = value

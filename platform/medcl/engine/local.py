@@ -4,16 +4,12 @@ A TorchTrainer with worker actors costs about 30 s per run on a 2-core machine (
 import torch and open_clip); the strategy tests and ``experiments/benchmarks/method_findings.py``
 run many short sequences, so they use Ray Train V2's local mode instead (``ScalingConfig(num_workers=0)``: ``train_sequence`` runs here with world
 size 1, the same ``ray.train`` calls answered in process). Local mode keeps a reported checkpoint
-in memory only, so ``report`` is wrapped to also copy it into the run directory as Ray Train does
-in a real run; the outputs are then written exactly as ``run_experiment`` writes them.
+in memory only, so the loop copies each one into the run directory itself before committing it
+(``build_trainer(local=True)``: ``persist_checkpoints``), as Ray Train does in a real run; the
+outputs are then written exactly as ``run_experiment`` writes them.
 Multi-worker behaviour is tested through ``run_experiment``.
 """
 from __future__ import annotations
-
-import shutil
-
-import ray
-import ray.train
 
 from medcl.config import ExperimentConfig, strategy_params
 from medcl.engine.checkpoint import latest_checkpoint, read_state
@@ -30,7 +26,7 @@ def run_local(config: ExperimentConfig, *, fresh: bool = True, prepared=None) ->
     assert config.train.workers == 1, "local mode runs one worker"
     tasks = build_tasks(config)
     run = prepare_run_dir(config, fresh=fresh)
-    resume = latest_checkpoint(run.checkpoints)
+    resume = latest_checkpoint(run.checkpoints, set_aside_torn=True, events=run.events)  # as run_experiment does
     strategy = build_strategy(config.strategy.name, strategy_params(config))
     if prepared is None:
         prepared = prepare_strategy(strategy, config, tasks, run)
@@ -44,14 +40,4 @@ def run_local(config: ExperimentConfig, *, fresh: bool = True, prepared=None) ->
 
 
 def _fit_here(config: ExperimentConfig, run, tasks, prepared) -> None:
-    report = ray.train.report
-
-    def persisting_report(metrics, checkpoint=None, checkpoint_dir_name=None, **kwargs):
-        shutil.copytree(checkpoint.path, run.checkpoints / checkpoint_dir_name, dirs_exist_ok=True)
-        return report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name, **kwargs)
-
-    ray.train.report = persisting_report
-    try:
-        build_trainer(config, run, tasks, local=True, prepared=prepared).fit()
-    finally:
-        ray.train.report = report
+    build_trainer(config, run, tasks, local=True, prepared=prepared).fit()

@@ -26,12 +26,13 @@ import torch
 
 from medcl.config import ExperimentConfig, strategy_params
 from medcl.faults import maybe_fail
-from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, restore_checkpoint, write_checkpoint
+from medcl.engine.checkpoint import (SequenceState, checkpoint_problem, latest_checkpoint, read_state, report_checkpoint,
+                                     restore_checkpoint, write_checkpoint)
 from medcl.engine.context import TrainContext
 from medcl.engine.midtask import MidTaskCheckpoints
 from medcl.engine.evaluate import evaluate_tasks
 from medcl.engine.gradsync import GradSync
-from medcl.engine.optim import build_optimizer, optimizer_step
+from medcl.engine.optim import build_optimizer, optimised_parameters, optimizer_step
 from medcl.engine.progress import ProgressLog
 from medcl.engine.resume import restore_newest
 from medcl.engine.sampling import StageSampler
@@ -78,14 +79,16 @@ def train_sequence(loop_config: dict) -> None:
     if state is None:
         state = SequenceState(task_names=[t.name for t in tasks], stage_names=[s.name for s in stages])
     log = ProgressLog(run, enabled=rank == 0, log_every=cfg.train.log_every, telemetry=cfg.telemetry)
+    persist = bool(loop_config.get("persist_checkpoints"))  # Ray Train's local mode does not persist reports
     midtask = MidTaskCheckpoints(run.checkpoints, state, every=cfg.train.checkpoint_every,
-                                 on_preemption=cfg.train.checkpoint_on_preemption)
+                                 on_preemption=cfg.train.checkpoint_on_preemption, persist=persist)
     evaluate = lambda: evaluate_tasks(ctx, strategy, image_size=bundle.image_size, mean=bundle.mean,  # noqa: E731
                                     std=bundle.std, batch_size=cfg.train.eval_batch_size)
     if state.zero_shot is None:
         state.zero_shot, state.auc_zero_shot = evaluate()
         log.row("zero_shot", state)
-        if not _checkpoint_and_report(ctx, strategy, state, with_model=False, gate=loop_config.get("gate")):
+        if not _checkpoint_and_report(ctx, strategy, state, run.checkpoints, with_model=False, gate=loop_config.get("gate"),
+                                      persist=persist):
             return
     for stage_index in range(state.stages_done, len(stages)):
         ctx.stage_index = stage_index
@@ -99,7 +102,8 @@ def train_sequence(loop_config: dict) -> None:
         state.trainable_parameters.append(n_params)
         state.strategy_metrics.append(strategy.extra_metrics(ctx))
         log.row(stages[stage_index].name, state)
-        go_on = _checkpoint_and_report(ctx, strategy, state, with_model=True, gate=loop_config.get("gate"))
+        go_on = _checkpoint_and_report(ctx, strategy, state, run.checkpoints, with_model=True, gate=loop_config.get("gate"),
+                                       persist=persist)
         midtask.prune(ctx)  # the stage's mid-task checkpoints are superseded by task-<t>
         maybe_fail("after_stage", stage=state.stages_done, rank=rank)
         if not go_on:
@@ -117,7 +121,7 @@ def _train_stage(ctx: TrainContext, strategy, cfg: ExperimentConfig, log: Progre
     ctx.step, ctx.total_steps = 0, total
     ctx.train_mode()  # before the hook: teachers copied there see the training modes
     strategy.before_stage(ctx)
-    params = list(strategy.trainable_parameters(ctx))
+    params = optimised_parameters(strategy.trainable_parameters(ctx), ctx.model, cfg.train.logit_scale)
     optimizer, scheduler = build_optimizer(params, cfg.train, total)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
     ctx.train_mode()  # again: before_stage may have frozen parameters (a LoRA base and its BatchNorm)
@@ -165,8 +169,10 @@ def _restore(ctx: TrainContext, strategy, checkpoints_dir: Path) -> SequenceStat
         state = read_state(directory)
         return None if state.mid_step else state.stages_done
 
-    return restore_newest(latest_checkpoint(checkpoints_dir, ranks=ctx.world_size), boundary_progress,
-                          lambda directory: _load(ctx, strategy, directory))
+    on_disk = latest_checkpoint(checkpoints_dir, ranks=ctx.world_size, set_aside_torn=ctx.rank == 0,
+                                events=checkpoints_dir.parent / "events.jsonl")  # torn ones: rank 0 sets them aside
+    return restore_newest(on_disk, boundary_progress, lambda directory: _load(ctx, strategy, directory),
+                          valid=lambda directory: checkpoint_problem(directory, ctx.world_size) is None)
 
 
 def _load(ctx: TrainContext, strategy, directory: Path) -> SequenceState:
@@ -177,17 +183,21 @@ def _load(ctx: TrainContext, strategy, directory: Path) -> SequenceState:
     return state
 
 
-def _checkpoint_and_report(ctx: TrainContext, strategy, state: SequenceState, *, with_model: bool, gate=None) -> bool:
-    """Checkpoint and report ``state``; False when the sweep trial's ``gate`` says stop."""
+def _checkpoint_and_report(ctx: TrainContext, strategy, state: SequenceState, checkpoints_dir, *, with_model: bool,
+                           gate=None, persist: bool = False) -> bool:
+    """Checkpoint and report ``state`` (each rank commits its part once Ray Train persisted it:
+    :func:`medcl.engine.checkpoint.report_checkpoint`); False when the sweep trial's ``gate`` says stop."""
     done = state.stages_done
     with tempfile.TemporaryDirectory(prefix="medcl-ckpt-") as tmp:
         model_files = strategy.model_files(ctx) if with_model else None
-        write_checkpoint(Path(tmp), rank=ctx.rank, state=state, strategy_state=strategy.state_dict(),
-                         model=ctx.model if with_model and model_files is None else None, model_files=model_files)
+        manifest = write_checkpoint(Path(tmp), rank=ctx.rank, state=state, strategy_state=strategy.state_dict(),
+                                    model=ctx.model if with_model and model_files is None else None,
+                                    model_files=model_files, commit=False)
         row = state.rows[-1] if state.rows else state.zero_shot
         metrics = {"stage": done, "stages": len(ctx.stages), "row": row,
                    "mean_seen": _mean(row[: done] if done else row), "done": done == len(ctx.stages)}
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=f"task-{done}")
+        report_checkpoint(metrics, Path(tmp), f"task-{done}", checkpoints_dir / f"task-{done}", rank=ctx.rank,
+                          manifest=manifest, persist=persist)
         return gate is None or gate.after_report(ctx.rank, done, Path(tmp))
 
 

@@ -14,13 +14,16 @@ The data order needs nothing: step ``s``'s batch is a function of ``(seed, stage
 (:class:`~medcl.engine.sampling.StageSampler` with ``start_step``), and so are the strategies'
 per-step generators (``ctx.rng(purpose, step)``). On resume the loop restores ``task-<t>`` as
 always, runs ``before_stage`` again on that start model (teachers and anchors are rebuilt exactly),
-builds the optimiser, then loads the newest complete ``task-<t>-step-<n>`` over all of it and trains
+builds the optimiser, then loads the newest valid ``task-<t>-step-<n>`` over all of it and trains
 steps ``n + 1 ..``, so the losses equal an uninterrupted run's.
 
-Writing one: every ``train.checkpoint_every`` steps, and (``train.checkpoint_on_preemption``) once
+Writing one: every ``train.checkpoint_every`` steps (``"auto"``, the default: every
+:data:`GPU_CHECKPOINT_EVERY` steps on a GPU, none on CPU), and (``train.checkpoint_on_preemption``) once
 per stage when ``ray.train.get_preemption_info()`` reports that a worker's node is being preempted
 (public, alpha, in Ray 2.60; a barrier over the workers, called by all of them after every step).
-A stage's last step writes none: the boundary checkpoint follows it.
+A stage's last step writes none: the boundary checkpoint follows it. Each rank commits its part
+after Ray Train persisted it (``manifest-rank<r>.json`` written last, atomically:
+:mod:`medcl.engine.checkpoint`); a torn one is set aside at resume and the one before it is used.
 
 Pruning (rank 0, after each report returned): only the newest complete mid-task checkpoint of the
 stage in progress is kept; older ones of that stage, and every mid-task checkpoint of a finished
@@ -35,13 +38,25 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import ray.train
 import torch
 
-from medcl.engine.checkpoint import SequenceState, _complete, restore_checkpoint, write_checkpoint
-from medcl.storage import rmtree
+from medcl.engine.checkpoint import (SequenceState, checkpoint_problem, report_checkpoint, restore_checkpoint, set_aside,
+                                     write_checkpoint)
+from medcl.storage import rmtree_below
 
 _NAME = re.compile(r"task-(\d+)-step-(\d+)")
+# train.checkpoint_every "auto" on a GPU: a spot loss costs at most this many steps. Each checkpoint
+# holds the model and AdamW's two moments (3x the weights: ~1.8 GB for a ViT-B/16 CLIP), some
+# seconds on NFS; 1000 steps of such a model are minutes on one GPU, so the write costs a few percent.
+GPU_CHECKPOINT_EVERY = 1000
+
+
+def resolve_every(every, device_type: str) -> int | None:
+    """Steps between mid-task checkpoints: ``train.checkpoint_every`` with ``"auto"`` resolved
+    (:data:`GPU_CHECKPOINT_EVERY` on ``cuda``, else None: task boundaries only)."""
+    if every == "auto":
+        return GPU_CHECKPOINT_EVERY if device_type == "cuda" else None
+    return every
 
 
 def midtask_name(stages_done: int, step: int) -> str:
@@ -65,7 +80,7 @@ def prune_midtask(checkpoints_dir, stages_done: int, ranks: int = 1) -> list[str
     doomed = [path for stage, step, path in midtask_checkpoints(checkpoints_dir)
               if stage < stages_done or (stage == stages_done and step < keep_step)]
     for path in doomed:
-        rmtree(path)
+        rmtree_below(path, checkpoints_dir)
     return [path.name for path in doomed]
 
 
@@ -73,20 +88,39 @@ def _step(path) -> int:
     return int(_NAME.fullmatch(path.name).group(2))
 
 
-def latest_midtask(checkpoints_dir, stages_done: int, ranks: int = 1):
-    """The complete ``task-<stages_done>-step-<n>`` with the largest ``n``, or None."""
+def latest_midtask(checkpoints_dir, stages_done: int, ranks: int = 1, *, set_aside_torn: bool = False):
+    """The valid (committed, every file's size and sha256 as listed: :func:`~medcl.engine.checkpoint.
+    checkpoint_problem`) ``task-<stages_done>-step-<n>`` with the largest ``n``, or None. Newer ones
+    that are torn are skipped and, with ``set_aside_torn`` (one process: the driver, or rank 0),
+    renamed ``<name>.torn-<time>`` and reported in the run's ``events.jsonl``."""
     for stage, _, path in reversed(midtask_checkpoints(checkpoints_dir)):
-        if stage == stages_done and _complete(path, ranks):
+        if stage != stages_done:
+            continue
+        problem = checkpoint_problem(path, ranks)
+        if problem is None:
             return path
+        if set_aside_torn:
+            set_aside(path, problem, events=checkpoints_dir.parent / "events.jsonl")
     return None
+
+
+def midtask_payload(ctx, strategy, optimizer, scheduler, scaler) -> dict:
+    """This rank's ``strategy-rank<r>.pt`` of a mid-task checkpoint (the module doc lists its keys);
+    ``cuda_rng``: the generator of ``ctx.device`` when it is a GPU, else None."""
+    return {"strategy": strategy.state_dict(), "stage": strategy.stage_state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None}
 
 
 class MidTaskCheckpoints:
     """The loop's mid-task checkpointing for one run: :meth:`resume` at a stage's start and
     :meth:`after_step` after every step."""
 
-    def __init__(self, checkpoints_dir, state: SequenceState, *, every: int | None, on_preemption: bool):
-        self.checkpoints_dir, self.state = checkpoints_dir, state
+    def __init__(self, checkpoints_dir, state: SequenceState, *, every: int | str | None, on_preemption: bool,
+                 persist: bool = False):
+        self.checkpoints_dir, self.state, self.persist = checkpoints_dir, state, persist
         self.every, self.on_preemption = every, on_preemption
         self.saved_on_preemption = False
 
@@ -94,7 +128,8 @@ class MidTaskCheckpoints:
         """Load the newest mid-task checkpoint of the stage about to train, if any; the step to
         start from (0 without one). Call after ``before_stage`` and building the optimiser."""
         self.saved_on_preemption = False
-        directory = latest_midtask(self.checkpoints_dir, self.state.stages_done, ranks=ctx.world_size)
+        directory = latest_midtask(self.checkpoints_dir, self.state.stages_done, ranks=ctx.world_size,
+                                   set_aside_torn=ctx.rank == 0)
         if directory is None:
             return 0
         saved, payload = restore_checkpoint(directory, rank=ctx.rank, model=ctx.model)
@@ -116,8 +151,11 @@ class MidTaskCheckpoints:
         """Write a mid-task checkpoint if one is due; its name, or None."""
         if ctx.step >= ctx.total_steps:
             return None  # the task-boundary checkpoint follows
-        due = bool(self.every) and ctx.step % self.every == 0
+        every = resolve_every(self.every, ctx.device.type)
+        due = bool(every) and ctx.step % every == 0
         if self.on_preemption and not self.saved_on_preemption:
+            import ray.train  # here, not at import: the GPU check (experiments/benchmarks/gpu_check.py) runs without Ray
+
             if ray.train.get_preemption_info() is not None:  # every rank calls it after every step
                 self.saved_on_preemption = due = True
         if not due:
@@ -126,17 +164,15 @@ class MidTaskCheckpoints:
 
     def _write(self, ctx, strategy, optimizer, scheduler, scaler) -> str:
         name = midtask_name(self.state.stages_done, ctx.step)
-        payload = {"strategy": strategy.state_dict(), "stage": strategy.stage_state_dict(),
-                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                   "scaler": scaler.state_dict() if scaler is not None else None,
-                   "torch_rng": torch.get_rng_state(),
-                   "cuda_rng": torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None}
+        payload = midtask_payload(ctx, strategy, optimizer, scheduler, scaler)
         state = replace(self.state, mid_step=ctx.step)
         with tempfile.TemporaryDirectory(prefix="medcl-midtask-") as tmp:
-            write_checkpoint(Path(tmp), rank=ctx.rank, state=state, model=ctx.model, strategy_state=payload)
+            manifest = write_checkpoint(Path(tmp), rank=ctx.rank, state=state, model=ctx.model, strategy_state=payload,
+                                        commit=False)
             metrics = {"stage": self.state.stages_done, "stages": len(ctx.stages), "step": ctx.step,
                        "steps": ctx.total_steps, "done": False}
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+            report_checkpoint(metrics, Path(tmp), name, self.checkpoints_dir / name, rank=ctx.rank, manifest=manifest,
+                              persist=self.persist)
         self.prune(ctx)
         return name
 

@@ -7,17 +7,20 @@ import torch
 import torch.distributed as dist
 
 BUCKET_BYTES = 32 << 20
+WARMUP_FRACTION = 0.1  # ZSCL's MTIL code: --warmup_length 100 of --iterations 1000
 
 
 def build_optimizer(params: list[torch.nn.Parameter], train, total_steps: int):
     """AdamW over ``params`` (fresh for every stage) and a LambdaLR: linear warm-up over
-    ``warmup_steps``, then constant or cosine decay to 0 at ``total_steps``."""
+    ``warmup_steps`` (None: ``round(WARMUP_FRACTION * total_steps)``), then constant or cosine decay
+    to 0 at ``total_steps``."""
     if not params:
         raise ValueError("the strategy returned no trainable parameters for this stage")
     # The fused kernel is ~1.5x faster on CPU for the large token-embedding table of CLIP.
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, fused=fused)
-    warmup, cosine = train.warmup_steps, train.schedule == "cosine"
+    warmup = train.warmup_steps if train.warmup_steps is not None else round(WARMUP_FRACTION * total_steps)
+    cosine = train.schedule == "cosine"
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -28,6 +31,13 @@ def build_optimizer(params: list[torch.nn.Parameter], train, total_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimised_parameters(params, model: torch.nn.Module, logit_scale: str) -> list[torch.nn.Parameter]:
+    """``params`` less the model's ``logit_scale`` when it is ``"frozen"`` (the MTIL code excludes it
+    from the optimiser: ``exclude_params_name = ["logit_scale"]``)."""
+    frozen = getattr(model, "logit_scale", None) if logit_scale == "frozen" else None
+    return [p for p in params if p is not frozen]
 
 
 def sync_gradients(params: list[torch.nn.Parameter], world_size: int) -> None:

@@ -8,8 +8,22 @@ from medcl.metrics import METRIC_KEYS, per_task, summarize
 from medcl.rundir import ZERO_SHOT_ROW, RunDir, write_json, write_matrix_csv
 
 
-def write_outputs(run: RunDir, state: SequenceState, *, strategy: str, model: str, benchmark: str) -> dict:
-    """Write ``matrix.csv`` and ``metrics.json``; return the metrics.
+def majority_class_rates(tasks) -> dict[str, float]:
+    """Per task, the share (%) of its test split's most frequent class: the accuracy of always
+    answering that class, beside which a task's accuracy is read (BreastMNIST's 73.1 % zero-shot is
+    exactly its majority class). Tasks without a test split are left out."""
+    rates = {}
+    for task in tasks:
+        labels = np.asarray(task.split("test").labels) if "test" in task.splits else np.empty(0)
+        if len(labels):
+            rates[task.name] = float(100.0 * np.bincount(labels).max() / len(labels))
+    return rates
+
+
+def write_outputs(run: RunDir, state: SequenceState, *, strategy: str, model: str, benchmark: str,
+                  extra: dict | None = None) -> dict:
+    """Write ``matrix.csv`` and ``metrics.json``; return the metrics. ``extra`` (facts of the run
+    known on the driver: the strategy's effective parameters, majority-class rates) joins them.
 
     With one training stage per task (continual methods) and every stage done, the summary metrics
     of :func:`medcl.metrics.summarize` are computed over the T x T matrix; otherwise (a partial run,
@@ -42,6 +56,7 @@ def write_outputs(run: RunDir, state: SequenceState, *, strategy: str, model: st
     extra = state.strategy_metrics[-1] if state.strategy_metrics else {}
     metrics.update({k: v for k, v in extra.items() if k not in metrics})  # e.g. buffer_bytes
     metrics["strategy_metrics_per_task"] = state.strategy_metrics
+    metrics.update({k: v for k, v in (extra or {}).items() if k not in metrics})
     write_json(run.metrics, metrics)
     return metrics
 

@@ -19,9 +19,10 @@ import yaml
 
 from medcl.config import ConfigError, ExperimentConfig, benchmark_options, strategy_params, to_yaml
 from medcl.data import BENCHMARKS, Task, order_tasks
-from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state, verify_checkpoint
+from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state
 from medcl.engine.midtask import latest_midtask
-from medcl.engine.outputs import write_outputs
+from medcl.engine.outputs import majority_class_rates, write_outputs
+from medcl.engine.preflight import check_before_ray, out_of_memory_hint
 from medcl.engine.provenance import provenance
 from medcl.engine.taskrefs import put_tasks
 from medcl.errors import MedclError
@@ -29,13 +30,13 @@ from medcl.models import ModelLoadError, check_model_source
 from medcl.paths import is_weights_file, resolve_paths
 from medcl.registry import UnknownNameError
 from medcl.rundir import RunDir
-from medcl.storage import is_remote, read_bytes, rmtree, write_bytes
+from medcl.storage import is_remote, place, read_appended, read_bytes, rmtree_below, write_bytes
 from medcl.strategies import Strategy, build_strategy
 
 # Fields that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = {"output_dir", "telemetry", "train.log_every", "train.max_failures", "train.cpus_per_worker",
                      "train.eval_batch_size", "train.torch_threads", "train.checkpoint_every",
-                     "train.checkpoint_on_preemption"}
+                     "train.checkpoint_on_preemption", "train.node_wait_s"}
 
 
 class RunError(MedclError, RuntimeError):
@@ -67,15 +68,18 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
         raise ConfigError(config.name, [("model.pretrained" if isinstance(exc, ModelLoadError) else "model.name",
                                          str(exc))]) from None
     tasks = build_tasks(config)
+    check_before_ray(config, tasks)  # sizes against the data and this machine's memory: no run folder pinned yet
+    facts = {"strategy_params": strategy_params(config).model_dump(mode="json"),
+             "majority_class_rate": majority_class_rates(tasks)}  # recorded in metrics.json, shown by the report
     run = prepare_run_dir(config, fresh=fresh)
     strategy = build_strategy(config.strategy.name, strategy_params(config))
     stages = strategy.stages(tasks)
-    resume = latest_checkpoint(run.checkpoints, ranks=config.train.workers)
-    if resume is not None:
-        verify_checkpoint(resume)  # every rank's files, before any worker starts: a corrupt one is named
+    # every rank's files (size, sha256) before any worker starts: a torn or mismatched checkpoint is set
+    # aside (renamed, reported) and the previous valid one is resumed from
+    resume = latest_checkpoint(run.checkpoints, ranks=config.train.workers, set_aside_torn=True, events=run.events)
     resumed_after = read_state(resume).stages_done if resume else None
     if resumed_after is not None:
-        mid = latest_midtask(run.checkpoints, resumed_after, ranks=config.train.workers)
+        mid = latest_midtask(run.checkpoints, resumed_after, ranks=config.train.workers, set_aside_torn=True)
         where = f", at step {read_state(mid).mid_step} of stage {resumed_after + 1} ({mid.name})" if mid else ""
         print(f"medcl: resuming {run.path} after stage {resumed_after}/{len(stages)} ({resume.name}){where}", flush=True)
     if resumed_after != len(stages):
@@ -89,7 +93,7 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
         raise RunError(f"{run.path}: the run wrote no checkpoint; see the errors above")
     state = read_state(final)
     metrics = write_outputs(run, state, strategy=config.strategy.name, model=config.model.name,
-                            benchmark=config.benchmark.name)
+                            benchmark=config.benchmark.name, extra=facts)
     write_run_report(run)
     return RunResult(run=run, state=state, metrics=metrics, resumed_after=resumed_after)
 
@@ -131,8 +135,8 @@ def prepare_run_dir(config, *, fresh: bool, resumable: set[str] = RESUMABLE_CHAN
     resolved as a loaded file's are (:mod:`medcl.paths`), so a run directory written with relative
     paths compares equal to the same command run from the same directory."""
     run = RunDir(config.run_dir.resolve())
-    if fresh and run.path.exists():
-        rmtree(run.path)
+    if fresh and run.path.exists():  # only strictly below output_dir (a name '..' is refused twice)
+        rmtree_below(run.path, place(config.output_dir))
     if run.config.exists():
         previous = yaml.safe_load(run.config.read_text()) or {}
         previous.pop("provenance", None)
@@ -191,9 +195,10 @@ def write_run_report(run: RunDir) -> None:
     with tempfile.TemporaryDirectory(prefix="medcl-report-") as tmp:
         local = RunDir(Path(tmp) / run.path.name)
         local.path.mkdir()
-        for name in ("config.yaml", "matrix.csv", "auc.csv", "metrics.json", "events.jsonl"):
+        for name in ("config.yaml", "matrix.csv", "auc.csv", "metrics.json"):
             if (run.path / name).is_file():
                 (local.path / name).write_bytes(read_bytes(run.path / name))
+        (local.path / "events.jsonl").write_text(read_appended(run.events))  # the plain object and/or its parts
         write_bytes(run.report, write_report(local.path).read_bytes())
 
 
@@ -202,17 +207,18 @@ def _fit(config: ExperimentConfig, run: RunDir, tasks: list[Task], prepared=None
     try:
         trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; show the root cause, keep the checkpoints
-        raise RunError(f"training failed: {_root_cause(exc)}\nFinished tasks are checkpointed in "
+        raise RunError(f"training failed: {out_of_memory_hint(exc, config) or _root_cause(exc)}\nFinished tasks are checkpointed in "
                        f"{run.checkpoints}; run the same command again to resume.") from exc
 
 
 def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, callbacks=(),
-                  file_rendezvous: bool | None = None, controller_failure_limit: int = 3,
+                  file_rendezvous: bool | None = None, controller_failure_limit: int | None = None,
                   loop_extras: dict | None = None, prepared=None, local: bool = False):
     """The sequence's TorchTrainer (Ray must be initialised) through :mod:`medcl.engine.launch`:
     ``callbacks`` join its ``RunConfig``; the workers' rendezvous follows the cluster's layout
     unless ``file_rendezvous`` says; ``controller_failure_limit``: worker-group starts that may
-    fail (e.g. time out waiting for nodes) before the run fails; ``loop_extras`` join the worker
+    fail (e.g. time out after ``train.node_wait_s`` waiting for nodes) before the run fails (None:
+    ``train.max_failures``, :class:`medcl.engine.launch.Workers`); ``loop_extras`` join the worker
     loop's config (a sweep trial's ``gate``); ``prepared``: the strategy's :func:`prepare_strategy`
     result (``ctx.prepared``); ``local``: Ray Train's local mode (the loop in this process). The
     workers get the tasks by reference (:func:`medcl.engine.taskrefs.put_tasks`: each split its own
@@ -225,7 +231,7 @@ def build_trainer(config: ExperimentConfig, run: RunDir, tasks: list[Task], *, c
     workers = Workers.local() if local else Workers.of(config.train, controller_failure_limit=controller_failure_limit)
     meet = None if file_rendezvous is None else ("file" if file_rendezvous else "tcp")
     loop_config = {"experiment": config.model_dump(mode="json"), "tasks": ray.put(put_tasks(tasks)),
-                   "run_dir": str(run.path), "prepared": prepared, **(loop_extras or {})}
+                   "run_dir": str(run.path), "prepared": prepared, "persist_checkpoints": local, **(loop_extras or {})}
     return make_trainer(train_sequence, loop_config, run.path, workers, callbacks=callbacks, meet=meet)
 
 

@@ -23,6 +23,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       model_validator)
 
 from medcl.config import ConfigError, ModelSection, _explain, apply_overrides, to_yaml
+from medcl.names import FolderName
 from medcl.paths import PathStr, resolve_paths
 
 __all__ = ["PretrainConfig", "load_pretrain", "validate_pretrain", "to_yaml"]
@@ -96,7 +97,8 @@ class PretrainTrainSection(_Section):
     checkpoint_every: int | None = Field(default=None, ge=1, description="steps; None: 4 checkpoints per run")
     log_every: int | None = Field(default=None, ge=1, description="steps; None: about 10 progress lines")
     eval_batch_size: int = Field(default=256, ge=1)
-    max_failures: int = Field(default=1, ge=0)
+    max_failures: int = Field(default=1, ge=-1, description="as medcl.config.TrainSection: -1 unlimited")
+    node_wait_s: float = Field(default=900.0, gt=0, description="as medcl.config.TrainSection")
 
     @model_validator(mode="after")
     def _check(self) -> "PretrainTrainSection":
@@ -117,7 +119,7 @@ class PretrainTrainSection(_Section):
 
 
 class PretrainConfig(_Section):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: FolderName  # the run directory output_dir/name: never ".", ".." or a path (medcl.names)
     seed: int = 0
     data: DataSection = SynthmedData()
     model: ModelSection = ModelSection()

@@ -1,7 +1,9 @@
 """What the driver of a corpus pretraining reads: Parquet footers and the held-out rows, never the training images.
 
-A corpus directory (``data.path``, ``medcl corpus build``) is its ``*.parquet`` shards in name order, one
-row sequence; ``data.limit`` keeps its first rows. :func:`plan_corpus` returns a :class:`CorpusPlan`:
+A corpus directory (``data.path``, ``medcl corpus build``; its current version, :mod:`medcl.publish`)
+is the shards its ``manifest.json`` lists, in that order, one row sequence (each shard's sha256 is
+checked here first, and a ``*.parquet`` file the manifest does not list is refused by name);
+``data.limit`` keeps its first rows. :func:`plan_corpus` returns a :class:`CorpusPlan`:
 
 * ``rows = min(sum of the shards' row counts, data.limit)``, from the footers (no data read);
 * ``caption_only``: rows of those whose ``image`` is null, summed from the row groups' null counts
@@ -52,13 +54,29 @@ class _RowGroup:
 
 
 def corpus_files(data: CorpusData) -> list[str]:
-    """The shards, in name order; PretrainConfigError naming ``data.path`` when there are none."""
-    root = Path(data.path)
-    files = sorted(root.glob("*.parquet")) if root.is_dir() else []
-    if not files:
-        raise PretrainConfigError(str(root), [("data.path", "no Parquet shards (*.parquet) here; build a corpus with "
-                                               "`medcl corpus build SPEC --out DIR`, or use data: {source: synthmed}")])
-    return [str(f) for f in files]
+    """The shards ``manifest.json`` lists, in its order, of the corpus version ``data.path`` names
+    (:func:`medcl.publish.resolve`), each checked against its recorded sha256; PretrainConfigError
+    naming ``data.path`` when there is no manifest or no shard, CorruptArtifactError naming a shard
+    that is missing or altered, or a ``*.parquet`` file the manifest does not list (a leftover of
+    a failed build is never trained on)."""
+    from medcl import publish
+    from medcl.corpus.schema import CorruptArtifactError
+    from medcl.corpus.store import CORPUS_MANIFEST, read_corpus_manifest
+
+    root = publish.resolve(Path(data.path))
+    if not (root / CORPUS_MANIFEST).is_file():
+        raise PretrainConfigError(str(data.path), [("data.path", f"no {CORPUS_MANIFEST} here; build a corpus with "
+                                                    "`medcl corpus build SPEC --out DIR`, or use data: {source: synthmed}")])
+    manifest = read_corpus_manifest(root, verify=False)
+    if not manifest.shards:
+        raise PretrainConfigError(str(data.path), [("data.path", f"{CORPUS_MANIFEST} lists no Parquet shards")])
+    listed = {s.file for s in manifest.shards}
+    leftovers = sorted(p.name for p in root.glob("*.parquet") if p.name not in listed)
+    if leftovers:
+        raise CorruptArtifactError(f"{root / leftovers[0]}: not listed in {CORPUS_MANIFEST} (a leftover of another "
+                                   f"build?); not training on it: remove it or rebuild the corpus")
+    read_corpus_manifest(root, verify=True)  # sha256 of every listed shard: what is trained on is what was built
+    return [str(root / s.file) for s in manifest.shards]
 
 
 def plan_corpus(data: CorpusData) -> CorpusPlan:

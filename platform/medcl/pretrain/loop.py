@@ -14,8 +14,6 @@ DDP wrapper (one code path for both trainers); weights are broadcast from rank 0
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +27,6 @@ from medcl.engine.loop import _broadcast_parameters, _quiet_ray_train_reports
 from medcl.engine.optim import build_optimizer, optimizer_step, sync_gradients
 from medcl.engine.preprocess import to_model_input
 from medcl.engine.progress import ProgressLog
-from medcl.engine.resume import restore_newest
 from medcl.faults import maybe_fail
 from medcl.models import create_model
 from medcl.models.norm import sync_running_statistics
@@ -40,7 +37,7 @@ from medcl.pretrain.loss import clamp_logit_scale, contrastive_loss, global_clip
 from medcl.pretrain.retrieval import heldout_metrics
 from medcl.pretrain.stream import STREAM_NAME, StreamBatches
 from medcl.rundir import RunDir
-from medcl.storage import is_remote, place, upload_dir
+from medcl.storage import place
 
 CHECKPOINTS_PER_RUN = 4
 STAGE_NAME = "pretrain"
@@ -68,7 +65,7 @@ def pretrain_worker(loop_config: dict) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg.train, total)
     run = RunDir(place(loop_config["run_dir"]))
-    state = _restore(run.checkpoints, model, optimizer, scheduler) or ckpt.PretrainState(total_steps=total)
+    state = _restore(run.checkpoints, model, optimizer, scheduler, rank) or ckpt.PretrainState(total_steps=total)
     evaluate = lambda: heldout_metrics(model, bundle.tokenizer, heldout, preprocess,  # noqa: E731
                                        batch_size=cfg.train.eval_batch_size, device=device) if rank == 0 else None
     if state.before is None:
@@ -129,24 +126,13 @@ def _train(cfg: PretrainConfig, model, tokenizer, preprocess, sampler: PairSampl
     state.wall_time_s += time.perf_counter() - started
 
 
-def _restore(checkpoints_dir: Path, model, optimizer, scheduler) -> ckpt.PretrainState | None:
-    """The newest ``step-<n>`` (:func:`medcl.engine.resume.restore_newest`)."""
-    return restore_newest(ckpt.latest(checkpoints_dir), lambda directory: ckpt.read_state(directory).step,
-                          lambda directory: ckpt.restore(directory, model, optimizer, scheduler))
+def _restore(checkpoints_dir: Path, model, optimizer, scheduler, rank: int) -> ckpt.PretrainState | None:
+    """The newest valid ``step-<n>`` (:func:`medcl.pretrain.checkpoint.restore_latest`)."""
+    return ckpt.restore_latest(checkpoints_dir, model, optimizer, scheduler, rank=rank)
 
 
 def _checkpoint_and_report(state: ckpt.PretrainState, model, optimizer, scheduler, rank: int, run: RunDir,
                            persist: bool) -> None:
-    """Every rank reports (the call is a barrier); rank 0 attaches the checkpoint."""
-    name = f"step-{state.step}"
-    metrics = {"step": state.step, "total_steps": state.total_steps, "done": state.done}
-    if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    with tempfile.TemporaryDirectory(prefix="medcl-pretrain-") as tmp:
-        ckpt.write_checkpoint(Path(tmp), state, model, optimizer, scheduler)
-        if persist and is_remote(run.checkpoints):
-            upload_dir(tmp, run.checkpoints / name)
-        elif persist:
-            shutil.copytree(tmp, run.checkpoints / name, dirs_exist_ok=True)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+    """Every rank reports (the call is a barrier); rank 0 attaches the checkpoint and commits it
+    (:func:`medcl.pretrain.checkpoint.save_and_report`)."""
+    ckpt.save_and_report(state, model, optimizer, scheduler, rank=rank, checkpoints_dir=run.checkpoints, persist=persist)

@@ -29,7 +29,8 @@ from medcl import storage
 
 # Fields that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = {"output_dir", "train.log_every", "train.max_failures", "train.cpus_per_worker",
-                     "train.eval_batch_size", "train.torch_threads", "train.checkpoint_every"}
+                     "train.eval_batch_size", "train.torch_threads", "train.checkpoint_every",
+                     "train.node_wait_s"}
 WEIGHTS = "model.safetensors"
 
 
@@ -59,7 +60,7 @@ def run_pretrain(config: PretrainConfig, *, fresh: bool = False, dashboard: bool
     weights = run.path / WEIGHTS
     if weights.exists() and run.metrics.exists():
         return PretrainResult(run, weights, json.loads(run.metrics.read_text()), already_done=True)
-    resume = ckpt.latest(run.checkpoints)
+    resume = ckpt.latest(run.checkpoints, set_aside_torn=True, events=run.events)  # torn ones: renamed, reported
     if resume is not None:
         state = ckpt.read_state(resume)
         print(f"medcl: resuming {run.path} at step {state.step}/{state.total_steps} ({resume.name})", flush=True)

@@ -1,8 +1,13 @@
 """PRIMED's built-in corpus, used when no index is configured: synthmed's captioned pairs in memory.
 
 Like ZSCL's default reference source, it makes ``strategy: {name: primed}`` run with nothing built
-first: ``builtin_per_class`` images per finding and domain of a synthmed build (all six domains,
-seed ``builtin_seed``, kept apart from the experiment's), PNG-encoded as a corpus would hold them.
+first: ``builtin_per_class`` images per finding and domain of a synthmed build (seed ``builtin_seed``,
+kept apart from the experiment's), PNG-encoded as a corpus would hold them. Its domains are
+``builtin_domains``, by default every synthmed domain that none of the sequence's tasks uses: a
+reference corpus that contains the tasks' own distributions (the future tasks' included) would let
+PRIMED rehearse them, which the paper's PubMed corpus does not. With ZSCL's reference set drawn the
+same way (``{name: synthmed, seed: 1, domains: <held out>, per_class: 20}``) both methods distil on
+identical pairs, as the paper's PRIMED_uni-vs-ZSCL comparison requires.
 :class:`InMemoryRetriever` answers the Retriever protocol by exact inner-product search over the
 captions embedded with the given text encoder (here the starting model's text tower).
 """
@@ -47,12 +52,28 @@ class InMemoryRetriever:
         return [r["id"] for r in kept], [r["caption"] for r in kept]
 
 
-def synthmed_rows(*, per_class: int, seed: int, image_size: int = 32) -> list[dict]:
-    """Synthmed's captioned pairs (train split, all domains) as corpus rows with PNG bytes."""
+def builtin_domains(configured: list[str] | None, tasks) -> list[str]:
+    """``configured``, or every synthmed domain that no task of ``tasks`` is drawn from (a task's
+    ``metadata["domain_key"]``; tasks of other benchmarks leave all six). ValueError when the tasks
+    use every domain and none is configured."""
+    from medcl.data.synthmed import DOMAIN_NAMES
+
+    if configured:
+        return list(configured)
+    used = {t.metadata.get("domain_key") for t in tasks if t.metadata.get("synthetic")}
+    held_out = [d for d in DOMAIN_NAMES if d not in used]
+    if not held_out:
+        raise ValueError("strategy.builtin_domains: the sequence uses every synthmed domain, so no built-in "
+                         "reference corpus is disjoint from its tasks; set builtin_domains explicitly or index_dir")
+    return held_out
+
+
+def synthmed_rows(*, per_class: int, seed: int, domains: list[str] | None = None, image_size: int = 32) -> list[dict]:
+    """Synthmed's captioned pairs (train split of ``domains``, default all six) as corpus rows with PNG bytes."""
     from medcl.corpus.sources.synthmed import png_bytes
     from medcl.data.synthmed import DOMAIN_NAMES, SynthMed, captioned_pairs
 
-    tasks = SynthMed().build({"domains": list(DOMAIN_NAMES), "train_per_class": per_class, "val_per_class": 1,
+    tasks = SynthMed().build({"domains": list(domains or DOMAIN_NAMES), "train_per_class": per_class, "val_per_class": 1,
                               "test_per_class": 1, "image_size": image_size}, seed)
     return [{**pair, "id": f"synthmed:{pair['id'].split('/', 1)[1]}", "image": png_bytes(pair["image"])}
             for pair in captioned_pairs(tasks)]

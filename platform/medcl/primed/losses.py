@@ -14,8 +14,16 @@ Dynamic Fisher guard, per step, over the trainable parameters theta_j:
     W_j   = ( d(L_train - L_CE) / d theta_j )^2           detached (no second-order gradient)
     L_DFG = sum_j W_j * (theta_j - theta_j^{prev task})^2
 
-L_DFG itself is ``medcl.strategies.l2.l2_penalty(model, anchor, W)``. The KL terms are *summed* over rows and columns as the formula is written (not averaged), so
-L_CKT grows with B; alpha is the knob.
+L_DFG itself is ``medcl.strategies.l2.l2_penalty(model, anchor, W)``.
+
+Reduction of L_CKT (``reduction``), a choice the paper leaves open (it writes a sum and gives no tau):
+
+    sum   the formula as written: both sums over the B rows / B columns, so L_CKT grows with B
+    mean  each sum divided by B (the mean KL per row plus the mean KL per column), so the distillation
+          term does not grow with the reference batch; the paper's Table 4c (alpha 0.5 to 1.5 changes
+          little) is what one expects when CKT does not swamp the task loss
+
+The strategy's default is chosen by the ablation in docs/findings.md.
 """
 from __future__ import annotations
 
@@ -33,16 +41,22 @@ def pair_cosines(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Ten
     return cosine_matrix(model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True))
 
 
-def _kl_sum(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """sum over rows of KL(softmax(teacher_row) || softmax(student_row))."""
+CKT_REDUCTIONS = ("sum", "mean")
+
+
+def _kl_rows(teacher_logits: torch.Tensor, student_logits: torch.Tensor, reduction: str) -> torch.Tensor:
+    """KL(softmax(teacher_row) || softmax(student_row)) summed over rows ("sum") or averaged ("mean")."""
     return F.kl_div(F.log_softmax(student_logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
-                    log_target=True, reduction="sum")
+                    log_target=True, reduction="sum" if reduction == "sum" else "batchmean")
 
 
-def ckt_loss(teacher_cos: torch.Tensor, student_cos: torch.Tensor, tau: float) -> torch.Tensor:
-    """L_CKT: row-wise plus column-wise KL of the teacher's to the student's Z = M / tau."""
+def ckt_loss(teacher_cos: torch.Tensor, student_cos: torch.Tensor, tau: float, reduction: str = "sum") -> torch.Tensor:
+    """L_CKT: row-wise plus column-wise KL of the teacher's to the student's Z = M / tau, each summed
+    over rows/columns or averaged (``reduction``, module docstring)."""
+    if reduction not in CKT_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {CKT_REDUCTIONS}, got {reduction!r}")
     zt, zs = teacher_cos.float().detach() / tau, student_cos.float() / tau
-    return _kl_sum(zt, zs) + _kl_sum(zt.t(), zs.t())
+    return _kl_rows(zt, zs, reduction) + _kl_rows(zt.t(), zs.t(), reduction)
 
 
 def cmc_loss(student_cos: torch.Tensor, tau: float) -> torch.Tensor:

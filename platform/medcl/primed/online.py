@@ -83,7 +83,7 @@ class OnlineReferences:
             start = copy.deepcopy(ctx.model).eval().requires_grad_(False)
             self.starting = StartingModelScorer(start, ctx.tokenizer, ctx.preprocess, image_size)
             self.retriever, self._close = (retriever, None) if retriever is not None else \
-                open_retriever(params, self.starting)
+                open_retriever(params, self.starting, ctx.tasks)
             self.cached = TaskPlanner(self.retriever, self.starting, params, mode=mode, seed=self.seed)
 
     def refresh(self, task_index: int, model: torch.nn.Module, extra: tuple = ()) -> tuple[list[str], ImageCaptions]:

@@ -44,7 +44,7 @@ PLAN_SCHEMA = pa.schema([("id", pa.string()), ("caption", pa.string()), ("image"
                          ("modality", pa.string()), ("level", pa.string()), ("query", pa.string()),
                          ("dense_score", pa.float32()), ("xmodal_score", pa.float32())])
 PLANNING_FIELDS = ("k", "k_v", "a", "b", "c", "n", "over_fetch", "tie_decimals", "questions", "index_dir", "corpus_dir",
-                   "builtin_per_class", "builtin_seed", "keywords", "size")
+                   "builtin_per_class", "builtin_seed", "builtin_domains", "keywords", "size")
 MODES = ("dynamic", "uniform", "bm25")
 
 
@@ -103,7 +103,9 @@ def plan_fingerprint(tasks: list, params, *, seed: int, model: dict, mode: str) 
             "tasks": [[t.name, t.modality, list(t.classes), [list(p) for p in t.class_prompts]] for t in tasks]}
     questions = getattr(params, "questions", None)
     body["questions_sha"] = hashlib.sha256(Path(questions).read_bytes()).hexdigest() if questions else None
-    index_json = storage.place(params.index_dir) / "index.json" if getattr(params, "index_dir", None) else None
+    from medcl.publish import resolve  # the index version a reader opens now (medcl.publish)
+
+    index_json = resolve(params.index_dir) / "index.json" if getattr(params, "index_dir", None) else None
     body["index_sha"] = (hashlib.sha256(storage.read_bytes(index_json)).hexdigest()
                          if index_json and storage.is_file(index_json) else None)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -152,7 +154,7 @@ def plan_reference_sets(tasks: list, plan_dir: Path, params, *, seed: int, model
     try:
         scorer = scorer or StartingModelScorer.build(model, seed)
         if retriever is None:
-            retriever, opened = open_retriever(params, scorer)
+            retriever, opened = open_retriever(params, scorer, tasks)
         planner = TaskPlanner(retriever, scorer, params, mode=mode, seed=seed, keyword_index=keyword_index)
         summary = {"fingerprint": fingerprint, "mode": mode, "tasks": []}
         for index, task in enumerate(tasks):

@@ -6,7 +6,9 @@ one on ``index_dir`` for the duration of the planning and stop it afterwards (it
 their memory and spread over the nodes, so the index is not loaded into the planning process).
 ``service: null`` (the default): the service when this process is part of a Ray cluster with more
 than one alive node, in process otherwise. Neither ``index_dir`` nor ``service`` set: the built-in
-synthmed corpus (:mod:`medcl.primed.builtin`), embedded by the starting model.
+synthmed corpus (:mod:`medcl.primed.builtin`), embedded by the starting model, drawn from the synthmed
+domains none of the sequence's tasks uses (``builtin_domains``), so the reference data never holds the
+benchmark's own task distributions.
 """
 from __future__ import annotations
 
@@ -22,13 +24,15 @@ def use_service(params) -> bool:
     return ray.is_initialized() and sum(1 for node in ray.nodes() if node["Alive"]) > 1
 
 
-def open_retriever(params, scorer):
-    """(retriever, close) where ``close`` is a callable to run when done, or None."""
+def open_retriever(params, scorer, tasks: list = ()):
+    """(retriever, close) where ``close`` is a callable to run when done, or None. ``tasks``: the
+    sequence, whose synthmed domains the built-in corpus leaves out."""
     via_service = use_service(params)
     if not params.index_dir and not via_service:
-        from medcl.primed.builtin import InMemoryRetriever, synthmed_rows
+        from medcl.primed.builtin import InMemoryRetriever, builtin_domains, synthmed_rows
 
-        rows = synthmed_rows(per_class=params.builtin_per_class, seed=params.builtin_seed)
+        domains = builtin_domains(params.builtin_domains, tasks)
+        rows = synthmed_rows(per_class=params.builtin_per_class, seed=params.builtin_seed, domains=domains)
         return InMemoryRetriever(rows, scorer.texts), None
     if not via_service:
         from medcl.corpus.retrieval import LocalRetriever

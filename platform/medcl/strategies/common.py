@@ -26,6 +26,13 @@ def l2_penalty(model: torch.nn.Module, anchor: dict[str, torch.Tensor],
     return total
 
 
+def distill_ce(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * CE(softmax(teacher / T), student / T), averaged over rows (soft-target cross-entropy; ZSCL's
+    ``distillation`` in github.com/Thunderbeee/ZSCL ``mtil/src/models/helpers.py``)."""
+    t = temperature
+    return F.cross_entropy(student_logits.float() / t, F.softmax(teacher_logits.float() / t, dim=-1)) * t * t
+
+
 def distill_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over rows."""
     t = temperature

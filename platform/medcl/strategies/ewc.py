@@ -10,9 +10,15 @@ task's loss, estimated on N = ``fisher_samples`` of its training samples (one gl
 
 (the square of a batch-mean gradient would be about 1/B of it). Each rank sums its own samples'
 squares; the sums are averaged over workers (equal shares), so every rank holds the same Fisher.
-The model is in eval mode meanwhile: no BatchNorm statistics move. ``online: true`` (default, online EWC) keeps a single term with
-F = gamma * F_previous + F_task and theta* = the weights after the latest task; ``online: false``
-keeps one (F_k, theta*_k) pair per task. Fisher and anchors are saved in the strategy state.
+The model is in eval mode meanwhile: no BatchNorm statistics move. ``online: false`` (default, the
+original EWC of Kirkpatrick et al., PNAS 2017, eq. 3 and its multi-task extension: one penalty per
+earlier task) keeps one (F_k, theta*_k) pair per task; ``online: true`` (online EWC, Schwarz et al.
+2018, "Progress & Compress") keeps a single term with F = gamma * F_previous + F_task and theta* =
+the weights after the latest task. Fisher and anchors are saved in the strategy state.
+
+``lam`` has no published value for CLIP fine-tuning (Kirkpatrick et al. tune it per benchmark; none
+of ZSCL's, MoE-Adapters' or PRIMED's released code ships an EWC run): 1000 is medcl's choice, a
+parameter to tune with the same budget as the other methods (``medcl sweep``).
 """
 from __future__ import annotations
 
@@ -56,7 +62,8 @@ class EWC(Strategy):
     class Params(StrategyParams):
         lam: float = Field(1000.0, ge=0, description="weight of the Fisher penalty")
         fisher_samples: int = Field(64, ge=1, description="training samples the per-sample Fisher is estimated on")
-        online: bool = Field(True, description="one accumulated Fisher (online EWC) instead of one per task")
+        online: bool = Field(False, description="one accumulated Fisher (online EWC, Schwarz et al. 2018) instead of "
+                             "one penalty per task (Kirkpatrick et al. 2017)")
         gamma: float = Field(1.0, ge=0, le=1, description="online EWC: decay of the previous Fisher")
 
     def __init__(self, params=None):

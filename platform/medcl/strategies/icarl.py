@@ -31,13 +31,12 @@ replaces the class prompts' text embeddings by the normalised means of the exemp
 image features under the model being evaluated: logit_c = logit_scale * cos(f(x), mu_c), so the
 arg-max is iCaRL's arg-min ||f(x) - mu_c|| on normalised features (iCaRL normalises its means too).
 
-* ``text`` (default): every task is classified by its class prompts, like every other method here,
-  so the matrix compares training methods with one head and Transfer (tasks not trained yet, which
-  have no exemplars) stays the zero-shot reading.
-* ``nme``: a task whose every class has an exemplar is classified by exemplar means; the others
-  (tasks not trained yet; classes left without an exemplar when buffer_size < classes seen) fall
-  back to the class prompts. NME means are computed from a few exemplars of 32px images and are
-  noisier than the trained prompts; the option is there to measure iCaRL's own rule.
+* ``nme`` (default: iCaRL's own classifier, Rebuffi et al. 2017, Algorithm 1 "iCaRL classify"): a
+  task whose every class has an exemplar is classified by exemplar means; the others (tasks not
+  trained yet, which have no exemplars, so Transfer stays the zero-shot reading; classes left without
+  an exemplar when buffer_size < classes seen) fall back to the class prompts.
+* ``text``: every task is classified by its class prompts, like every other method here, so the
+  matrix compares training methods with one head.
 """
 from __future__ import annotations
 
@@ -90,8 +89,8 @@ class ICaRL(Strategy):
         replay_fraction: float = Field(0.5, ge=0, lt=1, description="share of exemplars in each combined batch")
         lam: float = Field(1.0, ge=0, description="weight of the distillation term")
         temperature: float = Field(2.0, gt=0, description="softmax temperature T of the distillation")
-        classifier: Literal["text", "nme"] = Field("text", description="evaluation head: class prompts, or "
-                                                   "nearest mean of exemplars where every class has one")
+        classifier: Literal["text", "nme"] = Field("nme", description="evaluation head: nearest mean of exemplars "
+                                                   "where every class has one (iCaRL's rule), or class prompts")
 
     def __init__(self, params=None):
         super().__init__(params)

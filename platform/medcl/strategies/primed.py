@@ -41,7 +41,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from medcl.models.norm import running_statistics_kept, teacher_copy
 from medcl.paths import PathStr
@@ -78,8 +78,13 @@ class PrimedParams(StrategyParams):
     beta: float = Field(0.25, ge=0, description="weight of L_CMC")
     tau: float | None = Field(None, gt=0, description="temperature: logits Z = cosine / tau; "
                               "null: the model's own CLIP temperature, 1 / logit_scale.exp()")
+    ckt_reduction: Literal["sum", "mean"] = Field("sum", description="L_CKT over the B rows and columns: summed as "
+                                                   "the paper writes it, or averaged (medcl.primed.losses)")
     dfg: float = Field(100.0, ge=0, description="weight of the dynamic Fisher guard (0: off)")
-    builtin_per_class: int = Field(10, ge=1, description="no index: synthmed pairs per finding and domain in the built-in corpus")
+    builtin_per_class: int = Field(20, ge=1, description="no index: synthmed pairs per finding and domain in the built-in "
+                                   "corpus (20: ZSCL's default reference set, medcl.data.reference)")
+    builtin_domains: list[str] | None = Field(None, description="no index: synthmed domains of the built-in corpus; "
+                                              "default: those none of the sequence's tasks uses (held out)")
     builtin_seed: int = Field(1, description="no index: seed of the built-in corpus (keep it apart from the experiment's)")
     plan_dir: PathStr | None = Field(None, description="where reference sets are planned/reused; default <run dir>/primed")
     retrieval: Literal["planned", "online"] = Field("planned", description="planned on the driver before training, "
@@ -88,6 +93,16 @@ class PrimedParams(StrategyParams):
     online_scorer: Literal["starting", "current"] = Field("current", description="online: the re-rank's scorer, the "
                                                           "starting model (= planned mode) or the model being trained")
     batch_queries: bool = Field(False, description="online: also query the class prompts of the current batch")
+
+    @field_validator("builtin_domains")
+    @classmethod
+    def _known_domains(cls, value):
+        from medcl.data.synthmed import DOMAIN_NAMES
+
+        unknown = sorted(set(value or ()) - set(DOMAIN_NAMES))
+        if unknown or value == []:
+            raise ValueError(f"unknown or no domains {unknown}; known: {', '.join(DOMAIN_NAMES)}")
+        return value
 
 
 @register_strategy("primed")
@@ -188,7 +203,7 @@ class Primed(Strategy):
         with torch.no_grad():
             teacher = pair_cosines(self.teacher, images, tokens)
         tau = p.tau if p.tau is not None else float(1.0 / ctx.model.logit_scale.detach().exp())
-        ckt, cmc = ckt_loss(teacher, student, tau), cmc_loss(student, tau)
+        ckt, cmc = ckt_loss(teacher, student, tau, p.ckt_reduction), cmc_loss(student, tau)
         non_ce = p.alpha * ckt + p.beta * cmc
         terms = {"ce": ce, "ckt": ckt, "cmc": cmc}
         loss = ce + non_ce

@@ -3,13 +3,29 @@
     L = CE_ls + w_img * D(Z_ref, Z) + w_txt * D(Z_ref^T, Z^T) + lam_l2 * sum_i (theta_i - theta_start_i)^2
     D(A, B) = T^2 * mean over rows r of CE( softmax(A_r / T), B_r / T )             (T = 2)
 
-On a batch of R reference image-caption pairs (``reference``: a source of
-``medcl.data.reference``), Z = logit_scale * f(images) . g(captions)^T is the (R, R) image-to-text
-logit matrix of the model being trained and Z_ref the same from the *starting* model (a frozen
-copy taken in ``setup``, before any checkpoint is restored, so it is never saved); the transpose
-is the text-to-image direction. theta_start is the model at the start of the task (the L2 term).
-Unlike ZSCL's released code, which scores the current images against the reference model's text
-features, both towers of the current model are used, so the distillation also holds the text tower.
+Defaults follow the authors' MTIL code (github.com/Thunderbeee/ZSCL, ``mtil/src/models/finetune.py``
+and ``mtil/scripts/ZSCL.sh``): ``--image_loss --text_loss --T 2 --we --avg_freq 100 --l2 1``
+with ``--iterations 1000``, reference images from a fixed set and reference texts a fixed caption
+set (``--ref-sentences conceptual_captions``).
+
+``text_features`` (how the caption side of Z is formed):
+
+* ``teacher_captions`` (default, the authors' ``finetune.py`` lines 248-268): every distinct caption
+  of the reference set is embedded *once* by the frozen teacher's text tower, G (N, d); per step
+  R reference images are drawn and Z = s * f(images) . G^T, Z_ref = s * f_ref(images) . G^T are
+  (R, N); the transposed term distils, per caption, the distribution over the R images. Only the
+  image tower of the model being trained is held by the distillation (its text tower by L2 and the
+  weight ensemble). s = exp(logit_scale) of the teacher (the authors freeze the logit scale, so
+  theirs is the starting model's too).
+* ``student_pairs`` (medcl's earlier variant): Z = s * f(images) . g(captions)^T over the R drawn
+  pairs through *both* towers of the model being trained, (R, R).
+
+The teacher is the starting model (the authors' ``ref_model`` is the zero-shot CLIP for every task:
+ZSCL.sh passes no ``--ref-model``), a frozen copy taken in ``setup`` before any checkpoint is
+restored, so it is never saved. theta_start is the model at the start of the task (the authors'
+``l2_model``: a copy at the start of each task's invocation); the L2 term is the plain sum of
+squares over the trainable parameters (their ``l2_loss``: ``mse_loss(..., reduction="sum")``), with
+the authors' weight 1.
 
 Weight ensemble: every ``P = max(1, round(ensemble_period * S))`` steps of a task of S steps (ZSCL:
 every 100 of 1,000 iterations, period 0.1) and after its last step,
@@ -26,19 +42,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from typing import Literal
+
 from pydantic import Field
 
 from medcl.data.reference import ReferenceConfig
 from medcl.models.norm import floating_state, running_statistics_kept, teacher_copy
 from medcl.strategies.base import Strategy, StrategyParams, register_strategy
-from medcl.strategies.common import l2_penalty, snapshot
-
-
-def distill_ce(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * CE(softmax(teacher / T), student / T), averaged over rows (soft-target cross-entropy)."""
-    t = temperature
-    return F.cross_entropy(student_logits.float() / t, F.softmax(teacher_logits.float() / t, dim=-1)) * t * t
+from medcl.strategies.common import distill_ce, l2_penalty, snapshot
 
 
 def pair_logits(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -58,7 +69,10 @@ class ZSCL(Strategy):
         temperature: float = Field(2.0, gt=0)
         image_weight: float = Field(1.0, ge=0, description="weight of the image-to-text term")
         text_weight: float = Field(1.0, ge=0, description="weight of the text-to-image (transposed) term")
-        l2: float = Field(0.01, ge=0, description="weight of ||theta - theta_task_start||^2 (0: off)")
+        l2: float = Field(1.0, ge=0, description="weight of ||theta - theta_task_start||^2 (0: off; ZSCL.sh: --l2 1)")
+        text_features: Literal["teacher_captions", "student_pairs"] = Field(
+            "teacher_captions", description="caption side of the distilled logits: every distinct reference caption "
+            "through the frozen teacher's text tower (the authors' code), or the drawn pairs through the student's")
         ensemble_period: float = Field(0.1, ge=0, le=1, description="weight-ensemble snapshot period as a fraction "
                                        "of the task's steps (ZSCL: 100 of 1,000 iterations = 0.1; 0: off)")
 
@@ -66,6 +80,11 @@ class ZSCL(Strategy):
         self.teacher = teacher_copy(ctx.model)
         self.reference = self.params.reference.load()
         self.tokens = ctx.tokenizer(list(self.reference.captions))
+        self.caption_features = None
+        if self.params.text_features == "teacher_captions":
+            captions = sorted(set(self.reference.captions))
+            with torch.no_grad():
+                self.caption_features = self.teacher.encode_text(ctx.tokenizer(captions).to(ctx.device), normalize=True)
 
     def before_stage(self, ctx) -> None:
         self.anchor = snapshot(ctx.model) if self.params.l2 else {}
@@ -78,11 +97,8 @@ class ZSCL(Strategy):
         rng = ctx.rng("reference", ctx.step)
         size = min(self.params.reference_batch_size, len(self.reference))
         rows = np.sort(rng.choice(len(self.reference), size, replace=False))
-        images, tokens = ctx.preprocess(self.reference.images[rows]), self.tokens[rows].to(ctx.device)
-        with running_statistics_kept(ctx.model):
-            z = pair_logits(ctx.model, images, tokens)
-        with torch.no_grad():
-            z_ref = pair_logits(self.teacher, images, tokens)
+        images = ctx.preprocess(self.reference.images[rows])
+        z, z_ref = self._reference_logits(ctx, images, rows)
         image_term = distill_ce(z_ref, z, self.params.temperature)
         text_term = distill_ce(z_ref.t(), z.t(), self.params.temperature)
         loss = ce + self.params.image_weight * image_term + self.params.text_weight * text_term
@@ -91,6 +107,23 @@ class ZSCL(Strategy):
             terms["l2"] = l2_penalty(ctx.model, self.anchor)
             loss = loss + self.params.l2 * terms["l2"]
         return {"loss": loss, **terms}
+
+    def _reference_logits(self, ctx, images: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Z, Z_ref) of the drawn reference images: (R, N) against the teacher's caption features, or
+        (R, R) over the drawn pairs through each model's own towers (``text_features``)."""
+        if self.caption_features is None:
+            tokens = self.tokens[rows].to(ctx.device)
+            with running_statistics_kept(ctx.model):
+                z = pair_logits(ctx.model, images, tokens)
+            with torch.no_grad():
+                z_ref = pair_logits(self.teacher, images, tokens)
+            return z, z_ref
+        scale = self.teacher.logit_scale.detach().exp()
+        with running_statistics_kept(ctx.model):
+            z = scale * ctx.model.encode_image(images, normalize=True) @ self.caption_features.t()
+        with torch.no_grad():
+            z_ref = scale * self.teacher.encode_image(images, normalize=True) @ self.caption_features.t()
+        return z, z_ref
 
     @torch.no_grad()
     def after_step(self, ctx) -> None:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from medcl.config import ConfigError
 from medcl.metrics import ALL_METRIC_KEYS
+from medcl.names import FolderName
 from medcl.paths import PathStr
 
 METRICS = ALL_METRIC_KEYS  # accuracy metrics, then auc_<metric> on the AUC matrix
@@ -188,7 +189,7 @@ class OrderSpec(_Model):
 
 
 class SweepConfig(_Model):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: FolderName  # the sweep directory output_dir/name: never ".", ".." or a path (medcl.names)
     experiment: dict[str, Any]
     space: dict[str, Distribution] = {}
     order: OrderSpec | list[list[str]] | None = None
@@ -202,6 +203,17 @@ class SweepConfig(_Model):
     enqueue: list[dict[str, Any]] = []
     storage: str | None = None
     output_dir: PathStr = "sweeps"
+
+    @field_validator("storage")
+    @classmethod
+    def _not_a_masked_copy(cls, value):
+        from medcl.redact import MASK, has_masked_password
+
+        if has_masked_password(value):
+            raise ValueError(f"the password is masked ({MASK!r}): this is a copy medcl saved (sweep.yaml), which never "
+                             "holds it; resume with your own sweep file, or write the password as ${NAME} and "
+                             "export NAME (docs/sweeps.md)")
+        return value
 
     @field_validator("objective", mode="before")
     @classmethod

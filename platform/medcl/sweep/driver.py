@@ -17,11 +17,13 @@ before any trial starts, naming the field and the fix (:func:`medcl.engine.share
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 
 from medcl.engine.cluster import ResourceError
+from medcl.redact import mask_tree, mask_url_password
 from medcl.sweep.config import SweepConfig, SweepConfigError
 from medcl.sweep.searcher import TIME_ATTR, StudySearcher
 from medcl.sweep.study import SweepError, finished_count, interrupted_trials, open_study, fail_trials
@@ -51,18 +53,39 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, fresh: bool = False) 
     total = sweep.num_samples
     if sweep.orders_only:
         enqueue, total = [{"order": ORDER_SEP.join(o)} for o in orders], len(orders)
-    joined = connect(None, dashboard=False)
-    _check_shared_output(sweep)
-    plan = sweep_plan(sweep, joined)
-    with staged_study(sweep):
+    with _driver_errors(), staged_study(sweep) as store:  # the lease first: a second driver starts nothing
+        joined = connect(None, dashboard=False)
+        _check_shared_output(sweep)
+        plan = sweep_plan(sweep, joined)
         study = open_study(sweep, resume=resume, fresh=fresh, enqueue=enqueue)
-        outputs = _run_trials(sweep, study, total, distributions, plan, len(task_names), orders)
+        store.sync()
+        outputs = _run_trials(sweep, study, total, distributions, plan, len(task_names), orders, store.sync)
         study = detached(study, sweep.storage_url) if is_staged(sweep) else study
     return SweepResult(sweep.sweep_dir, study, outputs, time.perf_counter() - started)
 
 
-def _run_trials(sweep: SweepConfig, study, total: int, distributions, plan, n_tasks: int, orders) -> dict:
-    """The trials the study still needs (interrupted ones first), then the sweep's outputs."""
+@contextlib.contextmanager
+def _driver_errors():
+    """A lost lease or a study another driver wrote (possibly raised inside Tune's searcher
+    callbacks, wrapped by Tune) ends the sweep as a :class:`SweepError` with its message."""
+    from medcl.sweep.lease import LeaseLost
+    from medcl.sweep.study_store import StudyConflict
+
+    try:
+        yield
+    except Exception as exc:
+        cause = exc
+        while cause is not None and not isinstance(cause, (LeaseLost, StudyConflict)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise SweepError(str(cause)) from exc
+
+
+def _run_trials(sweep: SweepConfig, study, total: int, distributions, plan, n_tasks: int, orders,
+                on_change=lambda: None) -> dict:
+    """The trials the study still needs (interrupted ones first), then the sweep's outputs;
+    ``on_change`` is called after every change to the study (the object-store upload)."""
     from medcl.storage import write_text
     from medcl.sweep.outputs import write_sweep_outputs
 
@@ -72,13 +95,14 @@ def _run_trials(sweep: SweepConfig, study, total: int, distributions, plan, n_ta
     if len(interrupted) > max(remaining, 0):
         fail_trials(study, interrupted[max(remaining, 0):], "more interrupted trials than num_samples left")
         interrupted = interrupted[: max(remaining, 0)]
+        on_change()
     if interrupted:
         print(f"medcl: resuming {len(interrupted)} interrupted trial(s): "
               f"{', '.join(f'trial-{t.number:04d}' for t in interrupted)}", flush=True)
     if remaining > 0:
         print(f"medcl: sweep {sweep.name}: {remaining} trial(s) to run, at most {plan.concurrency} at once; "
-              f"study {sweep.storage_url}", flush=True)
-        _tune(sweep, study, distributions, interrupted, remaining, plan, n_tasks)
+              f"study {mask_url_password(sweep.storage_url)}", flush=True)
+        _tune(sweep, study, distributions, interrupted, remaining, plan, n_tasks, on_change)
     return write_sweep_outputs(sweep, study, orders)
 
 
@@ -112,7 +136,7 @@ def sweep_plan(sweep: SweepConfig, joined: bool):
     return plan
 
 
-def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_tasks: int) -> None:
+def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_tasks: int, on_change) -> None:
     from ray import tune
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
@@ -125,7 +149,7 @@ def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_task
     res = sweep.resources
     trial_resources = {"cpu": res.trial_cpus, "gpu": res.worker_gpus if res.train_workers == 0 else 0}
     searcher = StudySearcher(study, distributions, metrics=[o.metric for o in sweep.objective],
-                             prune_metric=sweep.prune_metric, resume=interrupted)
+                             prune_metric=sweep.prune_metric, resume=interrupted, on_change=on_change)
     scheduler = FIFOScheduler()
     if sweep.scheduler.name == "asha" and not sweep.orders_only:
         mode = next(o.mode for o in sweep.objective if o.metric == sweep.prune_metric)
@@ -138,7 +162,7 @@ def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_task
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
                                     max_concurrent_trials=plan.concurrency, reuse_actors=False,
                                     trial_name_creator=lambda t: trial_name(t.config["trial_number"]),
-                                    trial_dirname_creator=lambda t: trial_name(t.config["trial_number"])),
+                                    trial_dirname_creator=lambda t: t.config["run_name"]),
         run_config=tune.RunConfig(name=time.strftime("tune-%Y%m%d-%H%M%S"), **ray_storage(sweep.sweep_dir / "tune"),
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=plan.trial_retries),
                                   # no Tune checkpoints: a trial's run directory is its checkpoint
@@ -171,9 +195,12 @@ def _check_objective(sweep: SweepConfig, n_tasks: int) -> None:
 
 
 def _sweep_yaml(sweep: SweepConfig) -> str:
+    """The sweep as run, for the record, every URL's password masked (``storage:``'s included:
+    ``***``; an ``${ENV}`` reference stays, see :mod:`medcl.redact`). ``--resume`` reads the sweep
+    file it is given, not this copy (a copy with ``***`` is refused by :class:`SweepConfig`)."""
     import yaml
 
-    return yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(mask_tree(sweep.model_dump(mode="json")), sort_keys=False)
 
 
 __all__ = ["run_sweep", "sweep_plan", "SweepResult", "SweepError"]

@@ -25,6 +25,7 @@ from medcl import storage
 from medcl.metrics import ALL_METRIC_KEYS
 from medcl.sweep.config import SweepConfig
 from medcl.sweep.space import ORDER_SEP, trial_experiment
+from medcl.sweep.study import run_name
 
 
 def write_sweep_outputs(sweep: SweepConfig, study, orders: list[list[str]] | None) -> dict:
@@ -53,7 +54,7 @@ def trials_table(sweep: SweepConfig, study):
     metrics = [o.metric for o in sweep.objective]
     rows = []
     for t in study.get_trials(deepcopy=False):
-        run_dir = sweep.sweep_dir / "trials" / f"trial-{t.number:04d}"
+        run_dir = sweep.sweep_dir / "trials" / (t.user_attrs.get("run_name") or run_name(t.number, t.params))
         row = {"number": t.number, "state": t.state.name}
         row.update({f"param.{k}": v for k, v in t.params.items()})
         values = t.values if t.state.name == "COMPLETE" else None

@@ -7,7 +7,13 @@ Here a trial whose last result is before its final task is told PRUNED; its per-
 kept as Optuna intermediate values. The study lives in storage, so a resumed sweep needs no
 searcher checkpoint (see :mod:`medcl.sweep.study`).
 
-Tune config handed to a trial: ``{"trial_number": n, "params": {dotted path: value}}``.
+Tune config handed to a trial: ``{"trial_number": n, "params": {dotted path: value}, "run_name":
+"trial-<n>-<params hash>"}`` (:func:`medcl.sweep.study.run_name`, also kept as the trial's user
+attribute ``run_name``). ``on_change`` is called after every ask and tell (the object-store
+study's upload, :mod:`medcl.sweep.study_store`).
+
+Fault injection (tests): ``MEDCL_FAULT="trial=N,task=K"`` ends the driver process
+(:func:`medcl.faults.maybe_fail`) when trial N has reported task K, i.e. while it is running.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from medcl import telemetry
+from medcl.faults import maybe_fail
+from medcl.sweep.study import run_name
 
 TIME_ATTR = "task"  # the trial's results: "task" (tasks trained so far, 0 = zero-shot row) and "tasks"
 
@@ -26,11 +34,12 @@ class StudySearcher(Searcher):
     """Ask/tell over ``study`` with ``distributions``; ``metrics`` are the objective names in the
     study's order; ``prune_metric`` is reported per task as the intermediate value (single
     objective only: Optuna keeps none for multi-objective studies); ``resume`` lists interrupted
-    trials (FrozenTrial) to hand out again first."""
+    trials (FrozenTrial) to hand out again first; ``on_change`` runs after each ask and tell."""
 
-    def __init__(self, study, distributions: dict, *, metrics: list[str], prune_metric: str, resume: list = ()):
+    def __init__(self, study, distributions: dict, *, metrics: list[str], prune_metric: str, resume: list = (),
+                 on_change=lambda: None):
         super().__init__(metric=None, mode=None)
-        self.study, self.distributions = study, distributions
+        self.study, self.distributions, self.on_change = study, distributions, on_change
         self.metrics, self.prune_metric = metrics, prune_metric
         self._resume = list(resume)
         self._live: dict[str, Any] = {}
@@ -54,12 +63,18 @@ class StudySearcher(Searcher):
         else:
             trial = self.study.ask(self.distributions)
             params = dict(trial.params)
+        name = run_name(trial.number, params)
+        trial.set_user_attr("run_name", name)
         self._live[trial_id] = trial
+        self.on_change()  # the trial and its parameters are in the study before any of its files exist
         telemetry.record_trial(self.study.study_name, "running")
-        return {"trial_number": trial.number, "params": params}
+        return {"trial_number": trial.number, "params": params, "run_name": name}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self._report(self._live.get(trial_id), result)
+        trial = self._live.get(trial_id)
+        self._report(trial, result)
+        if trial is not None:
+            maybe_fail("trial_result", trial=trial.number, task=int(result.get(TIME_ATTR) or 0))
 
     def _report(self, trial, result: dict) -> None:
         value = result.get(self.prune_metric)
@@ -83,6 +98,7 @@ class StudySearcher(Searcher):
         from optuna.trial import TrialState
 
         self.study.tell(trial.number, values, state=TrialState[state])
+        self.on_change()
         telemetry.record_trial(self.study.study_name, TRIAL_STATUS[state])
         shown = ", ".join(f"{m} {v:.2f}" for m, v in zip(self.metrics, values or []))
         done = f"{(result or {}).get(TIME_ATTR, 0)}/{(result or {}).get('tasks', '?')} tasks"

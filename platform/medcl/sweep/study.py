@@ -8,11 +8,14 @@ objective values), PRUNED (stopped by ASHA after fewer tasks), FAIL (an error), 
 sweep process is alive. A RUNNING trial found when a sweep is resumed was interrupted by a crash: it
 is handed out again under the same number, with the same parameters and run directory (which
 resumes after its last finished task), so no configuration is run twice and none stays RUNNING.
+A trial's run directory is named by its number and a hash of its parameters (:func:`run_name`),
+so no trial ever continues a directory holding other parameters.
 """
 from __future__ import annotations
 
 from medcl import storage as places
 from medcl.engine.runner import RunError
+from medcl.redact import mask_url_password
 from medcl.sweep.config import SweepConfig
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
@@ -42,10 +45,11 @@ def open_study(sweep: SweepConfig, *, resume: bool, fresh: bool, enqueue: list[d
         pass
     if existing is not None and existing.trials:
         if not resume:
-            raise SweepError(f"sweep {sweep.name!r} already has {len(existing.trials)} trial(s) in {storage}; "
+            raise SweepError(f"sweep {sweep.name!r} already has {len(existing.trials)} trial(s) in "
+                             f"{mask_url_password(storage)}; "
                              "add --resume to continue it, or --fresh to start over")
         if [d.name.lower() for d in existing.directions] != sweep.directions:
-            raise SweepError(f"{storage} holds study {sweep.name!r} with directions "
+            raise SweepError(f"{mask_url_password(storage)} holds study {sweep.name!r} with directions "
                              f"{[d.name.lower() for d in existing.directions]}, the sweep file asks for "
                              f"{sweep.directions} (objective changed); use --fresh or another name")
         # A fresh sampler with the sweep's seed would draw the first trials' values again.
@@ -69,6 +73,19 @@ def make_sampler(sweep: SweepConfig, offset: int = 0):
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials,
                                       constant_liar=sweep.max_concurrent_trials > 1)
+
+
+def run_name(number: int, params: dict) -> str:
+    """The run directory of a trial, ``trial-<number>-<hash>``: ``hash`` is the first 8 hex digits
+    of the SHA-256 of the parameters as sorted JSON, so a trial number that a study reuses (one
+    that lost trials, e.g. a study restored from an older copy) with other parameters never
+    continues the checkpoints of another configuration, and a trial resumed with its own
+    parameters finds its own directory again."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"trial-{number:04d}-{digest}"
 
 
 def interrupted_trials(study) -> list:
@@ -100,4 +117,14 @@ def _delete(sweep: SweepConfig) -> None:
         optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url)
     except KeyError:
         pass
-    places.rmtree(sweep.sweep_dir)
+    from medcl.sweep.study_store import is_staged
+
+    if not is_staged(sweep):
+        places.rmtree_below(sweep.sweep_dir, places.place(sweep.output_dir))
+        return
+    from medcl.sweep.lease import LEASE_FILE
+
+    for name in places.listdir(sweep.sweep_dir):  # all but this driver's lease (it still holds the sweep)
+        if name != LEASE_FILE:
+            child = sweep.sweep_dir / name
+            places.delete(child) if places.is_file(child) else places.rmtree_below(child, sweep.sweep_dir)

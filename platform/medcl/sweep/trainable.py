@@ -1,7 +1,7 @@
 """One sweep trial = one sequence run, as a Ray Tune class trainable (public Tune and Train APIs only).
 
 The trial's experiment is the base experiment with the trial's parameters (``space.trial_experiment``);
-its run directory is ``sweeps/<name>/trials/trial-<number>/``, a full run directory (``medcl report``
+its run directory is ``sweeps/<name>/trials/trial-<number>-<params hash>/`` (:func:`medcl.sweep.study.run_name`), a full run directory (``medcl report``
 reads it; a trial run again, after a crash or a lost node, resumes after its last finished task).
 Each :meth:`SequenceTrial.step` is one task: it returns the running metrics after that task::
 
@@ -19,8 +19,9 @@ placement group before Tune releases the trial's own resources. ``resources.trai
 * ``>= 1``: a ``TorchTrainer`` with that many workers (``engine.runner.build_trainer``), scheduled
   by Ray Train in its own placement group; the trial itself reserves only ``trial_cpus``.
 * ``0``: Ray Train local mode (``ScalingConfig(num_workers=0)``): the worker loop runs in the trial
-  process (no worker start-up, the right choice for small trials); the gate client copies each
-  task's checkpoint into the run directory, as Ray Train does for workers.
+  process (no worker start-up, the right choice for small trials); the loop copies each task's
+  checkpoint into the run directory and commits it (``build_trainer(local=True)``), as Ray Train
+  persists it for workers.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def task_report(run_dir, checkpoint_dir, experiment) -> dict:
 
 
 class SequenceTrial(tune.Trainable):
-    """Tune config: ``{"trial_number", "params"}`` (from the searcher); ``sweep`` (the
+    """Tune config: ``{"trial_number", "params", "run_name"}`` (from the searcher); ``sweep`` (the
     :class:`~medcl.sweep.config.SweepConfig`) and ``plan`` (:class:`medcl.sweep.placement.TrialPlan`)
     come through ``tune.with_parameters``."""
 
@@ -76,8 +77,8 @@ class SequenceTrial(tune.Trainable):
 
         self.gate, self.thread, self.final, self.pending = None, None, None, None
         os.environ.update(plan.environment)  # fault injection variables, forwarded to the workers too
-        number = config["trial_number"]
-        raw = trial_experiment(sweep, config["params"], name=trial_name(number), output_dir=str(sweep.sweep_dir / "trials"))
+        number, name = config["trial_number"], config["run_name"]
+        raw = trial_experiment(sweep, config["params"], name=name, output_dir=str(sweep.sweep_dir / "trials"))
         self.experiment = validate_experiment(raw, source=trial_name(number))
         tasks = build_tasks(self.experiment)
         self.run = prepare_run_dir(self.experiment, fresh=False)
@@ -94,7 +95,7 @@ class SequenceTrial(tune.Trainable):
 
         self.gate = start_gate()
         if train_workers == 0:
-            trainer = _local_trainer(experiment, self.run, tasks, GateClient(self.gate, str(self.run.checkpoints)), prepared)
+            trainer = _local_trainer(experiment, self.run, tasks, GateClient(self.gate), prepared)
         else:
             from medcl.engine.runner import build_trainer
 

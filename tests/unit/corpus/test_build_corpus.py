@@ -16,6 +16,8 @@ from medcl.corpus.embed import Embedder, ModelInfo, embed_corpus, load_bundle, m
 from medcl.corpus.schema import CorruptArtifactError
 from medcl.corpus.spec import validate_spec
 from medcl.corpus.store import CorpusStore
+from medcl.hashing import sha256_file
+from medcl.publish import resolve
 
 SPEC = {"shard_rows": 25, "sources": [
     {"type": "synthmed", "per_class": 2, "domains": ["xray", "fundus", "histology"]},  # 30 rows with images
@@ -50,7 +52,7 @@ def test_corpus_manifest_mismatch_is_detected(corpus, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(corpus, copy)
     CorpusStore(copy)
-    shard = sorted(copy.glob("part-*.parquet"))[1]
+    shard = sorted(resolve(copy).glob("part-*.parquet"))[1]
     shard.write_bytes(shard.read_bytes()[:-8] + b"corrupt!")
     with pytest.raises(CorruptArtifactError, match=rf"{shard.name}: sha256 does not match"):
         CorpusStore(copy)
@@ -119,7 +121,7 @@ def test_model_from_run_takes_the_newest_checkpoint(tmp_path):
     for task in (0, 1):
         folder = tmp_path / "checkpoints" / f"task-{task}"
         save_weights(bundle.model, folder / "model.safetensors")
-        (folder / "manifest-rank0.json").write_text("{}")
+        (folder / "manifest-rank0.json").write_text(json.dumps({"model.safetensors": sha256_file(folder / "model.safetensors")}))
     info = model_from_run(tmp_path)
     assert info.name == "medcl-tiny" and info.pretrained.endswith("task-1/model.safetensors")
     from medcl.models import state_fingerprint

@@ -5,6 +5,7 @@ two alive nodes, one of which does not see the path; the end-to-end S3 build and
 tests/integration/test_corpus_s3.py)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import yaml
 from medcl import storage
 from medcl.cli import main
 from medcl.corpus import parquet_io
+from medcl.hashing import sha256_file
 from medcl.storage import Location
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -123,7 +125,8 @@ def test_model_from_a_run_directory_in_an_object_store(s3, tmp_path, monkeypatch
     (local / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "medcl-tiny"}}))
     bundle = load_bundle(ModelInfo("medcl-tiny", seed=5))
     save_weights(bundle.model, local / "checkpoints" / "task-1" / "model.safetensors")
-    (local / "checkpoints" / "task-1" / "manifest-rank0.json").write_text("{}")
+    weights = local / "checkpoints" / "task-1" / "model.safetensors"
+    (local / "checkpoints" / "task-1" / "manifest-rank0.json").write_text(json.dumps({weights.name: sha256_file(weights)}))
     run = f"s3://{BUCKET}/runs/embed-from"
     storage.upload_dir(local, run)
     info = model_from_run(run)

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from medcl.publish import resolve
 from medcl.corpus.index import INDEX_MANIFEST, build_index, read_index_manifest
 from medcl.corpus.index_factory import IndexBuildError, auto_factory, default_train_sample, resolve_factory
 from medcl.corpus.retrieval import LocalRetriever
@@ -68,7 +69,7 @@ def test_text_only_shard_gets_an_empty_image_entry(tmp_path):
                                     "image-ids/part-00000.parquet", INDEX_MANIFEST])
 def test_changed_index_file_is_detected_and_named(emb_dir, tmp_path, target):
     build_index(emb_dir, tmp_path / "idx", factory="flat", log=lambda _: None)
-    path = tmp_path / "idx" / target
+    path = resolve(tmp_path / "idx") / target  # the published version (medcl.publish)
     data = bytearray(path.read_bytes())
     if target == INDEX_MANIFEST:
         body = json.loads(data)

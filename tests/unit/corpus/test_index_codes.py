@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
+from medcl.publish import resolve
 from medcl.corpus.index import build_index, read_index_manifest
 from medcl.corpus.index_codes import add_codes, encode, has_codes
 from medcl.corpus.index_load import load_space
@@ -67,6 +68,7 @@ def pq_index(emb_dir, tmp_path_factory):
 
 
 def test_quantizer_is_stored_once_and_a_shard_costs_code_size_plus_8_bytes_per_vector(pq_index):
+    pq_index = resolve(pq_index)  # the published version's folder (medcl.publish)
     manifest = read_index_manifest(pq_index, verify=True)
     assert manifest.format == 2 and manifest.trained["text"]["file"] == "text-trained.faiss"
     assert sorted(p.name for p in pq_index.glob("*.faiss")) == ["text-trained.faiss"]
@@ -100,7 +102,15 @@ def test_a_subset_of_shards_loads_into_one_index_and_merging_subsets_equals_all(
 
 def _as_old_format(index_dir):
     """Rewrite a codes index directory as the builder before the codes format wrote it: one whole
-    .faiss file per shard (each with its own copy of the quantizer), no format/trained keys."""
+    .faiss file per shard (each with its own copy of the quantizer), no format/trained keys, no
+    versions (its files at the top, as before medcl.publish)."""
+    import shutil
+
+    version = resolve(index_dir)
+    for path in version.iterdir():
+        shutil.move(path, index_dir / path.name)
+    version.rmdir()
+    (index_dir / "CURRENT").unlink()
     body = json.loads((index_dir / "index.json").read_text())
     trained = faiss.read_index(str(index_dir / "text-trained.faiss"))
     for entry in body["shards"]:
@@ -138,9 +148,9 @@ def test_an_index_from_a_newer_medcl_is_refused_by_name(pq_index, tmp_path):
 
     newer = tmp_path / "newer"
     shutil.copytree(pq_index, newer)
-    body = json.loads((newer / "index.json").read_text())
+    body = json.loads((resolve(newer) / "index.json").read_text())
     body["format"] = 99
-    (newer / "index.json").write_text(json.dumps(body))
+    (resolve(newer) / "index.json").write_text(json.dumps(body))
     with pytest.raises(IndexBuildError, match="index format 99 is newer"):
         LocalRetriever(newer)
 

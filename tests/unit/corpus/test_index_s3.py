@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medcl.publish import resolve
 from medcl import storage, storage_dirs
 from medcl.cli import main
 from medcl.corpus.index import build_index, local_index_dir, read_index_manifest
@@ -59,7 +60,7 @@ def test_build_from_s3_into_s3_writes_the_same_index(built):
     local, remote = built["manifests"]
     assert remote.embeddings == str(built["remote"].parent / "emb")  # the URI, not a folder named s3:
     assert remote.files == local.files  # every file byte for byte (sha256) as the local build
-    names = storage.listdir(built["remote"])
+    names = storage.listdir(resolve(built["remote"]))  # the published version (medcl.publish)
     assert "index.json" in names and "text-trained.faiss" in names and "text-ids" in names
     assert read_index_manifest(built["remote"], verify=True).shards == local.shards
 
@@ -72,9 +73,9 @@ def test_retriever_on_the_uri_answers_as_the_local_index_and_downloads_once(buil
         want, got = here.search(queries, 10, space=space), first.search(queries, 10, space=space)
         assert got.ids == want.ids and got.captions == want.captions
         np.testing.assert_array_equal(got.scores, want.scores)
-    assert downloads == [str(built["remote"])]
+    assert downloads == [str(resolve(built["remote"]))]
     second = LocalRetriever(built["remote"])  # another loader on this node: the cached copy
-    assert downloads == [str(built["remote"])] and second.index_dir == first.index_dir
+    assert downloads == [str(resolve(built["remote"]))] and second.index_dir == first.index_dir
     assert first.index_dir.is_relative_to(Path(os.environ["MEDCL_CACHE"]))
     with pytest.raises(ValueError, match=rf"space 'both' is not indexed in {built['remote']}"):
         first.search(queries, 3, space="both")
@@ -127,7 +128,7 @@ def test_cli_builds_into_s3_and_queries_the_uri(s3, tmp_path, downloads, capsys)
     remote = capsys.readouterr().out.splitlines()
     assert main(["index", "query", str(tmp_path / "idx"), "synthetic caption", "-k", "3"]) == 0
     assert remote == capsys.readouterr().out.splitlines() and len(remote) == 4
-    assert downloads == [str(out)]
+    assert downloads == [str(resolve(out))]
 
 
 def test_a_corpus_in_s3_is_fetched_behind_an_index_in_s3(s3, tmp_path, downloads):
@@ -162,9 +163,10 @@ def test_primed_params_keep_uris_and_fingerprint_the_index_in_s3(built, monkeypa
     monkeypatch.setattr(shared, "alive_nodes", lambda: pytest.fail("a URI must not be probed on the nodes"))
     shared.check_shared(params.index_dir, field="strategy.index_dir", output=False)
     fingerprint = plan_fingerprint([], params, seed=0, model={}, mode="offline")
-    storage.write_text(built["remote"] / "index.json", storage.read_text(built["remote"] / "index.json") + "\n")
+    current = resolve(built["remote"]) / "index.json"
+    storage.write_text(current, storage.read_text(current) + "\n")
     try:
         assert plan_fingerprint([], params, seed=0, model={}, mode="offline") != fingerprint  # index_sha read
     finally:
-        storage.write_text(built["remote"] / "index.json", storage.read_text(built["remote"] / "index.json")[:-1])
+        storage.write_text(current, storage.read_text(current)[:-1])
     assert not (tmp_path / "s3:").exists()

@@ -34,6 +34,9 @@ def test_ckt_is_the_sum_of_row_and_column_kl(cosines):
     cols = sum(_kl(_softmax(zt[:, c]), _softmax(zs[:, c])) for c in range(3))
     assert ckt_loss(teacher, student, tau).item() == pytest.approx(rows + cols, rel=1e-5)
     assert ckt_loss(student, student, tau).item() == pytest.approx(0.0, abs=1e-6)
+    assert ckt_loss(teacher, student, tau, "mean").item() == pytest.approx((rows + cols) / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        ckt_loss(teacher, student, tau, "max")
 
 
 def test_cmc_is_clip_infonce_in_both_directions(cosines):

@@ -10,6 +10,12 @@
   base name); the image is ``<key>.jpg|jpeg|png|webp|tif|tiff|bmp``, the caption ``<key>.txt`` or
   ``<key>.json[caption_field]``. Read with :mod:`tarfile`, streaming, in member order.
 
+Paths are data: an image path (JSONL, Parquet) must resolve inside ``images`` (default: the file's
+folder), else the record is ``outside_root``. A tar member whose name is absolute or climbs with
+``..`` is ``outside_root``, a symbolic or hard link is ``link_member``, a member larger than the
+bytes budget (``medcl.data.images.MAX_IMAGE_BYTES``) is ``too_many_bytes`` and is never read; each
+makes its key's record skipped and counted.
+
 Units (read in parallel Ray Data tasks by build_ray.py): the JSONL file; each Parquet file; each tar.
 """
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from medcl.corpus.sources.record import raw_record
+from medcl.corpus.sources.record import image_under, raw_record
 
 WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
 
@@ -58,8 +64,9 @@ def read_jsonl(spec, corpus, unit: dict) -> Iterator[dict]:
                 yield raw_record(spec, f"line-{number}", ref=ref, reason="malformed_record")
                 continue
             image = record.get(spec.image_field) if spec.image_field else None
+            image_path, bad = image_under(images, image) if isinstance(image, str) and image else (None, "")
             yield raw_record(spec, _clean_id(record[spec.id_field]), ref=ref, caption=record.get(spec.caption_field),
-                             image_path=str(images / image) if isinstance(image, str) and image else None,
+                             image_path=image_path, reason=bad,
                              modality=_field(record, spec.modality_field), license=_field(record, spec.license_field))
 
 
@@ -94,10 +101,11 @@ def read_parquet(spec, corpus, unit: dict) -> Iterator[dict]:
         for batch in parquet.iter_batches(batch_size=1024, columns=wanted):
             for row in batch.to_pylist():
                 path = row.get(spec.image_path_column) if spec.image_path_column else None
+                image_path, bad = image_under(images, str(path)) if path else (None, "")
                 yield raw_record(spec, _clean_id(row[spec.id_column]), ref=f"{file}#row{number}",
-                                 caption=row[spec.caption_column],
+                                 caption=row[spec.caption_column], reason=bad,
                                  image=None if spec.image_path_column else row.get(spec.image_column),
-                                 image_path=str(images / path) if path else None,
+                                 image_path=image_path,
                                  modality=_field(row, spec.modality_column), license=_field(row, spec.license_column))
                 number += 1
 
@@ -122,11 +130,19 @@ def tar_files(spec, corpus) -> list[Path]:
     return files
 
 
-def _grouped(archive: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {extension: bytes})`` for each run of consecutive members sharing a key."""
+REFUSED = "!refused"  # a group's members key: the reason one of its members was refused
+
+
+def _grouped(archive: tarfile.TarFile, max_bytes: int | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {extension: bytes})`` for each run of consecutive members sharing a key; a refused
+    member (module doc) is not read and puts its reason under :data:`REFUSED`."""
+    from medcl.data.images import MAX_IMAGE_BYTES
+
+    budget = MAX_IMAGE_BYTES if max_bytes is None else max_bytes
     key, members = None, {}
     for info in archive:
-        if not info.isfile():
+        refused = _refusal(info, budget)
+        if not info.isfile() and not refused:
             continue
         folder, _, base = info.name.rpartition("/")
         stem, _, extension = base.partition(".")
@@ -135,12 +151,28 @@ def _grouped(archive: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]
             yield key, members
             members = {}
         key = member_key
-        members[extension.lower()] = archive.extractfile(info).read()
+        if refused:
+            members.setdefault(REFUSED, refused)
+        else:
+            members[extension.lower()] = archive.extractfile(info).read(budget + 1)
     if members:
         yield key, members
 
 
+def _refusal(info: tarfile.TarInfo, budget: int) -> str:
+    parts = info.name.split("/")
+    if info.name.startswith("/") or ".." in parts or "\x00" in info.name:
+        return "outside_root"
+    if info.issym() or info.islnk():
+        return "link_member"
+    if info.isfile() and info.size > budget:
+        return "too_many_bytes"
+    return ""
+
+
 def _wds_record(spec, ref: str, key: str, members: dict[str, bytes]) -> dict:
+    if REFUSED in members:
+        return raw_record(spec, key, ref=ref, reason=members[REFUSED])
     image = next((members[e] for e in WDS_IMAGE_EXTENSIONS if e in members), None)
     meta: dict = {}
     if "json" in members:

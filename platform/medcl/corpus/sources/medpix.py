@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from medcl.corpus.sources.record import raw_record
+from medcl.corpus.sources.record import image_under, raw_record
 from medcl.corpus.sources.modality import normalise_modality
 
 
@@ -36,6 +36,6 @@ def read_unit(spec, corpus, unit: dict) -> Iterator[dict]:
         kind = normalise_modality(record.get("Type"), spec.modality)
         modality = normalise_modality(description.get("Modality"), kind)
         name = str(record["image"])
-        path = root / "images" / (name if name.lower().endswith(".png") else f"{name}.png")
-        yield raw_record(spec, name, ref=ref, caption=description.get("Caption"), image_path=str(path),
+        path, bad = image_under(root / "images", name if name.lower().endswith(".png") else f"{name}.png")
+        yield raw_record(spec, name, ref=ref, caption=description.get("Caption"), image_path=path, reason=bad,
                          modality=modality)

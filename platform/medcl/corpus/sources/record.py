@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from medcl.paths import OutsideRoot, inside_root
+
 RAW_SCHEMA = pa.schema([
     pa.field("id", pa.string()),
     pa.field("ref", pa.string()),
@@ -46,3 +48,13 @@ def _escapable(text: str) -> bool:
         return True
     except UnicodeEncodeError:
         return False
+
+
+def image_under(root, name: str) -> tuple[str | None, str]:
+    """``(path, "")`` when the image ``name`` read from a record resolves inside ``root``
+    (:func:`medcl.paths.inside_root`: no absolute path elsewhere, no ``../`` or link leading out),
+    else ``(None, "outside_root")``: the record is skipped and counted, never read."""
+    try:
+        return str(inside_root(root, name)), ""
+    except OutsideRoot:
+        return None, "outside_root"

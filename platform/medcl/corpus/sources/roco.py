@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 from typing import Iterator
 
-from medcl.corpus.sources.record import raw_record
+from medcl.corpus.sources.record import image_under, raw_record
 from medcl.corpus.sources.modality import GUESS
 
 
@@ -41,10 +41,11 @@ def read_unit(spec, corpus, unit: dict) -> Iterator[dict]:
                 roco_id = raw_id.decode("ascii", "replace").strip()
                 text = _text(caption)
                 licence = licences.get(roco_id, (None, None))
-                image_path = str(folder / "images" / licence[1]) if spec.with_images and licence[1] else None
+                image_path, bad = (image_under(folder / "images", licence[1]) if spec.with_images and licence[1]
+                                   else (None, ""))
                 yield raw_record(spec, roco_id, ref=f"{path}:{number}", caption=text, image_path=image_path,
                                  modality=GUESS + fallback, license=licence[0],
-                                 reason="missing_image" if spec.with_images and not image_path else "")
+                                 reason=bad or ("missing_image" if spec.with_images and not image_path else ""))
 
 
 def _text(data: bytes) -> str | bytes:
