@@ -90,14 +90,16 @@ class Plan:
     embed_batches: tuple[int, ...]
     embed_rounds: int  # timed batches per figure, after one warm-up batch
     faiss_rows: int
+    threads: int | None = None  # torch CPU threads (None: torch's default)
     budgets: dict = field(default_factory=dict)  # section -> seconds
 
 
 GPU = Plan(dry_run=False, model="ViT-B-16", image_size=224, batch=64, compare_batch=8, steps=3, lr=1e-5,
-           resume_steps=6, resume_lr=1e-3, embed_batches=(256, 1024), embed_rounds=3, faiss_rows=100_000,
+           resume_steps=6, resume_lr=1e-3, embed_batches=(256, 1024), embed_rounds=3, faiss_rows=100_000, threads=None,
            budgets={"strategies": 170, "resume": 45, "embed": 60, "faiss": 20})
-DRY = Plan(dry_run=True, model="medcl-tiny-vit-p4", image_size=32, batch=8, compare_batch=4, steps=2, lr=1e-5,
-           resume_steps=4, resume_lr=1e-2, embed_batches=(8, 16), embed_rounds=1, faiss_rows=2_000,
+# One thread: on a busy 2-core CI machine two threads contend and run this tiny model ~8x slower.
+DRY = Plan(dry_run=True, model="medcl-tiny-vit-p4", image_size=16, batch=8, compare_batch=4, steps=2, lr=1e-5,
+           resume_steps=4, resume_lr=1e-2, embed_batches=(8, 16), embed_rounds=1, faiss_rows=2_000, threads=1,
            budgets={"strategies": 600, "resume": 120, "embed": 60, "faiss": 30})
 # Parameters that keep a strategy's own work (Fisher, exemplars, reference sets) small; others use their defaults.
 CHECK_PARAMS = {"zscl": {"reference": {"name": "synthmed", "per_class": 2}, "ensemble_period": 0.5, "l2": 1.0},
@@ -334,8 +336,8 @@ def compare_fp32(fx: Fixture, ctx, strategy, name: str) -> dict:
     cpu_fp32, _ = _first_loss(cpu_ctx, cpu_strategy, fx.plan.compare_batch, autocast=False)
     diff = abs(device_fp32 - cpu_fp32)
     return {"device": device_fp32, "cpu": cpu_fp32, "abs_diff": diff, "equal": diff <= FP32_ATOL + FP32_RTOL * abs(cpu_fp32),
-            "autocast": device_autocast, "autocast_rel_diff": abs(device_autocast - device_fp32) / max(abs(device_fp32), 1e-12),
-            "samples": fx.plan.compare_batch}
+            "autocast": device_autocast, "samples": fx.plan.compare_batch,
+            "autocast_rel_diff": None if device_autocast is None else abs(device_autocast - device_fp32) / max(abs(device_fp32), 1e-12)}
 
 
 def _first_loss(ctx, strategy, samples: int, *, autocast: bool) -> tuple[float, float | None]:
@@ -510,7 +512,7 @@ def check_faiss(fx: Fixture, *, deadline: float) -> dict:
     cpu.add(base)
     expected = cpu.search(queries, 10)[1]
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    out = {"carried": True, "version": faiss.__version__, "gpus": gpus, "rows": fx.plan.faiss_rows}
+    out = {"carried": True, "version": faiss.__version__, "gpus": gpus, "index_rows": fx.plan.faiss_rows}
     if not gpus:
         return {**out, "note": "this FAISS has no GPU support; only the CPU index ran"}
     index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu)
@@ -578,6 +580,10 @@ def device_command(folder: str, timeout_s: int = 420) -> str:
 # ---------------------------------------------------------------- main
 
 def run(plan: Plan, out: Path | None) -> dict:
+    import torch
+
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
     report = Report(plan, out)
     report.section("env", check_env, None)
     fixture = {}

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,13 @@ ABLATIONS = {
 VARIANTS = {**STRATEGIES, **ABLATIONS}
 
 
+SEQUENCES = ("synthmed", "repeated", "medical")
+ISSUE_ABLATIONS = ["primed_ckt_mean", "primed_tau_zscl", "primed_dfg1", "primed_task_domains", "zscl_no_ensemble",
+                   "zscl_no_l2"]  # the others (zscl_student_pairs, wiseft_05) on request: --strategies
+SEQUENCE_VARIANTS = {  # what each sequence runs by default: the repeated one tests MSLoRA-CR's claim (d)
+    "synthmed": list(STRATEGIES) + ISSUE_ABLATIONS, "repeated": ["finetune", "lora_incremental", "mslora_cr"], "medical": list(STRATEGIES)}
+
+
 def strategy_section(label: str) -> dict:
     """The experiment's ``strategy`` section of a variant label."""
     section = dict(VARIANTS[label])
@@ -87,6 +95,9 @@ LR = {"moe_adapters": 3e-3}
 def benchmark_section(sequence: str) -> dict:
     if sequence == "synthmed":
         return {"name": "synthmed", "order": ["xray", "ultrasound", "fundus"], "image_size": 32,
+                "train_per_class": 120, "test_per_class": 50}
+    if sequence == "repeated":  # modalities repeat: xray-1, ultrasound-1, xray-2, ultrasound-2 (MSLoRA-CR's pull acts)
+        return {"name": "synthmed", "domains": ["xray", "ultrasound"], "tasks_per_domain": 2, "image_size": 32,
                 "train_per_class": 120, "test_per_class": 50}
     return {"name": "sequence", "data_root": str(SHARED_DATA), "image_size": 32,
             "tasks": [{"adapter": "medmnist", "dataset": "pneumoniamnist", "root": "medmnist"},
@@ -234,8 +245,7 @@ def table(sequence: str, summary: dict, checks: list[dict]) -> str:
     lines += ["", "| finding | paired difference [95 % CI] | seeds | verdict |", "|---|---|---|---|"]
     for c in checks:
         if c["verdict"] is None:
-            lines.append(f"| {c['claim']} | – | – | not run |")
-            continue
+            continue  # a strategy of the claim did not run on this sequence
         numbers = format_interval(Interval(**c["interval"]), signed=True)
         lines.append(f"| {c['claim']} | {numbers} | {len(c['seeds'])} | {c['verdict']} |")
     return "\n".join(lines) + "\n"
@@ -243,10 +253,12 @@ def table(sequence: str, summary: dict, checks: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sequence", choices=["synthmed", "medical", "both"], default="both")
+    parser.add_argument("--sequence", nargs="+", choices=[*SEQUENCES, "all"], default=["all"],
+                        help="sequences to run; their results replace those in an existing findings.json under --out")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(VARIANTS),
-                        help="labels to run (default: every method; ablations: " + ", ".join(ABLATIONS) + ")")
+    parser.add_argument("--strategies", nargs="+", default=None, choices=list(VARIANTS),
+                        help="labels to run (default: each sequence's SEQUENCE_VARIANTS; ablations: "
+                        + ", ".join(ABLATIONS) + ")")
     parser.add_argument("--steps", type=int, default=100, help="steps per task")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--model", default="medcl-tiny-vit-p4")
@@ -260,27 +272,35 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    sequences = ["synthmed", "medical"] if args.sequence == "both" else [args.sequence]
-    result = {"benchmark": "method_findings", "seeds": args.seeds, "steps_per_task": args.steps, "lr": args.lr, "lr_by_strategy": LR,
-              "model": args.model, "sequences": {}}
-    markdown = []
-    for sequence in sequences:
-        if sequence == "medical" and not SHARED_DATA.is_dir():
-            result["sequences"][sequence] = {"skipped": f"{SHARED_DATA} is absent (real MedMNIST/MedNIST files)"}
-            continue
-        runs = {s: {seed: run_one(experiment(sequence, s, seed, args), args.fresh) for seed in args.seeds}
-                for s in args.strategies}
-        summary = summarise(runs)
-        checks, ablated = findings(summary), ablations(summary)
-        result["sequences"][sequence] = {"summary": summary, "findings": checks, "ablations": ablated}
-        markdown.append(table(sequence, summary, checks) + ablation_table(ablated))
+    sequences = list(SEQUENCES) if "all" in args.sequence else args.sequence
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out / "findings.json").read_text()) if (out / "findings.json").is_file() else {}
+    result = {"kind": "findings", "benchmark": "method_findings", "seeds": args.seeds, "steps_per_task": args.steps,
+              "lr": args.lr, "lr_by_strategy": LR, "model": args.model,
+              "sequences": previous.get("sequences", {}) if previous.get("seeds") == args.seeds else {}}
+    for sequence in sequences:
+        result["sequences"][sequence] = run_sequence(sequence, args)
     (out / "findings.json").write_text(json.dumps(result, indent=2))
+    markdown = [table(name, seq["summary"], seq["findings"]) + ablation_table(seq.get("ablations", []))
+                for name, seq in result["sequences"].items() if "summary" in seq]
     (out / "findings.md").write_text("\n".join(markdown))
-    print(json.dumps(result, indent=2))
     print("\n".join(markdown))
     return 0
+
+
+def run_sequence(sequence: str, args) -> dict:
+    """Every variant x seed of ``sequence`` (finished runs reused), summarised, with its findings,
+    ablations, wall time and the machine's load while it ran."""
+    if sequence == "medical" and not SHARED_DATA.is_dir():
+        return {"skipped": f"{SHARED_DATA} is absent (real MedMNIST/MedNIST files)"}
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    labels = args.strategies or SEQUENCE_VARIANTS[sequence]
+    runs = {s: {seed: run_one(experiment(sequence, s, seed, args), args.fresh) for seed in args.seeds} for s in labels}
+    summary = summarise(runs)
+    return {"summary": summary, "findings": findings(summary), "ablations": ablations(summary),
+            "wall_s": round(time.perf_counter() - started, 1),
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 if __name__ == "__main__":

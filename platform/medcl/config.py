@@ -129,6 +129,11 @@ class TrainSection(_Section):
     # and when Ray Train announces the preemption of a worker's node.
     checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
     checkpoint_on_preemption: bool = False
+    # Which split fills the accuracy matrix: "test" (the protocol), or "val" for tuning (medcl study):
+    # each task's own val split, else val_fraction of its train split carved off, seeded
+    # (medcl.data.validation); the test split is then never evaluated.
+    eval_split: Literal["test", "val"] = "test"
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSection":

@@ -436,13 +436,14 @@ _COMPARED = {"benchmark": "benchmark", "tasks": "tasks", "steps": "steps per tas
 
 
 def _run_facts(run_dir: Path) -> dict:
-    """What must agree for two runs' numbers to be compared: benchmark, task order, steps per task
-    (metrics.json, else config.yaml's ``train``), seed (config.yaml); None where not recorded."""
+    """What must agree for two runs' numbers to be compared: benchmark, task order, steps (or epochs)
+    per task (config.yaml's ``train``, else metrics.json's per stage), seed (config.yaml); None where
+    not recorded."""
     run = _load_run(Path(run_dir))
     config = yaml.safe_load(run.config_text) if run.config_text else {}
     config = config if isinstance(config, dict) else {}
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
-    steps = run.metrics.get("steps_per_task") or train.get("steps_per_task") or train.get("epochs_per_task")
+    steps = train.get("steps_per_task") or train.get("epochs_per_task") or run.metrics.get("steps_per_task")
     return {"name": run.name, "strategy": run.describe("strategy"), "benchmark": run.describe("benchmark"),
             "tasks": ", ".join(run.task_names), "steps": json.dumps(steps), "seed": config.get("seed")}
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from medcl.publish import resolve
 from medcl.cli import main
 from medcl.corpus import shards
 from medcl.corpus.embed import ModelInfo, embed_corpus
@@ -51,7 +52,7 @@ def test_cli_build_and_embed_on_ray(ray_session, spec_file, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["rows"] == 22 and summary["shards"] == 2
     assert summary["sources"]["pmc"] == {"read": 3, "written": 2, "skipped": {"undecodable_image": 1}}
-    report = json.loads((corpus / "build_report.json").read_text())
+    report = json.loads((resolve(corpus) / "build_report.json").read_text())
     assert report["sources"]["synthmed"]["read"] == 20 and report["sources"]["pmc"]["examples"] == {
         "undecodable_image": ["pmc:bad"]}
     store = CorpusStore(corpus)

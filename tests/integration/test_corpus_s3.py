@@ -19,6 +19,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from s3server import BUCKET, ray_in_s3_env, s3  # noqa: E402,F401  (fixtures: moto S3, Ray in its environment)
 
+from medcl.publish import resolve
 from medcl import storage  # noqa: E402
 from medcl.cli import main  # noqa: E402
 from medcl.corpus import shards  # noqa: E402
@@ -39,17 +40,19 @@ def test_build_and_embed_into_s3_read_back_and_verified(ray_in_s3_env, tmp_path,
     corpus, emb = f"s3://{BUCKET}/corpus-s3", f"s3://{BUCKET}/emb-s3"
     assert main(["corpus", "build", str(_spec_file(tmp_path)), "--out", corpus]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["out"] == corpus
-    assert storage.listdir(corpus) == ["build_report.json", "manifest.json", "part-00000.parquet", "part-00001.parquet"]
+    version = resolve(corpus)  # the published version (medcl.publish): CURRENT names it
+    assert storage.listdir(corpus) == ["CURRENT", version.name]
+    assert storage.listdir(version) == ["build_report.json", "manifest.json", "part-00000.parquet", "part-00001.parquet"]
     store = CorpusStore(corpus)  # every shard's sha256 checked, read from the bucket
     assert len(store) == 12 and [s.rows for s in store.manifest.shards] == [8, 4]
     assert store.fetch([store.ids()[5]])[0]["image"][:4] == b"\x89PNG"
-    assert json.loads(storage.read_text(f"{corpus}/build_report.json"))["rows"] == 12
+    assert json.loads(storage.read_text(f"{version}/build_report.json"))["rows"] == 12
 
     assert main(["corpus", "embed", corpus, "--out", emb, "--model", "medcl-tiny", "--actors", "1",
                  "--batch-size", "4", "--shard-rows", "5"]) == 0
     manifest = shards.read_manifest(emb)  # verified against the objects
     assert [s.rows for s in manifest.shards] == [5, 5, 2] and manifest.corpus == corpus
-    assert not any(name.startswith(".tmp") for name in storage.listdir(emb))
+    assert not any(name.startswith(".tmp") for name in storage.listdir(resolve(emb)))
     on_ray = shards.read_shard(emb, manifest.shards[0])
     assert on_ray["id"].to_pylist() == store.ids()[:5]
 

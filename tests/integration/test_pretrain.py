@@ -116,6 +116,11 @@ def test_corpus_directory_source_streams_through_ray_data_and_resumes(ray_sessio
     rows += [{"id": "t:text", "image": None, "caption": "caption only", **extra},
              {"id": "t:bad", "image": b"not an image", "caption": "broken", **extra}]
     pq.write_table(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), corpus / "part-00000.parquet", row_group_size=16)
+    from medcl.corpus.store import CorpusShard, write_corpus_manifest
+    from medcl.hashing import sha256_file
+
+    write_corpus_manifest(corpus, [CorpusShard("part-00000.parquet", len(rows), sha256_file(corpus / "part-00000.parquet"))],
+                          {"t": len(rows)})  # pretraining reads the shards the manifest lists, sha256-checked
     trainers, fired = [], []
     make_trainer = launch.make_trainer
     monkeypatch.setattr(launch, "make_trainer", lambda *a, **k: trainers.append((a[1], k)) or make_trainer(*a, **k))

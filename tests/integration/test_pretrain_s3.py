@@ -18,6 +18,7 @@ from s3server import BUCKET, ray_in_s3_env, s3  # noqa: E402,F401  (fixtures: mo
 from medcl import storage  # noqa: E402
 from medcl.pretrain.config import validate_pretrain  # noqa: E402
 from medcl.pretrain.runner import run_pretrain  # noqa: E402
+from medcl.rundir import read_events  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -38,11 +39,11 @@ def test_pretraining_into_s3_survives_a_worker_kill_and_keeps_every_file_in_the_
     run = result.run.path
     assert isinstance(run, storage.Location) and str(run) == f"s3://{BUCKET}/pretrain/pt-s3"
     written = set(storage.listdir(run))
-    assert {"config.yaml", "events.jsonl", "checkpoints", "model.safetensors", "metrics.json"} <= written
+    assert {"config.yaml", "events.jsonl.d", "checkpoints", "model.safetensors", "metrics.json"} <= written
     assert "step-4" in storage.listdir(run / "checkpoints")
     metrics = json.loads(storage.read_text(run / "metrics.json"))
     assert metrics["steps"] == 4 and metrics["heldout_after"]["pairs"] == 10
-    events = [json.loads(line) for line in storage.read_text(run / "events.jsonl").splitlines()]
+    events = read_events(run / "events.jsonl")  # one object per write under events.jsonl.d/
     assert sum(e["kind"] == "stage_start" for e in events) == 2  # the restarted worker began a second time
     assert read_state_dict(storage.cached_file(result.weights, tmp_path / "cache"))
     assert not any(p.name.startswith("s3:") for p in tmp_path.rglob("*"))

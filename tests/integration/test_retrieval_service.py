@@ -175,6 +175,8 @@ def test_cli_builds_and_queries_an_index(real_index, tmp_path, capsys):
     assert main(["index", "query", str(tmp_path / "hnsw"), caption, "-k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and lines[1].split()[0] == "1" and caption[:60] in lines[1]
-    (tmp_path / "hnsw" / "text-00000.faiss").write_bytes(b"broken")
+    from medcl.publish import resolve
+
+    (resolve(tmp_path / "hnsw") / "text-00000.faiss").write_bytes(b"broken")  # the published version's file
     assert main(["index", "query", str(tmp_path / "hnsw"), caption]) == 2
     assert "text-00000.faiss" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from s3server import BUCKET, ray_in_s3_env, s3  # noqa: E402,F401  (fixtures: moto S3, Ray in its environment)
 
+from medcl.publish import resolve
 from medcl import storage  # noqa: E402
 from medcl.corpus.index import build_index, local_index_dir  # noqa: E402
 from medcl.corpus.retrieval import LocalRetriever  # noqa: E402
@@ -41,7 +42,7 @@ def test_ray_build_into_s3_and_service_on_the_uri_answer_as_local(ray_in_s3_env,
     want = LocalRetriever(tmp_path / "idx").search(queries, 10)
     service = RetrievalService.start(str(base / "idx"), name="test-index-s3", shards=2)
     try:
-        assert service.layout["index_dir"] == str(base / "idx")
+        assert service.layout["index_dir"] == str(resolve(base / "idx"))  # pinned to the version served
         got = service.search(queries, 10)
         assert got.ids == want.ids and got.captions == want.captions
         np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
@@ -27,6 +26,7 @@ import yaml
 
 from local_sequence import run_local
 from medcl.config import load_experiment
+from medcl.rundir import read_events
 from medcl.sweep import validate_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -93,7 +93,7 @@ def test_trials_with_train_workers_side_by_side_then_one_after_another(ray_sessi
     assert len(states) == 3 and set(states) <= {"COMPLETE", "PRUNED"} and "COMPLETE" in states, states
     assert _live_placement_groups(ray_session) <= before  # the trials' and their workers' groups are gone
     for trial in result.study.get_trials():
-        run_dir = tmp_path / "workers" / "trials" / f"trial-{trial.number:04d}"
+        run_dir = tmp_path / "workers" / "trials" / trial.user_attrs["run_name"]
         assert (run_dir / "checkpoints" / f"task-{trial.user_attrs['tasks_trained']}").is_dir()
 
 
@@ -110,7 +110,7 @@ def test_a_trial_whose_process_dies_is_retried_and_resumes_after_its_last_task(r
                                       resources={"trial_cpus": 1, "train_workers": 0, "trial_retries": 1}))
     result = run_sweep(sweep)
     assert marker.exists() and [t.state.name for t in result.study.get_trials()] == ["COMPLETE"]
-    checkpoints = tmp_path / "retry" / "trials" / "trial-0000" / "checkpoints"
+    checkpoints = tmp_path / "retry" / "trials" / result.study.trials[0].user_attrs["run_name"] / "checkpoints"
     first, final = read_state(checkpoints / "task-1"), read_state(checkpoints / "task-2")
     assert final.wall_time_s[0] == first.wall_time_s[0] and final.rows[0] == first.rows[0]  # task 1 not trained again
     events = [json.loads(line) for line in (checkpoints.parent / "events.jsonl").read_text().splitlines()]
@@ -126,13 +126,6 @@ def _study_states(db: Path) -> list[str]:
         return []
 
 
-def _kill_tree(proc: subprocess.Popen, ray_tmp: str) -> None:
-    """Kill the sweep's process group, then any process of its own Ray (found by its temp dir)."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    _kill_ray(ray_tmp)
-
-
 def _kill_ray(ray_tmp: str) -> None:
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
@@ -146,7 +139,24 @@ def _kill_ray(ray_tmp: str) -> None:
                 pass
 
 
-def test_resume_after_killing_the_sweep_finishes_without_duplicates(tmp_path):
+def run_logged(command: list[str], log_file: Path, env: dict) -> tuple[int, str]:
+    """Run ``command`` with its output in ``log_file`` (not a pipe: a killed driver's Ray processes
+    may hold a pipe open); return its exit code and output."""
+    with open(log_file, "w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=900,
+                              start_new_session=True).returncode
+    return code, log_file.read_text()
+
+
+def stage_starts(run_dir: Path) -> list[int]:
+    return [e["stage"] for e in read_events(run_dir / "events.jsonl") if e["kind"] == "stage_start"]
+
+
+def test_resume_after_killing_the_sweep_mid_trial_finishes_without_duplicates(tmp_path):
+    """The sweep process is killed (``os._exit``, no cleanup) when trial 1 has reported its first
+    task (``MEDCL_FAULT=trial=1,task=1``): trial 0 is COMPLETE, trial 1 RUNNING with task 1
+    checkpointed, trial 2 not asked. ``--resume`` runs trial 1 again under its own number and run
+    directory from task 2, then trial 2; nothing is run twice."""
     sweep_file = tmp_path / "resume.yaml"
     sweep_file.write_text(yaml.safe_dump(tiny_sweep(
         tmp_path, "resume", num_samples=3, scheduler={"name": "none"},
@@ -156,30 +166,27 @@ def test_resume_after_killing_the_sweep_finishes_without_duplicates(tmp_path):
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     command = [sys.executable, "-m", "medcl.cli", "sweep", str(sweep_file)]
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + 600
-        while "COMPLETE" not in _study_states(db) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-    finally:
-        _kill_tree(proc, ray_tmp)
-    before = _study_states(db)
-    assert before.count("COMPLETE") in (1, 2), before
-    finished_first = {i for i, s in enumerate(before) if s == "COMPLETE"}
-    try:
-        second = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env, timeout=900)
+        code, _ = run_logged(command, tmp_path / "first.log", {**env, "MEDCL_FAULT": "trial=1,task=1"})
+        _kill_ray(ray_tmp)  # the killed driver's own Ray
+        assert code == 17, (tmp_path / "first.log").read_text()[-3000:]  # the injected exit
+        before = _study_states(db)
+        assert before == ["COMPLETE", "RUNNING"], before
+        code, out = run_logged(command + ["--resume"], tmp_path / "second.log", env)
     finally:
         _kill_ray(ray_tmp)  # the resumed sweep shut its Ray down; make sure nothing of it is left
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    if "RUNNING" in before:  # killed mid-trial: that trial is run again under its own number
-        assert f"resuming 1 interrupted trial(s): trial-{before.index('RUNNING'):04d}" in second.stdout
+    assert code == 0, out[-3000:]
+    assert "resuming 1 interrupted trial(s): trial-0001" in out
     study = optuna.load_study(study_name="resume", storage=f"sqlite:///{db}")
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # none RUNNING, none FAIL, no extra trial
     assert len({t.params["train.lr"] for t in trials}) == 3  # no configuration twice
-    rerun = {int(line.split("trial-")[1][:4]) for line in second.stdout.splitlines()
-             if line.startswith("medcl: trial-") and "COMPLETE" in line}
-    assert not rerun & finished_first and rerun | finished_first == {0, 1, 2}
+    rerun = [int(line.split("trial-")[1][:4]) for line in out.splitlines()
+             if line.startswith("medcl: trial-") and "COMPLETE" in line]
+    assert rerun == [1, 2]  # trial 0 is not run again
+    runs = tmp_path / "resume" / "trials"
+    assert sorted(p.name for p in runs.iterdir()) == sorted(t.user_attrs["run_name"] for t in trials)
+    assert stage_starts(runs / trials[1].user_attrs["run_name"]) == [1, 2]  # task 1 of trial 1 not trained again
+    assert stage_starts(runs / trials[0].user_attrs["run_name"]) == [1, 2]
     assert len(pd.read_parquet(tmp_path / "resume" / "trials.parquet")) == 3

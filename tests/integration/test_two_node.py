@@ -27,6 +27,7 @@ from s3server import MotoS3, apply_env, restore_env  # noqa: E402
 from two_node_cluster import HEAD_IP, WORKER_IP, TwoNodeCluster, namespace_error  # noqa: E402
 
 from medcl import storage  # noqa: E402
+from medcl.rundir import read_events  # noqa: E402
 from medcl.models.factory import create_model  # noqa: E402
 from medcl.models.weights import save_weights  # noqa: E402
 
@@ -158,7 +159,7 @@ def test_the_readme_quickstart_submitted_from_a_fresh_checkout_runs_on_both_node
     config = yaml.safe_load(storage.read_text(run / "config.yaml"))
     assert config["model"]["pretrained"] == f"s3://{BUCKET}/weights/model.safetensors"
     assert config["model"]["name"] == "medcl-tiny-vit-p4" and config["train"]["workers"] == 2
-    events = [json.loads(line) for line in storage.read_text(run / "events.jsonl").splitlines()]
+    events = read_events(run / "events.jsonl")
     assert [e["after"] for e in events if e["kind"] == "row"] == ["zero_shot", "xray", "ultrasound"]
     assert storage.listdir(run / "checkpoints" / "task-2") == [
         "manifest-rank0.json", "manifest-rank1.json", "model.safetensors", "state.json",
@@ -195,7 +196,7 @@ def test_a_run_in_s3_resumes_after_the_node_of_a_train_worker_is_killed(cluster,
     assert status == "SUCCEEDED", logs[-4000:]
     assert replacement != worker_node
     run = storage.place(f"s3://{BUCKET}/killed/two-node")
-    events = [json.loads(line) for line in storage.read_text(run / "events.jsonl").splitlines() if line.strip()]
+    events = read_events(run / "events.jsonl")
     assert [e["stage"] for e in events if e["kind"] == "stage_start"] == [1, 2, 2]  # task 1 not trained again
     assert [e["step"] for e in attempts(events, stage=2)[0]] == [1, 2]  # step 3 was held, never logged
     assert assert_replayed(events, stage=2) == 2  # the restarted task 2 repeats the lost steps exactly

@@ -42,6 +42,11 @@ def corpus(tmp_path):
                 row["image"] = b"not an image"
         pq.write_table(pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA), root / f"part-{shard}.parquet",
                        row_group_size=8)
+    from medcl.corpus.store import CorpusShard, write_corpus_manifest
+    from medcl.hashing import sha256_file
+
+    write_corpus_manifest(root, [CorpusShard(f"part-{s}.parquet", 30, sha256_file(root / f"part-{s}.parquet"))
+                                 for s in range(2)], {"t": 60})  # pretraining reads what the manifest lists
     return root
 
 

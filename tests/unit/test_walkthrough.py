@@ -4,6 +4,8 @@ Cheap and Ray-free: each test exercises the function that decides what the user 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 
@@ -278,3 +280,33 @@ def test_compare_warns_about_runs_of_different_benchmarks_or_steps_and_matches_t
     assert zscl_row.rstrip(" |").endswith("4.00")  # 40 s / ft-long's 10 s, not ft-short's 2 s
     assert "ft-long" in table.split(zscl_row)[1]  # the note names the baseline used
     assert comparison_warnings([long_ft, zscl]) == []
+
+
+# ----------------------------------------------------------------- item 8: the terminal
+
+@pytest.mark.parametrize("tty, no_color, plain", [(False, None, True), (True, "1", True), (True, None, False)])
+def test_ray_colour_codes_are_off_unless_writing_to_a_terminal(monkeypatch, tty, no_color, plain):
+    from medcl.engine.localray import COLOUR_VARIABLE, plain_output_unless_terminal
+
+    class Stream:
+        def isatty(self):
+            return tty
+
+    monkeypatch.delenv(COLOUR_VARIABLE, raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    plain_output_unless_terminal(Stream())
+    assert (os.environ.get(COLOUR_VARIABLE) == "0") is plain
+
+
+@pytest.mark.ray
+def test_ray_data_steps_log_no_progress_bar_notice(ray_session, caplog):
+    import ray.data
+
+    from medcl.corpus.raydata import data_context
+
+    data_context()
+    with caplog.at_level(logging.INFO):
+        assert len(ray.data.range(8).map_batches(lambda batch: batch).take_all()) == 8
+    assert not [r for r in caplog.records if "Progress bars" in r.getMessage()]

@@ -70,9 +70,12 @@ def _prepare(args) -> int:
           f"test {counts['test']}), {len(summary['classes'])} classes, {skipped} skipped "
           f"{summary['skipped'] or ''}".rstrip())
     if summary["empty_classes"]:
-        print(f"warning: {len(summary['empty_classes'])} classes have no row: {summary['empty_classes']} "
+        empty = summary["empty_classes"]
+        print(f"warning: {len(empty)} class{'es' if len(empty) > 1 else ''} with no row: {empty} "
               f"(multi-label rule {summary['multi_label']!r})")
     if summary["note"]:
         print(f"note: {summary['note']}")
-    print(f"split: {summary['split']}\nwrote {summary['manifest']} ({summary['bytes']} bytes) in {summary['seconds']} s")
+    chosen = f" (--split {summary['split_option']})" if summary["split_option"] != "publisher" else ""
+    print(f"split: {summary['split']}{chosen}")
+    print(f"wrote {summary['manifest']} ({summary['bytes']} bytes) in {summary['seconds']} s")
     return 0

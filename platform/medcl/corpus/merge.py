@@ -41,6 +41,28 @@ class Hits:
         return cls(np.full((queries, k), MISSING_SCORE, np.float32), blank(), blank(), blank())
 
 
+@dataclass
+class SearchResult:
+    """Q queries x k columns, best first; a missing slot has id ``""`` and score ``-inf``. What every
+    retriever returns (:mod:`medcl.corpus.retrieval`); here, beside :class:`Hits`, so that a retriever
+    without FAISS (PRIMED's built-in corpus) can return it without importing the index code."""
+
+    ids: list[list[str]]
+    scores: np.ndarray  # (Q, k) float32, descending per row
+    captions: list[list[str]]
+    modalities: list[list[str]]
+
+    @classmethod
+    def from_hits(cls, hits: Hits) -> "SearchResult":
+        def lists(values):
+            return [[str(v) for v in row] for row in values]
+
+        return cls(lists(hits.ids), np.asarray(hits.scores, np.float32), lists(hits.captions), lists(hits.modalities))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 def merge_topk(parts: Sequence[Hits], k: int) -> Hits:
     """The best ``k`` hits per query over ``parts`` (all with the same number of queries).
 

@@ -23,27 +23,7 @@ import numpy as np
 from medcl import storage
 from medcl.corpus.index import RowMap, check_queries, local_index_dir, read_index_manifest
 from medcl.corpus.index_load import load_space
-from medcl.corpus.merge import MISSING_ID, Hits
-
-
-@dataclass
-class SearchResult:
-    """Q queries x k columns, best first; a missing slot has id ``""`` and score ``-inf``."""
-
-    ids: list[list[str]]
-    scores: np.ndarray  # (Q, k) float32, descending per row
-    captions: list[list[str]]
-    modalities: list[list[str]]
-
-    @classmethod
-    def from_hits(cls, hits: Hits) -> "SearchResult":
-        def lists(values):
-            return [[str(v) for v in row] for row in values]
-
-        return cls(lists(hits.ids), np.asarray(hits.scores, np.float32), lists(hits.captions), lists(hits.modalities))
-
-    def __len__(self) -> int:
-        return len(self.ids)
+from medcl.corpus.merge import MISSING_ID, Hits, SearchResult  # SearchResult: re-exported, its home is merge
 
 
 @runtime_checkable

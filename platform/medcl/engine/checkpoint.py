@@ -59,6 +59,7 @@ class SequenceState:
     strategy_metrics: list[dict] = field(default_factory=list)  # Strategy.extra_metrics per stage
     auc_zero_shot: list[float] | None = None  # macro one-vs-rest AUC (%) beside zero_shot and rows;
     auc_rows: list[list[float]] = field(default_factory=list)  # absent from checkpoints before AUC
+    peak_memory: list[dict] = field(default_factory=list)  # per stage: medcl.engine.memory.peak_memory (rank 0)
     mid_step: int = 0  # steps of stage stages_done + 1 done: > 0 only in a mid-task checkpoint (midtask.py)
 
     @property

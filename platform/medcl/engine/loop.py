@@ -29,6 +29,7 @@ from medcl.faults import maybe_fail
 from medcl.engine.checkpoint import (SequenceState, checkpoint_problem, latest_checkpoint, read_state, report_checkpoint,
                                      restore_checkpoint, write_checkpoint)
 from medcl.engine.context import TrainContext
+from medcl.engine.memory import peak_memory
 from medcl.engine.midtask import MidTaskCheckpoints
 from medcl.engine.evaluate import evaluate_tasks
 from medcl.engine.gradsync import GradSync
@@ -83,7 +84,7 @@ def train_sequence(loop_config: dict) -> None:
     midtask = MidTaskCheckpoints(run.checkpoints, state, every=cfg.train.checkpoint_every,
                                  on_preemption=cfg.train.checkpoint_on_preemption, persist=persist)
     evaluate = lambda: evaluate_tasks(ctx, strategy, image_size=bundle.image_size, mean=bundle.mean,  # noqa: E731
-                                    std=bundle.std, batch_size=cfg.train.eval_batch_size)
+                                    std=bundle.std, batch_size=cfg.train.eval_batch_size, split=cfg.train.eval_split)
     if state.zero_shot is None:
         state.zero_shot, state.auc_zero_shot = evaluate()
         log.row("zero_shot", state)
@@ -100,6 +101,7 @@ def train_sequence(loop_config: dict) -> None:
         state.wall_time_s.append(time.perf_counter() - started)
         state.steps.append(steps)
         state.trainable_parameters.append(n_params)
+        state.peak_memory.append(peak_memory(device))
         state.strategy_metrics.append(strategy.extra_metrics(ctx))
         log.row(stages[stage_index].name, state)
         go_on = _checkpoint_and_report(ctx, strategy, state, run.checkpoints, with_model=True, gate=loop_config.get("gate"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from medcl.engine.checkpoint import SequenceState
+from medcl.engine.memory import peak_memory_summary
 from medcl.metrics import METRIC_KEYS, per_task, summarize
 from medcl.rundir import ZERO_SHOT_ROW, RunDir, write_json, write_matrix_csv
 
@@ -53,6 +54,7 @@ def write_outputs(run: RunDir, state: SequenceState, *, strategy: str, model: st
     metrics["steps_per_task"] = state.steps
     metrics["trainable_parameters"] = max(state.trainable_parameters, default=0)
     metrics["trainable_parameters_per_task"] = state.trainable_parameters
+    metrics.update(peak_memory_summary(state.peak_memory))
     extra = state.strategy_metrics[-1] if state.strategy_metrics else {}
     metrics.update({k: v for k, v in extra.items() if k not in metrics})  # e.g. buffer_bytes
     metrics["strategy_metrics_per_task"] = state.strategy_metrics

@@ -56,9 +56,17 @@ def build_tasks(config: ExperimentConfig) -> list[Task]:
     benchmark = BENCHMARKS.get(config.benchmark.name)()
     tasks = benchmark.build(benchmark_options(config), config.seed)
     try:
-        return order_tasks(tasks, config.benchmark.order)
+        tasks = order_tasks(tasks, config.benchmark.order)
     except ValueError as exc:
         raise ConfigError(config.name, [("benchmark.order", str(exc))]) from None
+    if config.train.eval_split == "val":  # tuning: scored on validation data, never test (medcl.data.validation)
+        from medcl.data.validation import with_validation
+
+        try:
+            tasks = with_validation(tasks, fraction=config.train.val_fraction, seed=config.seed)
+        except ValueError as exc:
+            raise ConfigError(config.name, [("train.eval_split", str(exc))]) from None
+    return tasks
 
 
 def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: bool = False) -> RunResult:

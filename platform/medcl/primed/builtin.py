@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from medcl.corpus.retrieval import SearchResult
+from medcl.corpus.merge import SearchResult  # not corpus.retrieval: that imports FAISS
 
 
 class InMemoryRetriever:

@@ -91,6 +91,13 @@ class ObjectStudy:
         """Take the lease, then make the working copy the bucket's study (or continue one a killed
         driver of this machine left, when the bucket has not changed since it uploaded it)."""
         self.lease.acquire(self.log)
+        try:
+            self._fetch()
+        except BaseException:
+            self.lease.release()
+            raise
+
+    def _fetch(self) -> None:
         data, self.etag = self.bucket.get(self.remote)
         self.local.parent.mkdir(parents=True, exist_ok=True)
         if self.local.is_file():

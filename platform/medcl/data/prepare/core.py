@@ -29,8 +29,8 @@ and test is empty), so no patient is in two splits and the split does not depend
 A publisher's train/test split is kept (``--split publisher``, the default); val is then cut from its
 train patients the same way (``round(0.125 n_train)``). ``--split patient-seeded`` ignores the
 publisher's split and cuts the seeded patient-level split above; the JSON records which was used
-(``split_option``, ``split``). Without patient identifiers each image is its own patient (named by its path under the download
-folder, so the split does not depend on where the download was extracted).
+(``split_option``, ``split``). Without patient identifiers each image is its own patient (named by
+its path under the download folder, so the split does not depend on where the download was extracted).
 """
 from __future__ import annotations
 

@@ -16,9 +16,10 @@ Checked against the publishers' real files (issue 32):
   earlier label, so 10 of 11 classes get rows. ``rarest`` (the default here; one row per image)
   gives a class rows wherever one of its images carries no rarer label: Swan Ganz (830) is rarer than
   all but ETT - Abnormal (79), NGT - Abnormal (279) and NGT - Borderline (529); not run on the real
-  file here (no copy), ``empty_classes`` in the JSON says if a class still ends empty. PRIMED's 33,665 is reproduced by no rule: one row per image gives at most
-  30,083; ``explode`` 50,619 (the column sums); ``single`` 18,760. 33,665 lies between, so PRIMED's
-  rule (or its copy of the file) is not one of these.
+  file here (no copy), ``empty_classes`` in the JSON says if a class still ends empty. PRIMED's
+  33,665 is reproduced by no rule: one row per image gives at most 30,083; ``explode`` 50,619 (the
+  column sums); ``single`` 18,760. 33,665 lies between, so PRIMED's rule (or its copy of the file)
+  is not one of these.
 * PitVis ``map_steps.csv`` names are written with spaces (one with a trailing space), one with
   underscores, and step -1 has three names (operation_not_started, out_of_patient,
   operation_ended): names are compared without case, outer spaces or space/underscore differences,
@@ -145,8 +146,10 @@ SPECS = [
                 "composite_slvh_dlv, ...)\ncxrs/<file>.jpg  (cxr_path: the path relative to the download)"),
         reader=readers.table, split_note="no official split: seeded split by patient_id",
         source="https://physionet.org/content/chexchonet/",
-        note="4 classes: slvh x dlv (no SLVH or DLV, SLVH, DLV, SLVH and DLV); publisher: 71,589 X-rays, 24,689 patients",
-        options={"csv": ("metadata.csv",), "columns": (("cxr_path", "cxr_filename"), ("slvh",), ("dlv",), ("patient_id",)),
+        note=("4 classes: slvh x dlv (no SLVH or DLV, SLVH, DLV, SLVH and DLV); publisher: 71,589 X-rays, "
+              "24,689 patients"),
+        options={"csv": ("metadata.csv",),
+                 "columns": (("cxr_path", "cxr_filename"), ("slvh",), ("dlv",), ("patient_id",)),
                  "image": _chexchonet_image, "label": _chexchonet_label,
                  "patient": lambda r: r.get("patient_id") or None}),
     DatasetSpec(
@@ -187,7 +190,8 @@ SPECS = [
         layout="trainLabels.csv  (image, level 0-4)\ntrain/<image>.jpeg  (image = <patient>_left|right)",
         reader=readers.table, split_note="the 35,126 labelled training images: seeded split by patient",
         source="https://www.kaggle.com/competitions/diabetic-retinopathy-detection/data",
-        options={"csv": ("trainLabels.csv",), "columns": (("image",), ("level",)), "image": lambda r, root: root / "train" / f"{r['image']}.jpeg",
+        options={"csv": ("trainLabels.csv",), "columns": (("image",), ("level",)),
+                 "image": lambda r, root: root / "train" / f"{r['image']}.jpeg",
                  "label": lambda r: (EYEPACS_LEVELS[int(r["level"])],) if r.get("level", "") in "01234" and
                  r.get("level") else (), "patient": lambda r: r["image"].split("_")[0]}),
     DatasetSpec(
@@ -217,7 +221,8 @@ SPECS = [
         reader=readers.table, split_note="no official labelled test set: seeded split by patient ID",
         source="https://odir2019.grand-challenge.org/ (Kaggle: andrewmvd/ocular-disease-recognition-odir5k)",
         note=ODIR_NOTE,
-        options={"csv": ("full_df.csv",), "columns": (("ID",), ("filename",), ("labels",)), "images": ("preprocessed_images", "ODIR-5K/Training Images"),
+        options={"csv": ("full_df.csv",), "columns": (("ID",), ("filename",), ("labels",)),
+                 "images": ("preprocessed_images", "ODIR-5K/Training Images"),
                  "image_key": lambda r: r.get("filename", ""), "label": _odir_labels,
                  "patient": lambda r: r.get("ID") or None}),
     DatasetSpec(
@@ -233,7 +238,8 @@ SPECS = [
         layout="train-metadata.csv  (isic_id, patient_id, iddx_3, ...)\ntrain-image/image/<isic_id>.jpg",
         reader=readers.table, split_note="test metadata has no diagnoses: seeded split by patient_id; class = iddx_3",
         source="https://www.kaggle.com/competitions/isic-2024-challenge/data",
-        options={"csv": ("train-metadata.csv",), "columns": (("isic_id",), ("iddx_3",), ("patient_id",)), "images": ("train-image/image", "train-image"),
+        options={"csv": ("train-metadata.csv",), "columns": (("isic_id",), ("iddx_3",), ("patient_id",)),
+                 "images": ("train-image/image", "train-image"),
                  "image_key": lambda r: r.get("isic_id", ""),
                  "label": lambda r: (r["iddx_3"],) if r.get("iddx_3") else (),
                  "patient": lambda r: r.get("patient_id") or None}),
@@ -268,7 +274,8 @@ SPECS = [
                 "-start_number 0 frames/video_<NN>/%05d.png)"),
         reader=readers.video_frames, split_note="no official labelled test: seeded split by video",
         source="https://doi.org/10.5522/04/26531686",
-        note="step names compared without case, outer spaces or space/underscore; step -1's names are operation_not_started",
+        note=("step names compared without case, outer spaces or space/underscore; every name of step -1 is "
+              "operation_not_started"),
         options={"map": ("map_steps.csv",), "annotations": ("annotations", "."),
                  "background": ("-1", "operation_not_started")}),
 ]

@@ -1,0 +1,41 @@
+"""``medcl study STUDY.yaml [--dry-run | --fresh] [--set KEY=VALUE ...]``: methods x seeds x orders
+with equal-budget tuning on validation data, paired statistics, costs and a results board
+(``medcl.study``; docs/studies.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    study = subparsers.add_parser("study", help="compare methods over seeds and task orders: tuning, statistics, board")
+    study.add_argument("study_file", type=Path)
+    study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a study field (tuning.trials=4) or a base-experiment field "
+                            "(experiment.train.steps_per_task=20); repeatable")
+    group = study.add_mutually_exclusive_group()
+    group.add_argument("--dry-run", action="store_true",
+                       help="check the study file and print the plan (tuning trials, runs); run nothing")
+    group.add_argument("--fresh", action="store_true",
+                       help="delete the study folder and start over (default: resume, reusing finished runs)")
+    study.set_defaults(handler=_study)
+
+
+def _study(args) -> int:
+    from medcl.study import load_study
+    from medcl.study.runner import plan_text
+
+    config = load_study(args.study_file, args.overrides)
+    if args.dry_run:
+        print(plan_text(config), end="")
+        return 0
+    from medcl.engine.localray import quiet_tune_output
+    from medcl.study.runner import run_study
+
+    quiet_tune_output()
+    payload = run_study(config, fresh=args.fresh)
+    root = Path(payload["folder"])
+    print((root / "tables" / "accuracy.md").read_text())
+    print((root / "tables" / "paired.md").read_text())
+    print(f"Study {config.name}: {len(payload['runs'])} runs in {payload['wall_s']:.0f} s")
+    print(f"board        {root / 'index.html'}\nstudy.json   {root / 'study.json'}")
+    return 0

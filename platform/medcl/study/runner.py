@@ -1,0 +1,136 @@
+"""Run a study: tuning per method (equal budgets), the evaluation grid per method, then statistics,
+costs and the outputs (``study.json``, tables, plots, ``index.html``).
+
+    medcl study experiments/studies/tiny.yaml             # runs, or resumes where it stopped
+    medcl study experiments/studies/tiny.yaml --dry-run   # checks the file, prints the plan
+
+The study folder ``<output_dir>/<name>/``::
+
+    study.yaml           the study as run          phases.json   fingerprint of each phase's configuration
+    tuning/<label>/      a sweep (Optuna study + trial run directories) per tuned method
+    runs/<label>/        a sweep whose trials are the method's seed x order runs
+    study.json           everything below, machine-readable
+    tables/              accuracy, paired differences, costs: .md, .tex, .csv
+    plots/               PNGs      index.html   the results board
+
+Every invocation resumes: a finished phase is reused, an interrupted one continues. A phase whose
+configuration changed since it ran (``phases.json``) is refused, naming the method: rerun with
+``--fresh`` or give the study another name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from medcl.engine.runner import RunError
+from medcl.study.config import StudyConfig
+from medcl.study.plan import describe, fingerprint, grid_sweep, tuning_sweep
+
+PHASES_FILE = "phases.json"
+
+
+class StudyError(RunError):
+    """A study that cannot start or continue; the message says what to do."""
+
+
+def run_study(study: StudyConfig, *, fresh: bool = False) -> dict:
+    """Run or resume ``study``; write its outputs; return the ``study.json`` payload."""
+    from medcl.study.grid import run_grid
+    from medcl.study.tuning import TuningError, tune_method
+
+    started = time.perf_counter()
+    root = _prepare_folder(study, fresh)
+    phases = _Phases(root / PHASES_FILE)
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    tuning, runs = {}, []
+    for method in study.methods:
+        chosen = {}
+        if method.tuned:
+            phases.check(f"tuning/{method.label}", _sweep_fingerprint(tuning_sweep(study, method)))
+            print(f"medcl: study {study.name}: tuning {method.label} ({study.tuning.trials} trials on validation data)",
+                  flush=True)
+            try:
+                tuning[method.label] = tune_method(study, method)
+            except TuningError as exc:
+                raise StudyError(str(exc)) from None
+            chosen = tuning[method.label]["chosen"]
+        phases.check(f"runs/{method.label}", _sweep_fingerprint(grid_sweep(study, method, chosen)))
+        print(f"medcl: study {study.name}: evaluating {method.label} {chosen or '(fixed parameters)'} "
+              f"over {len(study.seeds)} seed(s) x {len(study.orders or [None])} order(s)", flush=True)
+        runs += run_grid(study, method, chosen)
+    return write_study(study, tuning, runs, wall_s=time.perf_counter() - started)
+
+
+def write_study(study: StudyConfig, tuning: dict, runs: list[dict], *, wall_s: float) -> dict:
+    """Statistics, costs, ``study.json``, tables, plots and the board from finished phases."""
+    from medcl.study.board import write_board
+    from medcl.study.costs import aggregate_costs
+    from medcl.study.plots import write_plots
+    from medcl.study.statistics import analyse
+    from medcl.study.tables import write_tables
+
+    root = study.study_dir
+    labels = [m.label for m in study.methods]
+    statistics = analyse(runs, labels, study.baseline, study.level)
+    costs = {label: aggregate_costs([r["cost"] for r in runs if r["method"] == label and r["cost"]]) for label in labels}
+    payload = {"study": study.name, "folder": str(root), "wall_s": wall_s, "plan": describe(study),
+               "config": study.model_dump(mode="json"), "baseline": study.baseline, "seeds": study.seeds,
+               "orders": describe(study)["orders"],
+               "methods": [{"label": m.label, "strategy": m.strategy_section, "set": m.set, "tuned": m.tuned,
+                            "chosen": tuning.get(m.label, {}).get("chosen", {})} for m in study.methods],
+               "tuning": tuning, "runs": [_relative(r, root) for r in runs], "statistics": statistics, "costs": costs}
+    payload["outputs"] = {**write_tables(payload, root / "tables"), **write_plots(payload, root, root / "plots")}
+    payload["outputs"]["board"] = str(write_board(payload, root).relative_to(root))
+    (root / "study.json").write_text(json.dumps(payload, indent=1, default=str))
+    return payload
+
+
+def _relative(run: dict, root: Path) -> dict:
+    out = dict(run)
+    out["run_dir"] = os.path.relpath(run["run_dir"], root)
+    metrics = run.get("metrics") or {}
+    out["metrics"] = {k: v for k, v in metrics.items() if not k.endswith("_per_task") and k != "strategy_metrics_per_task"}
+    return out
+
+
+def _prepare_folder(study: StudyConfig, fresh: bool) -> Path:
+    from medcl import storage
+
+    root = study.study_dir
+    if fresh and root.exists():
+        storage.rmtree_below(root, Path(study.output_dir).resolve())
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "study.yaml").write_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    return root
+
+
+def _sweep_fingerprint(sweep) -> str:
+    """What a phase's runs depend on: the sweep without its folder (a moved study still resumes)
+    and without how many run at once."""
+    return fingerprint(sweep.model_dump(mode="json", exclude={"output_dir", "max_concurrent_trials", "resources"}))
+
+
+class _Phases:
+    """``phases.json``: ``{phase: fingerprint}``; a phase run before with another configuration is refused."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.known = json.loads(path.read_text()) if path.is_file() else {}
+
+    def check(self, phase: str, value: str) -> None:
+        before = self.known.get(phase)
+        if before is not None and before != value:
+            raise StudyError(f"{phase}: the study file changed for this method since its runs "
+                             f"({self.path.parent / phase} ran with another configuration); rerun with --fresh "
+                             "to start the study over, or give the study another name")
+        self.known[phase] = value
+        self.path.write_text(json.dumps(self.known, indent=1, sort_keys=True))
+
+
+def plan_text(study: StudyConfig) -> str:
+    """The ``--dry-run`` plan as YAML."""
+    return yaml.safe_dump(describe(study), sort_keys=False)
