@@ -119,17 +119,22 @@ def run_stage(args: list[str], rows: int) -> dict:
 
 def index_bytes(index_dir: Path) -> dict:
     """Per space: vectors, bytes of the shard files per vector, the trained index's bytes (once per
-    space), bytes of the id mapping per vector."""
-    manifest = json.loads((index_dir / "index.json").read_text())
+    space), bytes of the id mapping per vector. Read from the version ``index_dir/CURRENT`` names
+    (:func:`medcl.publish.resolve`), as every reader of an index does."""
+    from medcl.corpus.index import read_index_manifest
+    from medcl.publish import resolve
+
+    index_dir = Path(resolve(index_dir))  # OUT/v-... (itself for an unversioned index)
+    manifest = read_index_manifest(index_dir)
     out = {}
     for space in ("text", "image"):
-        entries = [s for s in manifest["shards"] if s["space"] == space and s["rows"]]
+        entries = [s for s in manifest.entries(space) if s["rows"]]
         vectors = sum(s["rows"] for s in entries)
         if not vectors:
             continue
         shard_bytes = sum((index_dir / s[key]).stat().st_size for s in entries
                           for key in ("codes", "labels", "index") if s.get(key))
-        trained = (manifest.get("trained") or {}).get(space)
+        trained = manifest.trained.get(space)
         id_bytes = sum(p.stat().st_size for p in (index_dir / f"{space}-ids").glob("*.parquet"))
         out[space] = {"vectors": vectors, "factory": entries[0]["factory"], "params": entries[0]["params"],
                       "index_bytes_per_vector": round(shard_bytes / vectors, 1),

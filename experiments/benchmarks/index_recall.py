@@ -47,6 +47,9 @@ def _factory(spec: str, dim: int) -> str:
 
 
 def _bytes_per_vector(index_dir: Path, manifest) -> dict:
+    from medcl.publish import resolve
+
+    index_dir = Path(resolve(index_dir))  # the version index_dir/CURRENT names (medcl.publish)
     entries = [e for e in manifest.entries("text") if e["rows"]]
     vectors = sum(e["rows"] for e in entries)
     shard = sum((index_dir / e[key]).stat().st_size for e in entries for key in ("codes", "labels", "index")

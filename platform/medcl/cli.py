@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import medcl.commands
+from medcl.engine.localray import plain_output_unless_terminal
 from medcl.engine.loopback import prepare_local_environment
 from medcl.errors import MedclError
 from medcl.paths import BASE_NOTE
@@ -37,6 +38,7 @@ from medcl.storage import place
 
 def main(argv: list[str] | None = None) -> int:
     prepare_local_environment()  # before any command imports ray: a local Ray stays on loopback
+    plain_output_unless_terminal()  # no colour codes from Ray in a redirected log (or with NO_COLOR)
     args = _parser().parse_args(argv)
     if getattr(args, "verbose", False):
         os.environ["MEDCL_VERBOSE"] = "1"  # read by medcl.engine.localray (and inherited by Ray)

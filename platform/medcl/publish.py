@@ -19,7 +19,8 @@ manifest's sha256s), then switches:
   start and ``OUT/CURRENT`` (one PUT) is written last; a prefix that CURRENT does not name is never read.
 
 Until then the previous output stays as it was. After the switch, versions other than the current
-one and the ``KEEP - 1`` before it are removed, with stagings of failed builds and the files of an
+one and the version CURRENT named before the switch are removed (so an unfinished prefix a killed
+object-store build left behind never displaces the last good version), with stagings of failed builds and the files of an
 unversioned output (``legacy`` patterns), each checked to lie strictly below OUT
 (:func:`medcl.storage.rmtree_below`). A failed build removes its own staging and changes nothing else.
 
@@ -60,7 +61,6 @@ POINTER = "CURRENT"
 LOCK = ".lock"
 STAGING_PREFIX = ".staging-"
 VERSION_PREFIX = "v-"
-KEEP = 2  # the current version and the one before it
 LEASE_S = 300.0  # object-store lock expiry; renewed every LEASE_S / 3 while the build runs
 FAULT_VARIABLE = "MEDCL_PUBLISH_FAULT"  # tests: "before_verify" or "before_switch" raises InjectedFault there
 
@@ -107,7 +107,7 @@ def _fault(point: str) -> None:
 
 @contextlib.contextmanager
 def publishing(out, *, verify: Callable[[storage.Place], None], command: str,
-               legacy: Iterable[str] = (), keep: int = KEEP) -> Iterator[storage.Place]:
+               legacy: Iterable[str] = ()) -> Iterator[storage.Place]:
     """Build a new version of ``out`` in the yielded staging folder and publish it (module doc).
 
     ``verify(stage)`` raises when the staged output is incomplete or corrupt (then nothing is
@@ -130,23 +130,23 @@ def publishing(out, *, verify: Callable[[storage.Place], None], command: str,
             verify(stage)
             _fault("before_switch")
             lock.check()
+            previous = current_version(out)
             if not remote:
                 os.rename(stage, out / version)
             storage.write_text(out / POINTER, version + "\n")
         except BaseException:
             storage.rmtree_below(stage, out, ignore_errors=True)
             raise
-        _prune(out, version, keep, tuple(legacy))
+        _prune(out, {version, previous} - {None}, tuple(legacy))
     finally:
         lock.release()
 
 
-def _prune(out: storage.Place, current: str, keep: int, legacy: tuple[str, ...]) -> None:
-    """Remove what no reader of ``out`` resolves to any more (module doc), only strictly below ``out``."""
-    names = storage.listdir(out)
-    versions = sorted((n for n in names if is_version_name(n) and n != current), reverse=True)
-    kept = set(versions[:max(0, keep - 1)]) | {current}
-    for name in names:
+def _prune(out: storage.Place, kept: set[str], legacy: tuple[str, ...]) -> None:
+    """Remove every version but ``kept`` (the current one and the one CURRENT named before it), failed
+    stagings and ``legacy`` entries: what no reader of ``out`` resolves to any more (module doc), only
+    strictly below ``out``."""
+    for name in storage.listdir(out):
         if name in kept or name in (POINTER, LOCK):
             continue
         child = out / name
@@ -352,20 +352,3 @@ def _s3(where: Location):
     """``(boto3 client, bucket, key)``; endpoint and credentials from the environment (AWS_ENDPOINT_URL...)."""
     bucket, _, key = where.uri.split("://", 1)[1].partition("/")
     return _boto3().client("s3"), bucket, key
-
-
-# ---------------------------------------------------------------- verification of a staged output
-
-
-def verify_listing(stage, listed: dict[str, str], manifest: str, *, use_ray: bool = False) -> None:
-    """Check every file of ``listed`` (name -> sha256) under ``stage``: in parallel Ray tasks when
-    ``use_ray`` (the corpus checks of :mod:`medcl.corpus.embed_ray`), else here.
-    CorruptArtifactError names the first bad file."""
-    if use_ray:
-        from medcl.corpus.embed_ray import raise_if_corrupt, start_corpus_check
-
-        raise_if_corrupt(start_corpus_check(stage, listed, manifest))
-        return
-    from medcl.corpus.schema import verify_listed_files
-
-    verify_listed_files(stage, listed, manifest)

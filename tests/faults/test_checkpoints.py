@@ -171,6 +171,25 @@ def test_a_torn_checkpoint_in_an_object_store_is_set_aside_marker_first(s3, tmp_
     assert "task-2.torn-" in storage.read_appended(checkpoints.parent / "events.jsonl")
 
 
+def test_ray_trains_record_naming_a_set_aside_checkpoint_is_itself_set_aside(tmp_path):
+    """Ray Train V2 restores its record of the run's checkpoints when the same run starts again and
+    refuses the run directory when one it lists is gone: the driver keeps the record under another
+    name first (only when it is stale), so the next ``medcl run`` starts and resumes from disk."""
+    from medcl.engine.resume import RAY_RECORD, drop_stale_ray_record
+
+    checkpoints = tmp_path / "checkpoints"
+    for t in (0, 1, 2):
+        (checkpoints / f"task-{t}").mkdir(parents=True)
+    record = {"checkpoint_results": [{"checkpoint_dir_name": f"task-{t}"} for t in (0, 1, 2)],
+              "latest_checkpoint_result": {"checkpoint_dir_name": "task-2"}}
+    (checkpoints / RAY_RECORD).write_text(json.dumps(record))
+    assert drop_stale_ray_record(checkpoints) is None and (checkpoints / RAY_RECORD).is_file()
+    (checkpoints / "task-2").rename(checkpoints / "task-2.torn-x")
+    moved = drop_stale_ray_record(checkpoints)
+    assert not (checkpoints / RAY_RECORD).exists() and json.loads(moved.read_text()) == record
+    assert drop_stale_ray_record(checkpoints) is None
+
+
 def test_a_torn_pretraining_checkpoint_is_set_aside(tmp_path):
     from medcl.pretrain import checkpoint as pretrain_ckpt
 

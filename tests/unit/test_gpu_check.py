@@ -3,6 +3,7 @@
 the bare GPU machine it is written for (docs/gpu.md); the carry helpers are checked directly."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -24,9 +25,11 @@ RUNNER = ("import runpy, sys\n"
           "runpy.run_path({script!r}, run_name='__main__')\n")
 
 
+@functools.lru_cache(maxsize=None)
 def _load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    spec = importlib.util.spec_from_file_location("medcl_gpu_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -38,7 +41,8 @@ def dry_run(tmp_path_factory) -> dict:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert json.loads(done.stdout) == data  # the same JSON printed and written
+    printed = done.stdout[done.stdout.index('{\n "script"'):]  # after PRIMED's planning lines
+    assert json.loads(printed) == data  # the same JSON printed and written
     return data
 
 

@@ -137,3 +137,17 @@ def test_trial_statuses_go_to_telemetry(tmp_path, monkeypatch):
     searcher.on_trial_complete("t1", {"task": 1, "tasks": 2, "avg": 20.0})
     searcher.on_trial_complete("t2", None, error=True)
     assert calls == [("s", "running")] * 3 + [("s", "finished"), ("s", "pruned"), ("s", "failed")]
+
+
+def test_the_searcher_pickles_without_its_uploader(tmp_path):
+    """Tune pickles the searcher with its experiment state; the object-store study's uploader holds
+    a network client (not picklable) and stays with the driver."""
+    import pickle
+    import threading
+
+    lock = threading.Lock()
+    sweep = config(tmp_path)
+    searcher = StudySearcher(open_study(sweep, resume=False, fresh=False, enqueue=[]), optuna_distributions(sweep, None),
+                             metrics=["avg"], prune_metric="avg", on_change=lambda: lock.acquire)
+    copy = pickle.loads(pickle.dumps(searcher))
+    assert copy.on_change() is None and searcher.on_change is not copy.on_change

@@ -301,12 +301,84 @@ def test_ray_colour_codes_are_off_unless_writing_to_a_terminal(monkeypatch, tty,
 
 
 @pytest.mark.ray
-def test_ray_data_steps_log_no_progress_bar_notice(ray_session, caplog):
+def test_ray_data_steps_log_no_progress_bar_notice(ray_session, capfd):
     import ray.data
 
     from medcl.corpus.raydata import data_context
 
-    data_context()
-    with caplog.at_level(logging.INFO):
+    from ray.util.debug import reset_log_once
+
+    class Keep(logging.Handler):
+        records: list = []
+
+        def emit(self, record):
+            self.records.append(record.getMessage())
+
+    handler, ray_logger = Keep(level=logging.INFO), logging.getLogger("ray.data")  # Ray's loggers do not reach root's
+    ray_logger.addHandler(handler)
+    try:
+        reset_log_once()  # Ray logs the notice once per process: maybe already by an earlier test
+        data_context()
         assert len(ray.data.range(8).map_batches(lambda batch: batch).take_all()) == 8
-    assert not [r for r in caplog.records if "Progress bars" in r.getMessage()]
+    finally:
+        ray_logger.removeHandler(handler)
+    assert not [m for m in Keep.records if "Progress bars" in m], Keep.records
+    assert "Progress bars" not in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------- item 9: PRIMED's recipe
+
+def test_embedding_with_a_randomly_initialised_model_is_warned_about():
+    from medcl.commands.corpus import random_weights_warning
+    from medcl.corpus.embed import ModelInfo
+
+    warning = random_weights_warning(ModelInfo("medcl-tiny", None, None, 0))
+    assert warning is not None and "medcl-tiny" in warning and "--run" in warning and "\n" not in warning
+    assert random_weights_warning(ModelInfo("medcl-tiny", "runs/x/model.safetensors", None, 0)) is None
+
+
+def test_a_caption_with_newlines_stays_on_its_row_of_the_query_table():
+    from medcl.commands.index import table_cell
+
+    cell = table_cell("Axial CT.\nArrow: mass\r\n\tleft lobe")
+    assert "\n" not in cell and "\r" not in cell and "\t" not in cell
+    assert "Axial CT." in cell and "left lobe" in cell
+
+
+def test_docs_and_experiment_files_name_the_same_corpus_paths():
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    texts = {p: p.read_text() for p in [*repo.glob("docs/*.md"), *repo.glob("experiments/**/*.yaml"), repo / "README.md"]}
+    named = {m for text in texts.values() for m in re.findall(r"(?<![\w/.-])((?:runs/)?corpora/[\w-]+)", text)}
+    assert "runs/corpora/roco_medpix-index" in named and "runs/corpora/synthmed" in named
+    assert not {n for n in named if not n.startswith("runs/")}, sorted(named)
+
+
+# ----------------------------------------------------------------- item 10: pretrain's first line
+
+def test_progress_is_printed_from_the_first_step_of_a_long_stage(tmp_path, capsys):
+    import torch
+
+    from medcl.engine.progress import ProgressLog
+    from medcl.rundir import RunDir, read_events
+
+    run = RunDir(tmp_path / "pre")
+    run.path.mkdir()
+    log = ProgressLog(run, enabled=True, telemetry=False)
+    log.start_stage("pretrain", 0, 1, 1200)
+    for step in range(1, 4):
+        log.step(step, {"loss": torch.tensor(2.0)}, samples=8)
+    out = capsys.readouterr().out
+    assert "step 1/1200 loss 2.0000" in out and "step 2/1200" not in out
+    assert [e.get("step") for e in read_events(run.events) if e["kind"] == "step"] == []  # events: unchanged cadence
+
+
+def test_a_seeded_split_without_shared_patients_is_described_as_per_image():
+    from medcl.data.prepare.core import assign_splits
+
+    per_image = [{"image": f"covid/{i}.jpg", "patient": f"covid/{i}.jpg", "split": None} for i in range(10)]
+    assert "per image" in assign_splits(per_image, 0) and "patient-level" not in assign_splits(per_image, 0)
+    shared = [{"image": f"{i}.jpg", "patient": f"p{i // 2}", "split": None} for i in range(10)]
+    assert "patient-level" in assign_splits(shared, 0)

@@ -75,6 +75,9 @@ def _embed(args) -> int:
     else:
         print("medcl: error: corpus embed needs --model NAME (or --run RUN_DIR)", file=sys.stderr)
         return 2
+    warning = random_weights_warning(info)
+    if warning:
+        print(f"medcl: warning: {warning}", file=sys.stderr, flush=True)
     for flag in ("batch_size", "actors", "threads", "shard_rows"):
         if getattr(args, flag) < 1:
             print(f"medcl: error: --{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}", file=sys.stderr)
@@ -95,6 +98,17 @@ def _embed(args) -> int:
     print(json.dumps({"out": str(result.out), "rows": result.rows, "with_image": result.with_image,
                       "shards": result.shards, "model": result.model}))
     return 0
+
+
+def random_weights_warning(info) -> str | None:
+    """One line when ``info`` (a :class:`~medcl.corpus.embed.ModelInfo`) has no weights: a randomly
+    initialised model's embeddings carry no meaning (every image hit of a query scores about the same,
+    near 0), so an index built on them retrieves at random; None when weights are given."""
+    if info.pretrained:
+        return None
+    return (f"--model {info.name} without --pretrained or --run embeds with random weights (seed {info.seed}): "
+            "retrieval scores will be near 0 and rankings meaningless; pass --run RUN_DIR (a trained run) or "
+            "--pretrained FILE for a useful index")
 
 
 def _connect() -> None:

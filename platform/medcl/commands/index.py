@@ -86,6 +86,14 @@ def _node_local_places(args) -> str | None:
     return None
 
 
+def table_cell(caption: str, width: int | None = None) -> str:
+    """``caption`` on one line of the query table: every run of whitespace (newlines, tabs) one
+    space, then cut to ``width`` (default ``CAPTION_WIDTH``) with "..."."""
+    width = CAPTION_WIDTH if width is None else width
+    text = " ".join(str(caption).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _query(args) -> int:
     from medcl.corpus.retrieval import LocalRetriever
 
@@ -99,6 +107,6 @@ def _query(args) -> int:
             zip(result.ids[0], result.scores[0], result.modalities[0], result.captions[0]), start=1):
         if not hit:
             break
-        text = caption if len(caption) <= CAPTION_WIDTH else caption[:CAPTION_WIDTH - 3] + "..."
+        text = table_cell(caption)
         print(f"{rank:>4}  {score:7.4f}  {hit:<28} {modality:<10} {text}")
     return 0

@@ -15,6 +15,8 @@ def register(subparsers) -> None:
     group = study.add_mutually_exclusive_group()
     group.add_argument("--dry-run", action="store_true",
                        help="check the study file and print the plan (tuning trials, runs); run nothing")
+    group.add_argument("--report", action="store_true",
+                       help="rebuild study.json, the tables, plots and board from the finished runs; run nothing")
     group.add_argument("--fresh", action="store_true",
                        help="delete the study folder and start over (default: resume, reusing finished runs)")
     study.set_defaults(handler=_study)
@@ -28,11 +30,15 @@ def _study(args) -> int:
     if args.dry_run:
         print(plan_text(config), end="")
         return 0
-    from medcl.engine.localray import quiet_tune_output
-    from medcl.study.runner import run_study
+    from medcl.study.runner import collect_study, run_study
 
-    quiet_tune_output()
-    payload = run_study(config, fresh=args.fresh)
+    if args.report:
+        payload = collect_study(config)
+    else:
+        from medcl.engine.localray import quiet_tune_output
+
+        quiet_tune_output()
+        payload = run_study(config, fresh=args.fresh)
     root = Path(payload["folder"])
     print((root / "tables" / "accuracy.md").read_text())
     print((root / "tables" / "paired.md").read_text())

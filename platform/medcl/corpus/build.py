@@ -32,6 +32,7 @@ from medcl.corpus.sources import RAW_SCHEMA, iter_source
 from medcl.corpus.spec import CorpusError, CorpusSpec
 from medcl.corpus.store import (BUILD_REPORT, CORPUS_MANIFEST, CorpusShard, read_corpus_manifest, write_corpus_manifest,
                                write_corpus_shard)
+from medcl.corpus.verify import verify_listing
 
 CHUNK_ROWS = 512
 EXAMPLES = 5
@@ -114,7 +115,7 @@ def _verify(stage: storage.Place, use_ray: bool) -> None:
     extra = sorted(set(n for n in storage.listdir(stage) if n.endswith(".parquet")) - set(listed))
     if extra:
         raise CorruptArtifactError(f"{stage}: {extra[0]} is not listed in {CORPUS_MANIFEST}; not published")
-    publish.verify_listing(stage, listed, CORPUS_MANIFEST, use_ray=use_ray)
+    verify_listing(stage, listed, CORPUS_MANIFEST, use_ray=use_ray)
 
 
 def _build_locally(spec: CorpusSpec, out: storage.Place, strict: bool) -> tuple[list[CorpusShard], dict]:

@@ -35,6 +35,7 @@ from medcl import publish, storage
 from medcl.corpus import shards
 from medcl.corpus.embed_prep import INPUT_COLUMNS
 from medcl.corpus.store import CorpusStore
+from medcl.corpus.verify import verify_listing
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def _verify(stage: storage.Place, use_ray: bool) -> None:
         from medcl.corpus.schema import CorruptArtifactError
 
         raise CorruptArtifactError(f"{stage}: {extra[0]} is not listed in {shards.MANIFEST}; not published")
-    publish.verify_listing(stage, listed, shards.MANIFEST, use_ray=use_ray)
+    verify_listing(stage, listed, shards.MANIFEST, use_ray=use_ray)
 
 
 def embed_locally(paths: list[str], embedder: Embedder, batch_size: int, prepare_kwargs: dict) -> Iterator[pa.Table]:

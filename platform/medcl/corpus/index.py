@@ -45,7 +45,8 @@ import pyarrow.parquet as pq
 from medcl import storage
 from medcl.corpus.index_factory import DEFAULT_FACTORY, IndexBuildError
 from medcl.corpus.merge import MISSING_ID, Hits
-from medcl.corpus.schema import read_manifest_body, verify_listed_files
+from medcl.corpus.schema import check_listed_names, read_manifest_body, verify_listed_files
+from medcl.corpus.verify import verify_listing
 
 INDEX_MANIFEST = "index.json"
 INDEX_KIND = "medcl-index"
@@ -112,7 +113,7 @@ def build_index(emb_dir, out_dir, *, factory: str = DEFAULT_FACTORY, space: str 
     given = storage.place(emb_dir)
     emb_dir = publish.resolve(given)  # one version of the embeddings for the whole build
     source = emb.read_manifest(emb_dir, verify=False)  # each shard is checked by the task reading it
-    verify = lambda stage: publish.verify_listing(stage, read_index_manifest(stage).files, INDEX_MANIFEST,  # noqa: E731
+    verify = lambda stage: verify_listing(stage, read_index_manifest(stage).files, INDEX_MANIFEST,  # noqa: E731
                                                   use_ray=use_ray)
     with publish.publishing(out_dir, verify=verify, command="medcl index build", legacy=LEGACY) as stage:
         entries, files, trained = [], {}, {}
@@ -152,7 +153,7 @@ def read_index_manifest(index_dir: Path, *, verify: bool = False) -> IndexManife
     from medcl.publish import resolve
 
     index_dir = resolve(index_dir)
-    _, body = read_manifest_body(index_dir, INDEX_MANIFEST, INDEX_KIND, "medcl index build")
+    path, body = read_manifest_body(index_dir, INDEX_MANIFEST, INDEX_KIND, "medcl index build")
     manifest = IndexManifest(dim=int(body["dim"]), model=body["model"], embeddings=body["embeddings"],
                              corpus=body.get("corpus", ""), factory=body["factory"], spaces=tuple(body["spaces"]),
                              shards=tuple(body["shards"]), files=dict(body["files"]),
@@ -160,9 +161,20 @@ def read_index_manifest(index_dir: Path, *, verify: bool = False) -> IndexManife
     if manifest.format > INDEX_FORMAT:
         raise IndexBuildError(f"{index_dir}: index format {manifest.format} is newer than this medcl reads "
                               f"({INDEX_FORMAT}); upgrade medcl or rebuild the index")
+    check_listed_names(index_dir, listed_names(manifest), path)  # every file inside the folder, verified or not
     if verify:
         verify_files(index_dir, manifest, list(manifest.files))
     return manifest
+
+
+def listed_names(manifest: IndexManifest) -> list[str]:
+    """Every file name ``index.json`` gives: ``files``' keys, each space's trained index and each
+    shard entry's ``codes``, ``labels``, ``index`` and ``meta`` (null for none)."""
+    names = list(manifest.files)
+    names += [t["file"] for t in manifest.trained.values() if isinstance(t, dict) and t.get("file") is not None]
+    names += [s[key] for s in manifest.shards for key in ("codes", "labels", "index", "meta")
+              if isinstance(s, dict) and s.get(key) is not None]
+    return names
 
 
 def local_index_dir(index_dir) -> Path:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 
+PROGRESS_LOGGER = "ray.data._internal.progress"
+
 
 def data_context():
     """The current DataContext with ``preserve_order`` on (strict mode, duplicate handling and
@@ -13,4 +15,7 @@ def data_context():
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # with the bars off Ray Data logs, once, a WARNING "Progress bars disabled. To enable, set ..."
+    # from this logger, which only ever logs about progress reporting
+    logging.getLogger(PROGRESS_LOGGER).setLevel(logging.ERROR)
     return context

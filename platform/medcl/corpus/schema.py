@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from medcl.errors import MedclError
 from medcl.hashing import sha256_file
-from medcl.storage import place
+from medcl.paths import OutsideRoot
+from medcl.storage import inside_place, place
 
 CORPUS_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -47,13 +48,31 @@ def read_manifest_body(directory, name: str, kind: str, made_by: str) -> tuple:
     return path, body
 
 
+def listed_file(directory, name, manifest):
+    """The place of the file ``name`` that the manifest ``manifest`` (its name or place) lists in
+    ``directory``: ``directory / name`` when it resolves strictly inside ``directory``
+    (:func:`medcl.storage.inside_place`: no ``..`` or absolute path leading out, no link leading out,
+    no object-store key outside the prefix), else CorruptArtifactError naming the manifest and the entry."""
+    try:
+        return inside_place(directory, name)
+    except OutsideRoot as exc:
+        raise CorruptArtifactError(f"{manifest}: entry {name!r} is not a file inside {directory} ({exc}); "
+                                   "the manifest is corrupt or hostile, nothing was read") from None
+
+
+def check_listed_names(directory, names: Iterable, manifest) -> None:
+    """:func:`listed_file` for each of ``names`` (every file name a manifest lists), before any is read."""
+    for name in names:
+        listed_file(directory, name, manifest)
+
+
 def verify_listed_files(directory, listed: Mapping[str, str], manifest: str,
                         names: Iterable[str] | None = None) -> None:
     """Check that every file in ``names`` (default: all of ``listed``, file name -> sha256) is listed
-    in the manifest, exists under ``directory`` and has its listed sha256; else CorruptArtifactError
-    naming the file."""
+    in the manifest, lies inside ``directory`` (:func:`listed_file`), exists there and has its listed
+    sha256; else CorruptArtifactError naming the file."""
     for name in listed if names is None else names:
-        file = place(directory) / name
+        file = listed_file(directory, name, manifest)
         if name not in listed:
             raise CorruptArtifactError(f"{file}: not listed in {manifest}")
         if not file.is_file():

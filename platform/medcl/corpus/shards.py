@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from medcl import storage
 from medcl.corpus.parquet_io import read_table, write_table
-from medcl.corpus.schema import read_manifest_body, verify_listed_files
+from medcl.corpus.schema import check_listed_names, listed_file, read_manifest_body, verify_listed_files
 from medcl.hashing import sha256_file
 
 MANIFEST = "manifest.json"
@@ -111,6 +111,7 @@ def read_manifest(directory, *, verify: bool = True) -> EmbeddingManifest:
     directory = publish.resolve(directory)
     path, body = read_manifest_body(directory, MANIFEST, KIND, "medcl corpus embed")
     shards = tuple(ShardInfo(**s) for s in body["shards"])
+    check_listed_names(directory, [s.file for s in shards], path)  # every shard inside the folder, verified or not
     if verify:
         verify_listed_files(directory, {s.file: s.sha256 for s in shards}, path.name)
     return EmbeddingManifest(dim=int(body["dim"]), model=body["model"], corpus=body["corpus"], shards=shards,
@@ -121,7 +122,7 @@ def read_shard(directory, shard: ShardInfo | str, columns: list[str] | None = No
     from medcl import publish
 
     name = shard.file if isinstance(shard, ShardInfo) else shard
-    return read_table(publish.resolve(directory) / name, columns=columns)  # a version folder: itself
+    return read_table(listed_file(publish.resolve(directory), name, MANIFEST), columns=columns)  # a version: itself
 
 
 def vectors(table: pa.Table, column: str) -> np.ndarray:

@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from medcl import publish, storage
 from medcl.corpus.parquet_io import read_table, write_table
-from medcl.corpus.schema import CORPUS_COLUMNS, CORPUS_SCHEMA, read_manifest_body, verify_listed_files
+from medcl.corpus.schema import (CORPUS_COLUMNS, CORPUS_SCHEMA, check_listed_names, read_manifest_body,
+                                 verify_listed_files)
 from medcl.hashing import sha256_file
 
 CORPUS_MANIFEST = "manifest.json"
@@ -79,6 +80,7 @@ def read_corpus_manifest(directory, *, verify: bool = True) -> CorpusManifest:
     directory = publish.resolve(directory)  # the current version (medcl.publish); itself when unversioned
     path, body = read_manifest_body(directory, CORPUS_MANIFEST, CORPUS_KIND, "medcl corpus build")
     shards = tuple(CorpusShard(**s) for s in body["shards"])
+    check_listed_names(directory, [s.file for s in shards], path)  # every shard inside the folder, verified or not
     if verify:
         verify_listed_files(directory, {s.file: s.sha256 for s in shards}, path.name)
     return CorpusManifest(shards=shards, sources=dict(body.get("sources", {})))

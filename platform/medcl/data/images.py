@@ -42,6 +42,14 @@ _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "P;g
 MAX_IMAGE_PIXELS = int(os.environ.get("MEDCL_MAX_IMAGE_PIXELS", "64000000"))
 MAX_IMAGE_BYTES = int(os.environ.get("MEDCL_MAX_IMAGE_BYTES", str(256 << 20)))
 REFUSAL_REASONS = ("too_many_pixels", "too_many_bytes", "outside_root", "undecodable_image")
+BUDGET_VARIABLES = ("MEDCL_MAX_IMAGE_PIXELS", "MEDCL_MAX_IMAGE_BYTES")
+
+
+def budget_environment() -> dict[str, str]:
+    """The budget variables (:data:`BUDGET_VARIABLES`) set in this process. They are read when this
+    module is imported, so a Ray worker on another node decodes under them only when the job's
+    runtime env sets them: the driver passes these on (:func:`medcl.engine.cluster.job_runtime_env`)."""
+    return {name: os.environ[name] for name in BUDGET_VARIABLES if os.environ.get(name)}
 
 
 class UndecodableImage(ValueError):

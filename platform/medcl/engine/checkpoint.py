@@ -36,6 +36,7 @@ from medcl.hashing import sha256_file
 from medcl.models import load_weights, save_weights
 from medcl.storage import is_remote, local_copy
 from medcl.models.weights import describe_mismatch
+from medcl.paths import OutsideRoot
 
 STATE_FILE, MODEL_FILE = "state.json", "model.safetensors"
 TORN = ".torn-"  # set-aside checkpoints: <name>.torn-<UTC time>
@@ -230,6 +231,13 @@ def _read_manifest(path) -> dict:
         raise CorruptCheckpointError(f"{path}: not a readable manifest ({exc}); the file is corrupt") from None
     if not isinstance(manifest, dict) or not all(isinstance(v, (str, dict)) for v in manifest.values()):
         raise CorruptCheckpointError(f"{path}: not a manifest (expected file name -> size and sha256)")
+    folder = storage.place(path).parent
+    for name in manifest:  # every listed file inside the checkpoint: a torn or hostile manifest reads nothing else
+        try:
+            storage.inside_place(folder, name)
+        except OutsideRoot as exc:
+            raise CorruptCheckpointError(f"{path}: entry {name!r} is not a file inside {folder} ({exc}); the "
+                                         "manifest is corrupt or hostile") from None
     return manifest
 
 

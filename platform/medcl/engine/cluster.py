@@ -64,11 +64,34 @@ def _join(address: str) -> None:
     hint = auth_hint(address)
     if hint:
         print(f"medcl: note: {hint}", file=sys.stderr, flush=True)  # above Ray's own lines while it retries
+    env = job_runtime_env()
     try:
-        ray.init(address=address, logging_level=ray_log_level())
+        ray.init(address=address, logging_level=ray_log_level(), **({"runtime_env": env} if env else {}))
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
         raise ResourceError(f"could not join the Ray cluster at RAY_ADDRESS={address} ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''})" + (f"; {hint}" if hint else "")) from None
+
+
+def job_runtime_env() -> dict | None:
+    """``ray.init(runtime_env=...)`` of a driver joining a cluster: ``env_vars`` holding the image
+    budgets set in this process (``MEDCL_MAX_IMAGE_PIXELS``, ``MEDCL_MAX_IMAGE_BYTES``:
+    :func:`medcl.data.images.budget_environment`), so every task, actor, Train worker and Tune trial
+    of the job, on any node, refuses images under the driver's budgets. A variable the job's own
+    runtime env already sets (``ray job submit --runtime-env``, which Ray hands the entrypoint in
+    ``RAY_JOB_CONFIG_JSON_ENV_VAR``) is left to it: Ray refuses a driver that sets one again. None
+    when there is nothing to add. (A local Ray's workers inherit the driver's environment.)"""
+    import json
+
+    from medcl.data.images import budget_environment
+
+    env = budget_environment()
+    try:
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        already = ((job.get("runtime_env") or {}).get("env_vars") or {}) if isinstance(job, dict) else {}
+    except json.JSONDecodeError:
+        already = {}
+    env = {name: value for name, value in env.items() if name not in already}
+    return {"env_vars": env} if env else None
 
 
 def loopback_only() -> bool:

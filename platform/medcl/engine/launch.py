@@ -84,6 +84,11 @@ def make_trainer(train_fn: Callable, loop_config: dict, run_path, workers: Worke
     from medcl.storage import ray_storage
 
     _set_start_timeout(workers.node_wait_s)
+    if workers.count:
+        from medcl.engine.resume import drop_stale_ray_record
+        from medcl.storage import place
+
+        drop_stale_ray_record(place(run_path) / "checkpoints")  # Ray Train would refuse the run directory
     env = forwarded_environment()
     run_config = RunConfig(name="checkpoints", **ray_storage(run_path), callbacks=list(callbacks) or None,
                            worker_runtime_env={"env_vars": env} if env else None,

@@ -29,6 +29,10 @@ Why Ray used to print dozens of internal lines on a plain run, and what is done 
   TensorBoard logs are) even at ``verbose=0``; ``medcl sweep`` uses Tune's plain reporter, which
   is silent at ``verbose=0`` (``RAY_AIR_NEW_OUTPUT=0``, :func:`quiet_tune_output`).
 
+* Ray colours the ``(pid=...)`` prefix of every worker line; in a log redirected to a file those are
+  escape codes. ``medcl`` sets Ray's ``RAY_COLOR_PREFIX=0`` when stdout is not a terminal or
+  ``NO_COLOR`` is set (:func:`plain_output_unless_terminal`).
+
 ``MEDCL_DEBUG=1`` or ``--verbose`` (``MEDCL_VERBOSE=1``) keeps every Ray log line: no filter,
 Ray and Ray Train at INFO.
 """
@@ -37,6 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 
 from medcl.engine.loopback import prepare_local_environment
 
@@ -46,7 +51,19 @@ LIBRARY_LOGGERS = ("ray.train", "ray.tune")  # INFO chatter of Ray's libraries i
 NO_DASHBOARD_VARIABLE = "MEDCL_RAY_NO_DASHBOARD"  # set for the workers of a dashboard-less local Ray
 API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 PREEMPTION_WATCHER_VARIABLE = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+COLOUR_VARIABLE = "RAY_COLOR_PREFIX"  # Ray: "0" prints worker-line prefixes without colour codes
 _api_server_set_here: str | None = None
+
+
+def plain_output_unless_terminal(stream=None) -> None:
+    """No ANSI colour in what Ray prints for its processes (the ``(pid=...)`` prefixes of worker
+    lines) when ``stream`` (default: stdout) is not a terminal or ``NO_COLOR`` is set
+    (no-color.org): sets Ray's ``RAY_COLOR_PREFIX=0`` unless the user set it. Logs redirected to a
+    file then carry no escape codes. Call before Ray starts (``medcl``'s entry point does)."""
+    stream = sys.stdout if stream is None else stream
+    terminal = bool(getattr(stream, "isatty", lambda: False)())
+    if os.environ.get("NO_COLOR") or not terminal:
+        os.environ.setdefault(COLOUR_VARIABLE, "0")
 
 
 def verbose() -> bool:

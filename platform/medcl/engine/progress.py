@@ -1,7 +1,7 @@
 """Progress a person can follow: a few lines per task on the terminal, every step in events.jsonl.
 
-Rank 0 prints ``[task 2/4 ultrasound] step 40/200 loss 1.234 ce 1.234 | 812 samples/s`` about
-5 times per task whatever its length, appends a step event to ``events.jsonl`` about 50 times per
+Rank 0 prints ``[task 2/4 ultrasound] step 40/200 loss 1.234 ce 1.234 | 812 samples/s`` at step 1
+(a long stage, such as pretraining's, shows it started) and about 5 times per task whatever its length, appends a step event to ``events.jsonl`` about 50 times per
 task (both every ``train.log_every`` steps when that is set), appends every evaluated row, and
 rewrites ``matrix.csv`` after each row so a running sequence can be inspected. The same step
 events and rows also go to Ray metrics (``medcl.telemetry``) unless ``telemetry`` is false.
@@ -41,20 +41,23 @@ class ProgressLog:
     def step(self, step: int, terms: dict[str, torch.Tensor], samples: int) -> None:
         self.window_samples += samples
         last = step == self.total
-        if not self.enabled or (step % self.event_every and not last):
+        record = not step % self.event_every or last
+        if not self.enabled or not (record or step == 1):  # step 1 is printed: the run is alive, its first loss
             return
         elapsed = time.perf_counter() - self.window_start
         rate = self.window_samples / elapsed if elapsed > 0 else float("nan")
         values = {k: float(v.detach()) for k, v in terms.items()}
-        append_event(self.run.events, {"kind": "step", "task": self.stage_name, "step": step,
-                                       "samples_per_s": rate, "time": time.time(), **values})
-        if self.telemetry:
-            telemetry.record_step(self.run.path.name, self.stage_name, step, values,
-                                  samples=self.window_samples, samples_per_s=rate)
-        if step % self.every == 0 or last:
+        if record:
+            append_event(self.run.events, {"kind": "step", "task": self.stage_name, "step": step,
+                                           "samples_per_s": rate, "time": time.time(), **values})
+            if self.telemetry:
+                telemetry.record_step(self.run.path.name, self.stage_name, step, values,
+                                      samples=self.window_samples, samples_per_s=rate)
+        if step % self.every == 0 or last or step == 1:
             shown = " ".join(f"{k} {v:.4f}" for k, v in values.items())
             print(f"[{self.stage_label}] step {step}/{self.total} {shown} | {rate:.0f} samples/s", flush=True)
-        self.window_start, self.window_samples = time.perf_counter(), 0
+        if record:
+            self.window_start, self.window_samples = time.perf_counter(), 0
 
     def row(self, label: str, state) -> None:
         """Record an evaluated row and rewrite matrix.csv with every row so far."""

@@ -6,7 +6,11 @@
 Resume: the run directory keeps one checkpoint per finished task (``checkpoints/task-<t>``); Ray
 Train V2 is given ``RunConfig(name="checkpoints", storage_path=<run dir>)``, so a worker restarted
 after a failure, or the same command run again, gets the last one from ``ray.train.get_checkpoint``;
-workers also look at the newest ``task-<t>`` on disk and take whichever is newer. Resuming with a changed experiment
+workers also look at the newest ``task-<t>`` on disk and take whichever is newer. Only a committed,
+intact checkpoint counts (:mod:`medcl.engine.checkpoint`): before Ray starts, the driver checks every
+rank's files (size and sha256) and sets a torn one aside (``task-<t>.torn-<time>``, reported) to
+resume from the previous one. Failures: ``train.max_failures`` (-1: unlimited) and a node wait of
+``train.node_wait_s`` per worker start (:mod:`medcl.engine.launch`). Resuming with a changed experiment
 is refused (the fields that differ are named), since its matrix would mix two experiments.
 """
 from __future__ import annotations

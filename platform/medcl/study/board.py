@@ -14,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from medcl.study.tables import display_tables, metric_name
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+WIDE_PLOTS = ("plot_intervals", "plot_matrices", "plot_curves")
 HEADINGS = {"accuracy": "Accuracy", "paired": "Against the baseline", "orders": "Order sensitivity", "costs": "Costs"}
 TEXT_COLUMNS = {"accuracy": 2}
 PLOT_CAPTIONS = {"plot_intervals": "Mean and interval per metric and method",
@@ -35,7 +36,8 @@ def write_board(payload: dict, root: Path) -> Path:
     outputs = payload.get("outputs", {})
     files = [v for k, v in outputs.items() if k.startswith(("table_", "csv_"))]
     files += [v.replace(".md", ".tex") for k, v in outputs.items() if k.startswith("table_")]
-    plots = [{"src": v, "caption": PLOT_CAPTIONS.get(k, k)} for k, v in outputs.items() if k.startswith("plot_")]
+    plots = [{"src": v, "caption": PLOT_CAPTIONS.get(k, k), "wide": k in WIDE_PLOTS}
+             for k, v in outputs.items() if k.startswith("plot_")]
     html = environment().get_template("study_board.html.j2").render(
         study=payload["study"], methods=payload["methods"], seeds=payload["seeds"], orders=payload["orders"],
         baseline=payload["baseline"], wall_s=payload["wall_s"], level=f"{100 * payload['statistics']['level']:g} %",
@@ -61,6 +63,6 @@ def _run_row(run: dict, metrics: list[str], root: Path) -> dict:
     report = Path(run["run_dir"]) / "report.html"
     cost = run.get("cost") or {}
     return {"method": run["method"], "seed": run["seed"], "order": run["order"], "state": run["state"],
-            "values": ["–" if v is None else f"{v:.1f}" for v in values],
+            "cells": ["–" if v is None else f"{v:.1f}" for v in values],
             "wall": "–" if cost.get("wall_s") is None else f"{cost['wall_s']:.1f}",
             "report": report.as_posix() if (root / report).is_file() and not os.path.isabs(report) else None}

@@ -38,9 +38,11 @@ def _labels(payload: dict) -> list[str]:
 
 def _intervals(payload: dict, root: Path):
     stats, metrics, labels = payload["statistics"], payload["statistics"]["metrics"], _labels(payload)
-    figure = Figure(figsize=(3.2 * len(metrics), 0.45 * len(labels) + 1.6))
+    columns = min(len(metrics), 4)
+    grid_rows = -(-len(metrics) // columns)
+    figure = Figure(figsize=(3.3 * columns, (0.4 * len(labels) + 1.4) * grid_rows))
     for k, metric in enumerate(metrics):
-        ax = figure.add_subplot(1, len(metrics), k + 1)
+        ax = figure.add_subplot(grid_rows, columns, k + 1)
         for y, label in enumerate(labels):
             s = stats["methods"][label][metric]
             if not s:
@@ -49,7 +51,7 @@ def _intervals(payload: dict, root: Path):
             err = None if i["low"] is None else [[i["mean"] - i["low"]], [i["high"] - i["mean"]]]
             ax.errorbar([i["mean"]], [y], xerr=err, fmt="o", capsize=3,
                         color="black" if label == payload["baseline"] else f"C{y % 10}")
-        ax.set_yticks(range(len(labels)), labels if k == 0 else [""] * len(labels))
+        ax.set_yticks(range(len(labels)), labels if k % columns == 0 else [""] * len(labels))
         ax.set_ylim(-0.6, len(labels) - 0.4)
         ax.invert_yaxis()
         ax.set_title(metric_name(metric))

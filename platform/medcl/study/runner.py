@@ -65,6 +65,46 @@ def run_study(study: StudyConfig, *, fresh: bool = False) -> dict:
     return write_study(study, tuning, runs, wall_s=time.perf_counter() - started)
 
 
+def collect_study(study: StudyConfig) -> dict:
+    """Rebuild the outputs from the phases already on disk (no Ray, nothing run): ``medcl study --report``.
+    Raises :class:`StudyError` naming the first method whose phase has not finished."""
+    import optuna
+
+    from medcl.study.grid import grid_runs
+    from medcl.study.tuning import TuningError, tuning_summary
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started, tuning, runs = time.perf_counter(), {}, []
+    for method in study.methods:
+        chosen = {}
+        if method.tuned:
+            sweep = tuning_sweep(study, method)
+            try:
+                tuning[method.label] = tuning_summary(sweep, _load(sweep), method)
+            except (KeyError, TuningError) as exc:
+                raise StudyError(f"{method.label}: tuning has not finished ({exc}); run `medcl study` first") from None
+            chosen = tuning[method.label]["chosen"]
+        sweep = grid_sweep(study, method, chosen)
+        try:
+            runs += grid_runs(sweep, _load(sweep), method)
+        except KeyError:
+            raise StudyError(f"{method.label}: its runs have not started; run `medcl study` first") from None
+    return write_study(study, tuning, runs, wall_s=_previous_wall(study) or time.perf_counter() - started)
+
+
+def _load(sweep):
+    import optuna
+
+    return optuna.load_study(study_name=sweep.name, storage=sweep.storage_url)
+
+
+def _previous_wall(study: StudyConfig) -> float | None:
+    try:
+        return json.loads((study.study_dir / "study.json").read_text())["wall_s"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def write_study(study: StudyConfig, tuning: dict, runs: list[dict], *, wall_s: float) -> dict:
     """Statistics, costs, ``study.json``, tables, plots and the board from finished phases."""
     from medcl.study.board import write_board

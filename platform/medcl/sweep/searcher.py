@@ -44,6 +44,11 @@ class StudySearcher(Searcher):
         self._resume = list(resume)
         self._live: dict[str, Any] = {}
 
+    def __getstate__(self) -> dict:
+        """Tune pickles the searcher with the experiment's state; ``on_change`` (the object-store
+        study's uploader, which holds a network client) stays with the driver that runs it."""
+        return {**self.__dict__, "on_change": _no_change}
+
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # metrics and modes come from the sweep file
 
@@ -104,6 +109,10 @@ class StudySearcher(Searcher):
         done = f"{(result or {}).get(TIME_ATTR, 0)}/{(result or {}).get('tasks', '?')} tasks"
         print(f"medcl: trial-{trial.number:04d} {state} after {done}{': ' + shown if shown else ''}"
               f"{' (' + note + ')' if note else ''}", flush=True)
+
+
+def _no_change() -> None:
+    """``on_change`` of a searcher unpickled away from its driver."""
 
 
 TRIAL_STATUS = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed"}  # Optuna state -> telemetry

@@ -46,6 +46,20 @@ def test_a_failed_rebuild_leaves_the_previous_corpus_readable(tmp_path, monkeypa
     assert len(CorpusStore(out)) > len(before)
 
 
+def test_an_unfinished_newer_version_never_displaces_the_last_good_one(tmp_path):
+    """An object-store build killed before its switch leaves a v-* prefix newer than the good one; the
+    next build keeps the version CURRENT named (the previous good one) and drops the unfinished one."""
+    out = tmp_path / "corpus"
+    build_corpus(_spec(2), out, use_ray=False)
+    good = publish.current_version(out)
+    unfinished = out / "v-99991231T000000000000Z-deadbeef"  # sorts after every real version
+    unfinished.mkdir()
+    (unfinished / "part-00000.parquet").write_bytes(b"cut short")
+    build_corpus(_spec(4), out, use_ray=False)
+    versions = sorted(n for n in os.listdir(out) if publish.is_version_name(n))
+    assert versions == sorted([good, publish.current_version(out)])
+
+
 def test_a_second_writer_is_refused_naming_the_first(tmp_path, monkeypatch):
     out = tmp_path / "corpus"
     holder = publish.WriterLock(out, "medcl corpus build (the first)")

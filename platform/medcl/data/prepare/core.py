@@ -159,6 +159,8 @@ def assign_splits(rows: list[dict], seed: int) -> str:
         table = patient_split((r["patient"] for r in rows), seed)
         for r in rows:
             r["split"] = table[r["patient"]]
+        if len(table) == len(rows):  # no two images share a patient id (none given: the image path)
+            return f"seeded split 70/10/20 per image (seed {seed}; no two images share a patient id)"
         return f"seeded patient-level split 70/10/20 (seed {seed})"
     if "val" not in given:
         train_patients = {r["patient"] for r in rows if r["split"] == "train"}
