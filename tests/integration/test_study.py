@@ -138,7 +138,11 @@ def test_outputs_rebuild_from_the_finished_runs_without_ray(study_run):
     from medcl.study.runner import collect_study
 
     rebuilt = collect_study(study_run["study"])
-    assert rebuilt["statistics"] == json.loads(json.dumps(study_run["payload"]["statistics"]))
+    def plain(value):  # as study.json holds it (seeds as keys become strings)
+        return json.loads(json.dumps(value))
+
+    assert plain(rebuilt["statistics"]) == plain(study_run["payload"]["statistics"])
+    assert plain(rebuilt["costs"]) == plain(study_run["payload"]["costs"])
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

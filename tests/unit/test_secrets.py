@@ -149,3 +149,20 @@ def test_study_errors_mask_the_url(tmp_path):
     with pytest.raises(SweepError, match=r"already has 1 trial\(s\) in sqlite:///file:.*password=\*\*\*") as error:
         open_study(sweep, resume=False, fresh=False, enqueue=[])
     assert SECRET not in str(error.value)
+
+
+def test_the_searcher_tune_pickles_into_tuner_pkl_holds_no_password(tmp_path, monkeypatch):
+    """Tune writes its search algorithm into ``tune/<stamp>/tuner.pkl``; found by a real sweep."""
+    import ray.cloudpickle as pickle
+
+    from medcl.sweep.searcher import StudySearcher
+    from medcl.sweep.space import optuna_distributions
+    from medcl.sweep.study import open_study
+
+    monkeypatch.setenv("MEDCL_TEST_DB_PASSWORD", SECRET)
+    sweep = _sweep(tmp_path, f"sqlite:///file:{tmp_path / 'p.db'}?password=${{MEDCL_TEST_DB_PASSWORD}}&uri=true")
+    study = open_study(sweep, resume=False, fresh=False, enqueue=[])
+    assert SECRET.encode() in pickle.dumps(study)  # the study itself carries it: the check can fail
+    searcher = StudySearcher(study, optuna_distributions(sweep, None), metrics=["avg"], prune_metric="avg")
+    assert SECRET.encode() not in pickle.dumps(searcher)
+    assert searcher.study is study  # the driver's searcher keeps its study

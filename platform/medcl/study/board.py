@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from medcl.study.tables import display_tables, metric_name
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-WIDE_PLOTS = ("plot_intervals", "plot_matrices", "plot_curves")
+WIDE_PLOTS = ("plot_matrices", "plot_curves")  # full width with more than 3 methods
 HEADINGS = {"accuracy": "Accuracy", "paired": "Against the baseline", "orders": "Order sensitivity", "costs": "Costs"}
 TEXT_COLUMNS = {"accuracy": 2}
 PLOT_CAPTIONS = {"plot_intervals": "Mean and interval per metric and method",
@@ -36,7 +36,8 @@ def write_board(payload: dict, root: Path) -> Path:
     outputs = payload.get("outputs", {})
     files = [v for k, v in outputs.items() if k.startswith(("table_", "csv_"))]
     files += [v.replace(".md", ".tex") for k, v in outputs.items() if k.startswith("table_")]
-    plots = [{"src": v, "caption": PLOT_CAPTIONS.get(k, k), "wide": k in WIDE_PLOTS}
+    plots = [{"src": v, "caption": PLOT_CAPTIONS.get(k, k),
+              "wide": k == "plot_intervals" or (k in WIDE_PLOTS and len(payload["methods"]) > 3)}
              for k, v in outputs.items() if k.startswith("plot_")]
     html = environment().get_template("study_board.html.j2").render(
         study=payload["study"], methods=payload["methods"], seeds=payload["seeds"], orders=payload["orders"],

@@ -45,9 +45,12 @@ class StudySearcher(Searcher):
         self._live: dict[str, Any] = {}
 
     def __getstate__(self) -> dict:
-        """Tune pickles the searcher with the experiment's state; ``on_change`` (the object-store
-        study's uploader, which holds a network client) stays with the driver that runs it."""
-        return {**self.__dict__, "on_change": _no_change}
+        """Tune pickles the searcher with the experiment's state (``tuner.pkl``, for
+        ``Tuner.restore``, which medcl never uses: a sweep resumes from its study). ``on_change``
+        (the object-store study's uploader, which holds a network client) stays with the driver
+        that runs it, and so does the study: its storage holds the database URL with its password
+        (:mod:`medcl.redact`), which must not land in the sweep's files."""
+        return {**self.__dict__, "on_change": _no_change, "study": None}
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # metrics and modes come from the sweep file
