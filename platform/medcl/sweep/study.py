@@ -14,15 +14,11 @@ so no trial ever continues a directory holding other parameters.
 from __future__ import annotations
 
 from medcl import storage as places
-from medcl.engine.runner import RunError
 from medcl.redact import mask_url_password
 from medcl.sweep.config import SweepConfig
+from medcl.sweep.errors import SweepError
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-
-
-class SweepError(RunError):
-    """A sweep that cannot start or continue; the message says what to do."""
 
 
 def open_study(sweep: SweepConfig, *, resume: bool, fresh: bool, enqueue: list[dict]):

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from medcl.sweep.errors import SweepError
+
 STUDY_FILE = "study.db"
 
 
@@ -176,7 +178,6 @@ def staged_study(sweep, log=print) -> Iterator:
         return
     from medcl.sweep.lease import LeaseHeld
     from medcl.sweep.objects import ObjectsUnavailable
-    from medcl.sweep.study import SweepError
 
     try:
         store = ObjectStudy(sweep, log)
