@@ -269,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.pretrained.is_file():
         sys.exit(f"method_findings: {args.pretrained} not found: run `make demo` (or `medcl pretrain "
                  "experiments/pretrain_synthmed.yaml`) first, or pass --pretrained")
-    import ray
+    from medcl.engine.localray import init_local_ray
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    init_local_ray(1)  # on loopback only (medcl.engine.loopback)
     sequences = list(SEQUENCES) if "all" in args.sequence else args.sequence
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -317,7 +317,7 @@ def _report_body(run: _Run) -> list[str]:
         if run.metrics.get("majority_class_rate"):
             parts.append("<p>majority class: the accuracy of always answering the test split's most frequent "
                          "class; an accuracy at or below it has learnt nothing about the task.</p>")
-    parts += _strategy_parts(run) + _retrieval_parts(run)
+    parts += _skipped_parts(run) + _strategy_parts(run) + _retrieval_parts(run)
     parts += ["<h2>Accuracy over training</h2>",
               f'<img alt="per-task accuracy" src="{_data_uri(_task_curves_figure([run]))}">']
     loss = _loss_figure(run.events)
@@ -326,6 +326,20 @@ def _report_body(run: _Run) -> list[str]:
     if run.config_text is not None:
         parts += ["<h2>Resolved config</h2>", f"<pre>{esc(run.config_text)}</pre>"]
     return [p for p in parts if p]
+
+
+def _skipped_parts(run: _Run) -> list[str]:
+    """metrics.json's ``skipped_inputs`` (:mod:`medcl.data.skips`): per task the files its loader
+    skipped, with the reason; nothing when no input was skipped."""
+    skipped = run.metrics.get("skipped_inputs") or {}
+    rows = [[task, f["file"], f["reason"]] for task, record in skipped.items() for f in record.get("files", ())]
+    rows += [[task, f"... and {record['files_not_listed']} more (not listed)", ""]
+             for task, record in skipped.items() if record.get("files_not_listed")]
+    if not rows:
+        return []
+    counts = "; ".join(f"{task}: {record['count']}" for task, record in skipped.items())
+    return ["<h2>Skipped inputs</h2>", f"<p>files the data loaders skipped, not trained or evaluated on ({html.escape(counts)}); "
+            "strict: true on a task makes them an error</p>", _html_table(["task", "file", "reason"], rows)]
 
 
 def _strategy_parts(run: _Run) -> list[str]:

@@ -29,13 +29,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from medcl.data.images import IMAGE_EXTENSIONS, decode_files, refusal_counts, stack_images
+from medcl.data.images import IMAGE_EXTENSIONS, decode_files, stack_images
 from medcl.data.catalog import dataset_facts
 from medcl.data.registry import Benchmark, BenchmarkOptions, register_benchmark
 from medcl.data.spec import (DataError, SplitFractions, TaskSpec, check_class_names, make_task, resolve_path,
                              stratified_split, with_defaults)
 from medcl.data.task import SPLITS, Split, Task
 from medcl.paths import DataPathStr, OutsideRoot, PathStr, inside_root
+from medcl.data.skips import skip_record
 
 DEFAULT_IMAGE_SIZE = 64
 _SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -156,7 +157,7 @@ def _handle_undecodable(errors: list[str], spec: ImageFolderTask, where: str, ro
     if errors:
         warnings.warn(f"medcl: skipped {len(errors)} undecodable image(s) under {root}, e.g. {errors[0]}; "
                       "set strict: true to make this an error", stacklevel=3)
-    return {"count": len(errors), "reasons": refusal_counts(errors), "examples": errors[:10]}
+    return skip_record(errors)  # per file and reason: the run lists them (medcl.data.skips)
 
 
 def _check_classes_kept(labels: np.ndarray, classes: tuple[str, ...], root: Path, where: str) -> None:

@@ -44,7 +44,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from medcl.data.images import (DECODE_CACHE, UndecodableImage, decode, decode_file_cached, file_key, refusal_counts,
+from medcl.data.images import (DECODE_CACHE, UndecodableImage, decode, decode_file_cached, file_key,
                                to_channels)
 from medcl.data.imagefolder import FolderOptions, build_entries
 from medcl.data.catalog import dataset_facts
@@ -53,6 +53,7 @@ from medcl.data.spec import (DataError, SplitFractions, TaskSpec, check_class_na
                              stratified_split)
 from medcl.data.task import SPLITS, Split, Task
 from medcl.paths import DataPathStr, OutsideRoot, inside_root
+from medcl.data.skips import skip_record
 from medcl.registry import close_match_hint
 
 DEFAULT_IMAGE_SIZE = 64
@@ -102,8 +103,7 @@ def load_task(spec: ParquetTask, *, where: str, data_root: str | None = None) ->
                      modality=modality or (known.modality if known else None), domain=known.title if known else name,
                      metadata={"adapter": "parquet", "path": str(resolve_path(spec.path, data_root)),
                                "image_size": spec.image_size or DEFAULT_IMAGE_SIZE,
-                               "skipped": {"count": len(data["errors"]), "reasons": refusal_counts(data["errors"]),
-                                           "examples": list(data["errors"][:10])},
+                               "skipped": skip_record(data["errors"]),  # per file and reason (medcl.data.skips)
                                "counts": {s: len(v) for s, v in splits.items()}})
 
 

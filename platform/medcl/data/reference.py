@@ -76,6 +76,16 @@ def _rgb(images: np.ndarray) -> np.ndarray:
     return images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)
 
 
+def check_synthmed_domains(value: list[str] | None) -> list[str] | None:
+    """``value`` (None: every domain) when each name is a synthmed domain; ValueError naming the unknown ones."""
+    from medcl.data.synthmed import DOMAIN_NAMES
+
+    unknown = sorted(set(value or ()) - set(DOMAIN_NAMES))
+    if unknown or value == []:
+        raise ValueError(f"unknown or no domains {unknown}; known: {', '.join(DOMAIN_NAMES)}")
+    return value
+
+
 @register_reference("synthmed")
 class SynthmedReference(ReferenceSource):
     """The captioned images of a synthmed build (``medcl.data.synthmed.captioned_pairs``, train split)."""
@@ -85,15 +95,7 @@ class SynthmedReference(ReferenceSource):
         domains: list[str] | None = Field(None, description="synthmed domains; default all six")
         per_class: int = Field(20, ge=1, description="images per finding and domain")
 
-        @field_validator("domains")
-        @classmethod
-        def _known(cls, value):
-            from medcl.data.synthmed import DOMAIN_NAMES
-
-            unknown = sorted(set(value or ()) - set(DOMAIN_NAMES))
-            if unknown or value == []:
-                raise ValueError(f"unknown or no domains {unknown}; known: {', '.join(DOMAIN_NAMES)}")
-            return value
+        _known = field_validator("domains")(classmethod(lambda cls, value: check_synthmed_domains(value)))
 
     def load(self, options: Options) -> ImageCaptions:
         from medcl.data.synthmed import DOMAIN_NAMES, SynthMed, captioned_pairs

@@ -55,8 +55,8 @@ def write_outputs(run: RunDir, state: SequenceState, *, strategy: str, model: st
     metrics["trainable_parameters"] = max(state.trainable_parameters, default=0)
     metrics["trainable_parameters_per_task"] = state.trainable_parameters
     metrics.update(peak_memory_summary(state.peak_memory))
-    extra = state.strategy_metrics[-1] if state.strategy_metrics else {}
-    metrics.update({k: v for k, v in extra.items() if k not in metrics})  # e.g. buffer_bytes
+    last_stage = state.strategy_metrics[-1] if state.strategy_metrics else {}  # not `extra`: the driver's facts
+    metrics.update({k: v for k, v in last_stage.items() if k not in metrics})  # e.g. buffer_bytes
     metrics["strategy_metrics_per_task"] = state.strategy_metrics
     metrics.update({k: v for k, v in (extra or {}).items() if k not in metrics})
     write_json(run.metrics, metrics)

@@ -16,6 +16,8 @@ is refused (the fields that differ are named), since its matrix would mix two ex
 from __future__ import annotations
 
 import tempfile
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,9 @@ import yaml
 
 from medcl.config import ConfigError, ExperimentConfig, benchmark_options, strategy_params, to_yaml
 from medcl.data import BENCHMARKS, Task, order_tasks
+from medcl.data.skips import skip_lines, skipped_inputs
 from medcl.engine.checkpoint import SequenceState, latest_checkpoint, read_state
+from medcl.engine.inputs import check_inputs
 from medcl.engine.midtask import latest_midtask
 from medcl.engine.outputs import majority_class_rates, write_outputs
 from medcl.engine.preflight import check_before_ray, out_of_memory_hint
@@ -33,7 +37,7 @@ from medcl.errors import MedclError
 from medcl.models import ModelLoadError, check_model_source
 from medcl.paths import is_weights_file, resolve_paths
 from medcl.registry import UnknownNameError
-from medcl.rundir import RunDir
+from medcl.rundir import RunDir, append_event
 from medcl.storage import is_remote, place, read_appended, read_bytes, rmtree_below, write_bytes
 from medcl.strategies import Strategy, build_strategy
 
@@ -79,11 +83,16 @@ def run_experiment(config: ExperimentConfig, *, fresh: bool = False, dashboard: 
     except (ModelLoadError, UnknownNameError) as exc:
         raise ConfigError(config.name, [("model.pretrained" if isinstance(exc, ModelLoadError) else "model.name",
                                          str(exc))]) from None
-    tasks = build_tasks(config)
+    check_inputs(config)  # the strategy's files and folders (strategy.index_dir...), each named: before Ray, before pinning
+    with warnings.catch_warnings():  # the loaders' "skipped N image(s)" warnings: reported per task below instead
+        warnings.filterwarnings("ignore", message="medcl: skipped", category=UserWarning)
+        tasks = build_tasks(config)
     check_before_ray(config, tasks)  # sizes against the data and this machine's memory: no run folder pinned yet
     facts = {"strategy_params": strategy_params(config).model_dump(mode="json"),
-             "majority_class_rate": majority_class_rates(tasks)}  # recorded in metrics.json, shown by the report
-    run = prepare_run_dir(config, fresh=fresh)
+             "majority_class_rate": majority_class_rates(tasks),  # recorded in metrics.json, shown by the report
+             "skipped_inputs": skipped_inputs(tasks)}
+    run = prepare_run_dir(config, fresh=fresh, started=trained_anything)
+    report_skips(run, facts["skipped_inputs"])
     strategy = build_strategy(config.strategy.name, strategy_params(config))
     stages = strategy.stages(tasks)
     # every rank's files (size, sha256) before any worker starts: a torn or mismatched checkpoint is set
@@ -140,16 +149,21 @@ def _prepare(strategy, config: ExperimentConfig, tasks: list[Task], run_path):
 
 
 def prepare_run_dir(config, *, fresh: bool, resumable: set[str] = RESUMABLE_CHANGES,
-                    kind: str = "a run of a different experiment") -> RunDir:
+                    kind: str = "a run of a different experiment", started=None) -> RunDir:
     """The run directory of ``config`` (any config model with ``run_dir``): emptied with ``fresh``;
     an existing one must hold the same config except ``resumable`` fields (else RunError naming the
     changed fields); ``config.yaml`` is (re)written with provenance. The saved config's paths are
     resolved as a loaded file's are (:mod:`medcl.paths`), so a run directory written with relative
-    paths compares equal to the same command run from the same directory."""
+    paths compares equal to the same command run from the same directory. ``started(run) -> bool``
+    (``medcl run``: :func:`trained_anything`): a directory it calls not started pins nothing, its
+    ``config.yaml`` (left by a run that failed before training) is replaced, said in one line."""
     run = RunDir(config.run_dir.resolve())
     if fresh and run.path.exists():  # only strictly below output_dir (a name '..' is refused twice)
         rmtree_below(run.path, place(config.output_dir))
-    if run.config.exists():
+    if run.config.exists() and started is not None and not started(run):
+        print(f"medcl: {run.path} holds the config.yaml of a run that trained nothing (no checkpoint); "
+              "replacing it", flush=True)
+    elif run.config.exists():
         previous = yaml.safe_load(run.config.read_text()) or {}
         previous.pop("provenance", None)
         previous = resolve_paths(previous, type(config)) if isinstance(previous, dict) else {}
@@ -160,6 +174,22 @@ def prepare_run_dir(config, *, fresh: bool, resumable: set[str] = RESUMABLE_CHAN
     run.path.mkdir(parents=True, exist_ok=True)
     run.config.write_text(to_yaml(config, extra={"provenance": provenance()}))
     return run
+
+
+def report_skips(run: RunDir, summary: dict[str, dict]) -> None:
+    """One terminal line and one ``events.jsonl`` event (``{"kind": "skipped_inputs", "task", "count",
+    "reasons", "files", "files_not_listed"}``) per task whose loader skipped inputs
+    (:func:`medcl.data.skips.skipped_inputs`; metrics.json and report.html list them too)."""
+    for line in skip_lines(summary):
+        print(f"medcl: {line}", flush=True)
+    for task, record in summary.items():
+        append_event(run.events, {"kind": "skipped_inputs", "task": task, **record, "time": time.time()})
+
+
+def trained_anything(run: RunDir) -> bool:
+    """Whether ``run`` holds a checkpoint of any kind (``checkpoints/task-<t>``, a mid-task
+    ``task-<t>-step-<n>``, a set-aside ``task-<t>.torn-...``): what pins a run's experiment."""
+    return any(path.name.startswith("task-") for path in run.checkpoints.glob("task-*"))
 
 
 def _diff(old, new, prefix: str = "") -> set[str]:

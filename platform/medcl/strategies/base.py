@@ -52,9 +52,12 @@ register_strategy = STRATEGIES.register
 
 
 class StrategyParams(BaseModel):
-    """Base of every strategy's parameters: unknown fields are errors."""
+    """Base of every strategy's parameters: unknown fields are errors. Path fields (``PathStr``)
+    are inputs the driver checks before Ray starts (:mod:`medcl.engine.inputs`), except those named
+    in ``output_paths`` (folders the strategy writes)."""
 
     model_config = ConfigDict(extra="forbid")
+    output_paths: ClassVar[tuple[str, ...]] = ()
 
 
 class Strategy:
@@ -75,6 +78,13 @@ class Strategy:
         a Ray task declaring ``train.torch_threads`` CPUs. Returns something picklable that every
         worker sees as ``ctx.prepared`` (default: nothing to prepare, None)."""
         return None
+
+    def input_problems(self) -> list[tuple[str, str]]:
+        """On the driver, before Ray starts and before the run directory is pinned: ``(dotted
+        field, message)`` for each input of :attr:`params` that exists but cannot serve (PRIMED:
+        an ``index_dir`` without ``index.json``). Missing path fields are found for every strategy
+        (:mod:`medcl.engine.inputs`); default: nothing more to check."""
+        return []
 
     @contextlib.contextmanager
     def services(self, config: "ExperimentConfig", run_dir: Path) -> Iterator[None]:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from medcl.data.reference import check_synthmed_domains
 from medcl.models.norm import running_statistics_kept, teacher_copy
 from medcl.paths import PathStr
 from medcl.primed.losses import ckt_loss, cmc_loss, fisher_guard_weights, pair_cosines
@@ -59,6 +60,7 @@ PLAN_DIR = "primed"
 
 
 class PrimedParams(StrategyParams):
+    output_paths = ("plan_dir",)  # written, not read (medcl.engine.inputs)
     index_dir: PathStr | None = Field(None, description="retrieval index (medcl index build); relative to the cwd")
     corpus_dir: PathStr | None = Field(None, description="corpus (medcl corpus build); default: the one the index records")
     service: bool | None = Field(None, description="retrieve through the named RetrievalService (true), in process "
@@ -94,15 +96,7 @@ class PrimedParams(StrategyParams):
                                                           "starting model (= planned mode) or the model being trained")
     batch_queries: bool = Field(False, description="online: also query the class prompts of the current batch")
 
-    @field_validator("builtin_domains")
-    @classmethod
-    def _known_domains(cls, value):
-        from medcl.data.synthmed import DOMAIN_NAMES
-
-        unknown = sorted(set(value or ()) - set(DOMAIN_NAMES))
-        if unknown or value == []:
-            raise ValueError(f"unknown or no domains {unknown}; known: {', '.join(DOMAIN_NAMES)}")
-        return value
+    _known_domains = field_validator("builtin_domains")(classmethod(lambda cls, value: check_synthmed_domains(value)))
 
 
 @register_strategy("primed")
@@ -110,6 +104,26 @@ class Primed(Strategy):
     description = "retrieved reference pairs: CKT + CMC distillation to the previous model + dynamic Fisher guard"
     Params = PrimedParams
     plan_mode = "dynamic"
+
+    def input_problems(self) -> list[tuple[str, str]]:
+        """``strategy.index_dir`` must hold an index (its ``index.json``), and the corpus it records
+        (or ``strategy.corpus_dir``) must exist: checked on the driver before Ray starts."""
+        if not self.params.index_dir:
+            return []
+        from medcl.corpus.index import read_index_manifest
+        from medcl.corpus.retrieval import corpus_dir_of
+        from medcl.errors import MedclError
+        from medcl.storage import exists
+
+        try:
+            read_index_manifest(self.params.index_dir)
+            corpus = corpus_dir_of(self.params.index_dir, self.params.corpus_dir)
+        except (OSError, ValueError, MedclError) as exc:
+            return [("strategy.index_dir", f"{exc} (build one: medcl index build EMBEDDINGS --out DIR)")]
+        if corpus is not None and not exists(corpus):
+            field = "strategy.corpus_dir" if self.params.corpus_dir else "strategy.index_dir"
+            return [(field, f"the corpus {corpus} does not exist; set strategy.corpus_dir to the corpus folder")]
+        return []
 
     def prepare(self, config, tasks: list, run_dir: Path) -> str | None:
         """On the driver: plan every task's reference set into ``plan_dir`` (default

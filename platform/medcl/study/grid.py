@@ -33,5 +33,15 @@ def grid_runs(sweep, optuna_study, method: Method) -> list[dict]:
         records.append({"method": method.label, "seed": int(t.params[SEED_PARAM]),
                         "order": order_label(t.params.get("order")), "run_dir": str(run_dir),
                         "state": t.state.name, "complete": bool(metrics and metrics.get("complete")),
+                        "trial_wall_s": _trial_wall(t),
                         "metrics": metrics, "cost": run_costs(run_dir, metrics) if metrics else None})
     return records
+
+
+def _trial_wall(trial) -> float | None:
+    """Seconds from the trial's start to its end in the Optuna study: the run end to end (process
+    start, model build, data, every stage), beside the stages' own time in ``cost.wall_s``. A trial
+    resumed after a crash counts from its first start."""
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return None
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()

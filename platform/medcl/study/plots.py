@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from medcl.rundir import read_matrix_csv
 from medcl.study.tables import metric_name
@@ -141,6 +142,8 @@ def _cost(payload: dict, root: Path):
         x = cost["cpu_hours"] / cost["runs"]
         ax.scatter([x], [stats["interval"]["mean"]], color=f"C{k % 10}")
         ax.annotate(label, (x, stats["interval"]["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3), useOffset=False)
     ax.set_xlabel("CPU-hours per run")
     ax.set_ylabel("Avg (%)")
     ax.grid(alpha=0.3)
