@@ -111,7 +111,12 @@ def _run(args) -> int:
     from medcl.report import format_matrix, format_metrics
     from medcl.rundir import read_matrix_csv
 
-    result = run_experiment(config, fresh=args.fresh, dashboard=args.dashboard)
+    try:
+        result = run_experiment(config, fresh=args.fresh, dashboard=args.dashboard)
+    except KeyboardInterrupt:  # Ctrl-C: what was kept and the command that resumes (exit 130)
+        from medcl.interrupt import report_run_interrupted
+
+        return report_run_interrupted(config, args)
     labels, tasks, values = read_matrix_csv(result.run.matrix)
     print("\nAccuracy matrix (%): rows = before training, then after each task; columns = tasks")
     print(format_matrix(labels, tasks, values))

@@ -22,7 +22,10 @@ holds the worker there instead of letting it race on::
     MEDCL_FAULT_GO=/tmp/go       # then wait until this file exists before acting
     MEDCL_FAULT_ACTION=hold      # "exit" (default) leaves after the go; "hold" waits for its own death;
                                  # "raise" raises InjectedFault instead of leaving (a local-mode run in
-                                 # the test process stops there, and the process lives on)
+                                 # the test process stops there, and the process lives on);
+                                 # "interrupt" sends SIGINT to this process, as Ctrl-C would, and
+                                 # carries on (its handler acts at the next bytecode: Tune's or
+                                 # Python's KeyboardInterrupt)
     MEDCL_FAULT_WAIT_S=900       # longest wait (then exit anyway, so nothing is left behind)
 
 The worker is then blocked at the point (its peers block in the next gradient all-reduce) until the
@@ -32,12 +35,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
 FAULT_VARIABLES = ("MEDCL_FAULT", "MEDCL_FAULT_ONCE", "MEDCL_FAULT_EXIT_CODE", "MEDCL_FAULT_READY",
                    "MEDCL_FAULT_GO", "MEDCL_FAULT_ACTION", "MEDCL_FAULT_WAIT_S")
-ACTIONS = ("exit", "hold", "raise")
+ACTIONS = ("exit", "hold", "raise", "interrupt")
 
 
 class InjectedFault(RuntimeError):
@@ -88,6 +92,9 @@ def maybe_fail(point: str, **where: int) -> None:
     _wait_for_go()
     if os.environ.get("MEDCL_FAULT_ACTION") == "raise":
         raise InjectedFault(f"injected fault at {point} {where}")
+    if os.environ.get("MEDCL_FAULT_ACTION") == "interrupt":
+        os.kill(os.getpid(), signal.SIGINT)
+        return
     os._exit(int(os.environ.get("MEDCL_FAULT_EXIT_CODE", "17")))
 
 
@@ -110,7 +117,7 @@ def _wait_for_go() -> None:
     if action not in ACTIONS:
         raise ValueError(f"MEDCL_FAULT_ACTION: {action!r}, expected one of {ACTIONS}")
     go = os.environ.get("MEDCL_FAULT_GO")
-    if action == "raise" or (not go and action == "exit"):
+    if action in ("raise", "interrupt") or (not go and action == "exit"):
         return
     deadline = time.monotonic() + float(os.environ.get("MEDCL_FAULT_WAIT_S", "900"))
     while time.monotonic() < deadline:

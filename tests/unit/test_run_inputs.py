@@ -21,15 +21,18 @@ def _primed(tmp_path, **strategy):
         "train": {"batch_size": 8, "steps_per_task": 2}})
 
 
-def test_missing_index_dir_is_named_before_ray_and_pins_nothing(tmp_path):
-    import ray
+def test_missing_index_dir_is_named_before_ray_and_pins_nothing(tmp_path, monkeypatch):
+    import medcl.engine.runner as runner
 
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started before the inputs were checked")
+
+    monkeypatch.setattr(runner, "connect_checked", no_ray)  # where medcl run joins or starts Ray
     config = _primed(tmp_path, index_dir=str(tmp_path / "no-such-index"))
     with pytest.raises(ConfigError) as caught:
         run_experiment(config)
     assert [field for field, _ in caught.value.problems] == ["strategy.index_dir"]
     assert "no-such-index: no such file or folder" in str(caught.value)
-    assert not ray.is_initialized(), "the check must come before Ray starts"
     assert not (tmp_path / "runs").exists(), "a run refused before training must leave no run directory"
 
 

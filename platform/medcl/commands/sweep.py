@@ -21,14 +21,16 @@ def register(subparsers) -> None:
 def _sweep(args) -> int:
     from medcl.engine.localray import quiet_tune_output
     from medcl.sweep import load_sweep
-    from medcl.sweep.driver import run_sweep
+    from medcl.sweep.driver import SweepInterrupted, run_sweep, trial_states
+    from medcl.sweep.outputs import best_lines
 
     quiet_tune_output()  # this command prints its own summary; --verbose keeps Tune's reporter
     config = load_sweep(args.sweep_file, args.overrides)
-    result = run_sweep(config, resume=args.resume, fresh=args.fresh)
-    states: dict[str, int] = {}
-    for trial in result.study.get_trials(deepcopy=False):
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    try:
+        result = run_sweep(config, resume=args.resume, fresh=args.fresh)
+    except (SweepInterrupted, KeyboardInterrupt) as exc:
+        return _interrupted(args, config, getattr(exc, "states", None))
+    states = trial_states(result.study)
     print(f"\nSweep {config.name}: {', '.join(f'{n} {s}' for s, n in sorted(states.items()))} "
           f"in {result.wall_time_s:.0f} s")
     if "orders" in result.outputs:
@@ -37,4 +39,20 @@ def _sweep(args) -> int:
         print(f"{name:12s} {path}")
     if "best" not in result.outputs:
         print("no trial completed: no best.yaml")
+    for line in best_lines(config, result.study):
+        print(line)
     return 0
+
+
+def _interrupted(args, config, states: dict[str, int] | None) -> int:
+    """Ctrl-C: say what the study kept and the command that continues it; exit 130."""
+    from medcl.interrupt import report_interrupted, set_options
+    from medcl.sweep.study import FINISHED
+
+    if states is None:
+        kept = f"the sweep's study and trials, if any, in {config.sweep_dir}"
+    else:
+        finished = sum(n for s, n in states.items() if s in FINISHED)
+        kept = (f"{finished} trial(s) finished, {states.get('RUNNING', 0)} running kept in {config.sweep_dir} "
+                "(no best.yaml or plots for an unfinished sweep)")
+    return report_interrupted(kept, ["medcl", "sweep", args.sweep_file, *set_options(args.overrides), "--resume"])

@@ -14,10 +14,20 @@ trials' run directories, Tune's results (``RunConfig(storage_path, storage_files
 tables and plots go through :mod:`medcl.storage`; the study is kept as
 :mod:`medcl.sweep.study_store` says. On a multi-node cluster a node-local ``output_dir`` is refused
 before any trial starts, naming the field and the fix (:func:`medcl.engine.shared.check_shared`).
+
+Ctrl-C: Tune's own SIGINT handler stops the experiment gracefully (the running trials are stopped,
+``Tuner.fit`` returns instead of raising); a second Ctrl-C, or one outside ``fit``, raises
+``KeyboardInterrupt``. Either way :func:`run_sweep` raises :class:`SweepInterrupted` and writes no
+``best.yaml``, table or plots (they would describe an unfinished sweep as if it were the result;
+``--resume`` rebuilds them from the study once the trials are done); the study keeps every finished
+trial and leaves the stopped ones RUNNING, which ``--resume`` runs again first. Tune's log lines about
+the interruption (its ``Tuner.restore(...)`` advice, which does not apply: medcl resumes from the
+study) are dropped from the driver's log (:class:`_TuneInterruptLines`).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -25,6 +35,7 @@ from dataclasses import dataclass
 from medcl.engine.cluster import ResourceError
 from medcl.redact import mask_tree, mask_url_password
 from medcl.sweep.config import SweepConfig, SweepConfigError
+from medcl.sweep.errors import SweepInterrupted
 from medcl.sweep.searcher import TIME_ATTR, StudySearcher
 from medcl.sweep.study import SweepError, finished_count, interrupted_trials, open_study, fail_trials
 
@@ -59,7 +70,10 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, fresh: bool = False) 
         plan = sweep_plan(sweep, joined)
         study = open_study(sweep, resume=resume, fresh=fresh, enqueue=enqueue)
         store.sync()
-        outputs = _run_trials(sweep, study, total, distributions, plan, len(task_names), orders, store.sync)
+        try:
+            outputs = _run_trials(sweep, study, total, distributions, plan, len(task_names), orders, store.sync)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside Tune's loop
+            raise SweepInterrupted(sweep.sweep_dir, trial_states(study)) from None
         study = detached(study, sweep.storage_url) if is_staged(sweep) else study
     return SweepResult(sweep.sweep_dir, study, outputs, time.perf_counter() - started)
 
@@ -102,8 +116,17 @@ def _run_trials(sweep: SweepConfig, study, total: int, distributions, plan, n_ta
     if remaining > 0:
         print(f"medcl: sweep {sweep.name}: {remaining} trial(s) to run, at most {plan.concurrency} at once; "
               f"study {mask_url_password(sweep.storage_url)}", flush=True)
-        _tune(sweep, study, distributions, interrupted, remaining, plan, n_tasks, on_change)
+        if not _tune(sweep, study, distributions, interrupted, remaining, plan, n_tasks, on_change):
+            raise SweepInterrupted(sweep.sweep_dir, trial_states(study))
     return write_sweep_outputs(sweep, study, orders)
+
+
+def trial_states(study) -> dict[str, int]:
+    """How many of the study's trials are in each state (``{"COMPLETE": 3, "RUNNING": 1}``)."""
+    states: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    return states
 
 
 def _check_shared_output(sweep: SweepConfig) -> None:
@@ -136,7 +159,9 @@ def sweep_plan(sweep: SweepConfig, joined: bool):
     return plan
 
 
-def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_tasks: int, on_change) -> None:
+def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_tasks: int, on_change) -> bool:
+    """Run ``remaining`` trials in one Tune experiment; False when Ctrl-C stopped it first (Tune
+    then returns normally, with fewer than ``remaining`` trials TERMINATED or ERROR)."""
     from ray import tune
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
@@ -168,7 +193,37 @@ def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_task
                                   # no Tune checkpoints: a trial's run directory is its checkpoint
                                   checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
     )
-    tuner.fit()
+    with _TuneInterruptLines.installed():
+        grid = tuner.fit()
+    return grid.num_terminated + grid.num_errors >= remaining
+
+
+class _TuneInterruptLines(logging.Filter):
+    """Ray Tune's log records about a Ctrl-C (logger ``ray.tune.tune``), made medcl's: "Stop signal
+    received..." (it speaks of checkpointing Tune's experiment) becomes :data:`STOPPING`; "Trials did
+    not complete..." and "...interrupted... Resume experiment with: Tuner.restore(...)" are dropped:
+    medcl resumes from the study, not through ``Tuner.restore``, and prints the command itself.
+    Tune has no public setting for these lines; every other record of that logger passes."""
+
+    LOGGER = "ray.tune.tune"
+    STOPPING = "medcl: Ctrl-C: stopping the running trials (press Ctrl-C again to stop at once)"
+    DROPPED = ("Trials did not complete", "Experiment has been interrupted", "Training has been interrupted")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if text.startswith("Stop signal received"):
+            record.msg, record.args = self.STOPPING, ()
+        return not text.startswith(self.DROPPED)
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls):
+        logger, dropped = logging.getLogger(cls.LOGGER), cls()
+        logger.addFilter(dropped)
+        try:
+            yield
+        finally:
+            logger.removeFilter(dropped)
 
 
 def _task_names(sweep: SweepConfig) -> list[str]:
@@ -203,4 +258,4 @@ def _sweep_yaml(sweep: SweepConfig) -> str:
     return yaml.safe_dump(mask_tree(sweep.model_dump(mode="json")), sort_keys=False)
 
 
-__all__ = ["run_sweep", "sweep_plan", "SweepResult", "SweepError"]
+__all__ = ["run_sweep", "sweep_plan", "SweepResult", "SweepError", "SweepInterrupted"]

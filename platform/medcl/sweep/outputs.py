@@ -78,6 +78,20 @@ def best_trial(sweep: SweepConfig, study):
     return max(pareto, key=lambda t: sign * t.values[0]), pareto
 
 
+def best_lines(sweep: SweepConfig, study) -> list[str]:
+    """The best trial for the terminal: its number, objective values and every parameter
+    (``order`` as ``a > b > c``); empty when no trial is COMPLETE."""
+    best, _ = best_trial(sweep, study)
+    if best is None:
+        return []
+    shown = ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(sweep.objective, best.values))
+    lines = [f"best trial: trial-{best.number:04d} ({shown})"]
+    for name, value in sorted(best.params.items()):
+        value = value.replace(ORDER_SEP, " > ") if name == "order" and isinstance(value, str) else value
+        lines.append(f"  {name} = {value:.4g}" if isinstance(value, float) else f"  {name} = {value}")
+    return lines
+
+
 def write_best(sweep: SweepConfig, study, path):
     """Write the best trial's experiment to the place ``path``; return it (None, and no file, when
     no trial is COMPLETE)."""

@@ -2,9 +2,15 @@
 
 * ``history.png``: each objective per trial number (COMPLETE dots; PRUNED trials as crosses at
   their last per-task value, single objective) and the best value so far.
-* ``importances.png``: Optuna's parameter importances (fANOVA evaluator) for the first objective,
-  over COMPLETE trials; a note instead when fewer than two trials or no varied parameter.
+* ``importances.png``: Optuna's parameter importances (its default evaluator: PED-ANOVA in Optuna 5)
+  for the first objective, over COMPLETE trials; a note instead ("too few trials") below
+  :data:`MIN_TRIALS_FOR_IMPORTANCE` COMPLETE trials, or when no parameter varied.
 * ``order.png``: the first objective of COMPLETE trials grouped by task order (when orders vary).
+
+So that noise does not read as signal: every value axis spans at least :data:`MIN_SPAN_POINTS`
+percentage points (centred on the data when the data spans less), and trial numbers get integer
+ticks only. Importances estimated from a handful of trials change with every trial, hence the
+minimum of :data:`MIN_TRIALS_FOR_IMPORTANCE` (8 is a judgement, not a statistical threshold).
 
 Each file is written through :mod:`medcl.storage` (a local folder or an object store).
 """
@@ -12,6 +18,9 @@ from __future__ import annotations
 
 from medcl.sweep.config import SweepConfig
 from medcl.sweep.space import ORDER_SEP
+
+MIN_SPAN_POINTS = 5.0  # smallest range of a value axis, in metric points (accuracy %)
+MIN_TRIALS_FOR_IMPORTANCE = 8  # COMPLETE trials before parameter importances are computed
 
 
 def write_plots(sweep: SweepConfig, study, table, root) -> dict:
@@ -25,9 +34,19 @@ def write_plots(sweep: SweepConfig, study, table, root) -> dict:
     return out
 
 
+def widen_value_axis(ax, min_span: float = MIN_SPAN_POINTS) -> None:
+    """Make the y axis of ``ax`` span at least ``min_span``, centred on its current limits (so
+    differences of a few tenths of a point between trials do not fill the plot)."""
+    low, high = ax.get_ylim()
+    if high - low < min_span:
+        centre = (low + high) / 2
+        ax.set_ylim(centre - min_span / 2, centre + min_span / 2)
+
+
 def _history(sweep: SweepConfig, table, path):
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     objectives = sweep.objective
     fig, axes = plt.subplots(1, len(objectives), figsize=(5 * len(objectives), 3.5), squeeze=False)
@@ -44,6 +63,8 @@ def _history(sweep: SweepConfig, table, path):
         if len(pruned) and last and m == sweep.prune_metric:
             ax.plot(pruned["number"], pruned[last].ffill(axis=1).iloc[:, -1], "x", label="pruned (last task)")
         ax.set_xlabel("trial")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        widen_value_axis(ax)
         ax.set_ylabel(f"{m} (%)")
         ax.set_title(f"{m} ({objective.mode})")
         if ax.get_legend_handles_labels()[0]:
@@ -60,7 +81,11 @@ def _importances(sweep: SweepConfig, study, path):
     importances, note = {}, ""
     try:
         target = (lambda t: t.values[0]) if len(sweep.objective) > 1 else None
-        importances = optuna.importance.get_param_importances(study, target=target) if len(complete) >= 2 else {}
+        if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
+            importances = optuna.importance.get_param_importances(study, target=target)
+        else:
+            note = (f"too few trials for parameter importances: {len(complete)} complete, "
+                    f"needs >= {MIN_TRIALS_FOR_IMPORTANCE}")
     except (RuntimeError, ValueError) as exc:  # e.g. every trial has the same parameters
         note = str(exc).split("\n")[0]
     if importances:
@@ -68,7 +93,7 @@ def _importances(sweep: SweepConfig, study, path):
         ax.barh(names, [importances[n] for n in names])
         ax.set_xlabel(f"importance for {sweep.objective[0].metric}")
     else:
-        ax.text(0.5, 0.5, note or "needs >= 2 complete trials with varied parameters", ha="center",
+        ax.text(0.5, 0.5, note or "no parameter varied over the complete trials", ha="center",
                 va="center", wrap=True, fontsize=8)
         ax.set_axis_off()
     return _save(fig, path)
@@ -85,6 +110,7 @@ def _by_order(sweep: SweepConfig, table, path):
     for i, (_, values) in enumerate(groups):
         ax.plot([i] * len(values), values, "o", alpha=0.7)
     ax.set_xticks(range(len(groups)), [o.replace(ORDER_SEP, "\n") for o, _ in groups], fontsize=7)
+    widen_value_axis(ax)
     ax.set_ylabel(f"{m} (%)")
     ax.set_title(f"{m} by task order")
     return _save(fig, path)

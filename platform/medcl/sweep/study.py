@@ -49,13 +49,29 @@ def open_study(sweep: SweepConfig, *, resume: bool, fresh: bool, enqueue: list[d
                              f"{[d.name.lower() for d in existing.directions]}, the sweep file asks for "
                              f"{sweep.directions} (objective changed); use --fresh or another name")
         # A fresh sampler with the sweep's seed would draw the first trials' values again.
-        return optuna.load_study(study_name=sweep.name, storage=storage,
-                                 sampler=make_sampler(sweep, offset=len(existing.trials)))
+        study = optuna.load_study(study_name=sweep.name, storage=storage,
+                                  sampler=make_sampler(sweep, offset=len(existing.trials)))
+        name_metrics(study, [o.metric for o in sweep.objective])  # a study made before names were recorded
+        return study
     study = existing or optuna.create_study(study_name=sweep.name, storage=storage, directions=sweep.directions,
                                             sampler=make_sampler(sweep))
+    name_metrics(study, [o.metric for o in sweep.objective])
     for point in enqueue:
         study.enqueue_trial(point, skip_if_exists=True)
     return study
+
+
+def name_metrics(study, names: list[str]) -> None:
+    """Record the objective's metric names in the study (Optuna's ``Study.set_metric_names``,
+    Optuna >= 3.2), so optuna-dashboard and ``study.trials_dataframe()`` show ``avg`` rather than
+    "Objective 0"; written once, when missing or different."""
+    import warnings
+
+    if getattr(study, "metric_names", None) == names:
+        return
+    with warnings.catch_warnings():  # set_metric_names is marked experimental by Optuna
+        warnings.simplefilter("ignore")
+        study.set_metric_names(names)
 
 
 def make_sampler(sweep: SweepConfig, offset: int = 0):
