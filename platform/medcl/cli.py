@@ -111,12 +111,15 @@ def _run(args) -> int:
     from medcl.report import format_matrix, format_metrics
     from medcl.rundir import read_matrix_csv
 
-    try:
-        result = run_experiment(config, fresh=args.fresh, dashboard=args.dashboard)
-    except KeyboardInterrupt:  # Ctrl-C: what was kept and the command that resumes (exit 130)
-        from medcl.interrupt import report_run_interrupted
+    from medcl.interrupt import report_run_interrupted, sigint_watch
 
-        return report_run_interrupted(config, args)
+    with sigint_watch() as interrupted:
+        try:
+            result = run_experiment(config, fresh=args.fresh, dashboard=args.dashboard)
+        except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; Ray Train's handler ends fit with SystemExit
+            if isinstance(exc, SystemExit) and not interrupted():
+                raise
+            return report_run_interrupted(config, args)  # what was kept, the command that resumes; 130
     labels, tasks, values = read_matrix_csv(result.run.matrix)
     print("\nAccuracy matrix (%): rows = before training, then after each task; columns = tasks")
     print(format_matrix(labels, tasks, values))

@@ -5,8 +5,12 @@ interrupted command as failed, never as finished.
 """
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
+import socket
 import sys
+import threading
 
 INTERRUPTED_EXIT = 130
 
@@ -25,6 +29,36 @@ def report_interrupted(kept: str, resume: list) -> int:
     """Print ``interrupted: <kept>; resume with: <command>`` to stderr; return :data:`INTERRUPTED_EXIT`."""
     print(f"\ninterrupted: {kept}; resume with: {shell_line(resume)}", file=sys.stderr, flush=True)
     return INTERRUPTED_EXIT
+
+
+@contextlib.contextmanager
+def sigint_watch():
+    """Yields ``interrupted()``: True once SIGINT has reached this process inside the block, whichever
+    Python handler ran for it. Needed because Ray Train's ``fit`` installs its own SIGINT handler
+    (it aborts the run, then ``sys.exit(0)``, which Ray's ``ray.get`` turns into ``SystemExit(1)``), so
+    a Ctrl-C reaches ``medcl run`` as a ``SystemExit``, not a ``KeyboardInterrupt``. The signal is
+    seen through :func:`signal.set_wakeup_fd` (the interpreter writes each signal's number there
+    before any handler runs); outside the main thread ``interrupted()`` is always False."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    seen = bytearray()
+
+    def interrupted() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            seen.extend(reader.recv(4096))
+        return signal.SIGINT in seen
+
+    try:
+        yield interrupted
+    finally:
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
 
 
 def report_run_interrupted(config, args) -> int:

@@ -62,3 +62,23 @@ def test_tunes_interrupt_lines_are_replaced_and_others_pass():
     shown = [r.getMessage() for r in kept.records]
     assert shown == [_TuneInterruptLines.STOPPING, "some other Tune warning"]
     assert not logger.filters  # removed after the block
+
+
+def test_sigint_is_seen_whichever_handler_runs_for_it():
+    """Ray Train's fit replaces the SIGINT handler (and ends with SystemExit): the watch still sees it."""
+    import os
+    import signal
+
+    from medcl.interrupt import sigint_watch
+
+    calls = []
+    previous = signal.signal(signal.SIGINT, lambda *_: calls.append("other handler"))
+    try:
+        with sigint_watch() as interrupted:
+            assert not interrupted()
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs before os.kill returns to this frame
+            assert calls == ["other handler"] and interrupted()
+        with sigint_watch() as interrupted:
+            assert not interrupted()  # a new watch starts clean
+    finally:
+        signal.signal(signal.SIGINT, previous)

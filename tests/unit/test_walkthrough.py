@@ -186,10 +186,15 @@ def test_a_changed_strategy_source_makes_the_listing_fall_back_to_the_registry(m
     assert not strategy_catalogue._current(missing)
 
 
-def test_medcl_run_refuses_a_batch_larger_than_the_data_before_ray_and_pins_no_run_folder(tmp_path, capsys):
-    import ray
-
+def test_medcl_run_refuses_a_batch_larger_than_the_data_before_ray_and_pins_no_run_folder(tmp_path, capsys,
+                                                                                          monkeypatch):
+    import medcl.engine.runner as runner
     from medcl.cli import main
+
+    def no_ray(*args, **kwargs):  # the session may already run a Ray: check that this command never joins one
+        raise AssertionError("Ray was started before the batch size was checked")
+
+    monkeypatch.setattr(runner, "connect_checked", no_ray)
 
     (tmp_path / "x.yaml").write_text(
         "name: big-batch\nbenchmark: {name: synthmed, num_tasks: 2, train_per_class: 4, test_per_class: 2}\n"
@@ -198,7 +203,6 @@ def test_medcl_run_refuses_a_batch_larger_than_the_data_before_ray_and_pins_no_r
     err = capsys.readouterr().err
     assert "train.batch_size" in err and "100000" in err and "20 images" in err, err
     assert not (tmp_path / "runs" / "big-batch").exists()
-    assert not ray.is_initialized()
 
 
 def test_metrics_record_the_majority_class_rate_per_task():

@@ -4,18 +4,19 @@ a[t, j] = 100 * (number of test images of task j whose arg-max class is right) /
 with logits over task j's own classes (MTIL protocol, docs/methods.md#1-evaluation-protocol); counts are all-reduced.
 
 auc[t, j] = macro one-vs-rest AUC (percent, :func:`medcl.auc.macro_auc`) of the softmax of the same
-logits: AUC is not a sum over shards, so each worker's probabilities (rows ``rank::world``) are
-all-gathered (padded to one length) and every worker computes the same value. Each task's split is
+logits: AUC is not a sum over shards, so each worker's probabilities are all-gathered and every
+worker computes the same value. Workers take whole batches of ``batch_size`` rows in turn
+(:mod:`medcl.engine.chunks`), so the gathered numbers are bitwise one process's, whatever the world size. Each task's split is
 fetched in turn and released once evaluated, unless it was held already (:mod:`medcl.engine.taskrefs`).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from medcl.auc import macro_auc, softmax
 from medcl.engine.context import TrainContext
+from medcl.engine.chunks import gather_chunks, rank_chunks
 from medcl.engine.preprocess import to_model_input
 from medcl.engine.taskrefs import RemoteSplits, release
 from medcl.models import clip_logits, encode_class_prompts
@@ -40,12 +41,13 @@ def evaluate_tasks(ctx: TrainContext, strategy: Strategy, *, image_size: int, me
     for k, task in enumerate(ctx.tasks):
         fetched = not _held(task, split)
         data = task.split(split)
-        rows = np.arange(ctx.rank, len(data), ctx.world_size)
+        chunks = rank_chunks(len(data), batch_size, ctx.rank, ctx.world_size)
         with strategy.eval_model(ctx, k) as model, eval_mode(model):
-            logits = _logits(ctx, model, task, data, rows, image_size, mean, std, batch_size)
+            logits = _logits(ctx, model, task, data, chunks, image_size, mean, std)
         if fetched:
             release(task, split)  # one evaluated split held at a time (light tasks: medcl.engine.taskrefs)
-        probabilities = _gather_rows(ctx, softmax(logits), len(data), len(task.classes))
+        local = torch.from_numpy(softmax(logits)).to(ctx.device)
+        probabilities = gather_chunks(local, len(data), batch_size, ctx.world_size).cpu().numpy()
         if len(data) == 0:
             accuracy.append(float("nan"))
             auc.append(float("nan"))
@@ -61,30 +63,15 @@ def _held(task, split: str) -> bool:
     return not isinstance(splits, RemoteSplits) or split in splits.held()
 
 
-def _logits(ctx, model, task, data, rows, image_size, mean, std, batch_size) -> np.ndarray:
+def _logits(ctx, model, task, data, chunks, image_size, mean, std) -> np.ndarray:
+    """Logits of this rank's ``chunks`` of ``data`` (each chunk one batch), rows in chunk order."""
     embeddings = encode_class_prompts(model, ctx.tokenizer, task.class_prompts, ctx.device)
     scale = model.logit_scale.exp()
-    out = np.zeros((len(rows), len(task.classes)), dtype=np.float64)
-    for start in range(0, len(rows), batch_size):
-        idx = rows[start : start + batch_size]
+    out = [np.zeros((0, len(task.classes)))]
+    for idx in chunks:
         images = to_model_input(data.images[idx], image_size, mean, std, ctx.device)
         features = model.encode_image(images, normalize=True)
-        out[start : start + len(idx)] = clip_logits(features, embeddings, scale).float().cpu().numpy()
-    return out
+        out.append(clip_logits(features, embeddings, scale).float().cpu().numpy().astype(np.float64))
+    return np.concatenate(out)
 
 
-def _gather_rows(ctx: TrainContext, local: np.ndarray, n: int, classes: int) -> np.ndarray:
-    """The ``n x classes`` matrix whose rows ``r::world`` are worker ``r``'s ``local`` rows."""
-    world = ctx.world_size
-    if world == 1:
-        return local
-    width = -(-n // world)  # rows of the largest shard
-    padded = torch.zeros(width, classes, dtype=torch.float64, device=ctx.device)
-    padded[: len(local)] = torch.from_numpy(local).to(ctx.device)
-    shards = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(shards, padded)
-    full = np.zeros((n, classes), dtype=np.float64)
-    for r, shard in enumerate(shards):
-        count = len(range(r, n, world))
-        full[r::world] = shard[:count].cpu().numpy()
-    return full

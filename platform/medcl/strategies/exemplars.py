@@ -13,15 +13,16 @@ left over stay empty, as in iCaRL.
 
 The memory stores indices into the tasks' training splits (task, label, sample index), not pixels:
 replay reads the uint8 images back from ``ctx.tasks`` (``nbytes`` counts what the pixels would
-take). Every rank holds the same memory: features are computed on rows ``rank::world`` of the
-task's training split and all-gathered, so every rank runs herding on the same numbers.
+take). Every rank holds the same memory: the features are encoded in whole batches shared by the
+ranks and all-gathered (:mod:`medcl.engine.chunks`), so every rank runs herding on the numbers one
+process computes, and herding's arg-min does not change with the number of workers.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from medcl.engine.chunks import gather_chunks, rank_chunks
 from medcl.models.norm import eval_mode
 from medcl.strategies.common import concat
 
@@ -46,35 +47,15 @@ def herding(features: torch.Tensor, m: int) -> list[int]:
 @torch.no_grad()
 def task_features(ctx, model: torch.nn.Module, task: int, batch_size: int = 64) -> torch.Tensor:
     """Normalised image features (n, D) of every training sample of ``task`` (eval mode), the same on
-    every rank: rank r encodes rows r::world and the shards are all-gathered."""
+    every rank and equal to one process's (:mod:`medcl.engine.chunks`)."""
     split = ctx.tasks[task].split("train")
-    rows = np.arange(ctx.rank, len(split), ctx.world_size)
     parts = []
     with eval_mode(model):
-        for start in range(0, len(rows), batch_size):
-            idx = rows[start: start + batch_size]
-            images = ctx.preprocess(split.images[idx])
-            parts.append(model.encode_image(images, normalize=True).float())
-        if not parts:  # fewer samples than ranks: an empty shard of the right width
+        for rows in rank_chunks(len(split), batch_size, ctx.rank, ctx.world_size):
+            parts.append(model.encode_image(ctx.preprocess(split.images[rows]), normalize=True).float())
+        if not parts:  # fewer chunks than ranks: an empty shard of the right width
             parts.append(model.encode_image(ctx.preprocess(split.images[:1]), normalize=True).float()[:0])
-    local = torch.cat(parts)
-    return _gather_rows(ctx, local, len(split))
-
-
-def _gather_rows(ctx, local: torch.Tensor, n: int) -> torch.Tensor:
-    """The (n, D) tensor whose rows r::world are rank r's ``local`` rows."""
-    world = ctx.world_size
-    if world == 1:
-        return local.cpu()
-    width = -(-n // world)
-    padded = local.new_zeros(width, local.shape[1])
-    padded[: len(local)] = local
-    shards = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(shards, padded)
-    full = torch.zeros(n, local.shape[1])
-    for r, shard in enumerate(shards):
-        full[r::world] = shard[: len(range(r, n, world))].cpu()
-    return full
+    return gather_chunks(torch.cat(parts), len(split), batch_size, ctx.world_size).cpu()
 
 
 class ExemplarMemory:
