@@ -150,7 +150,7 @@ def _report(args) -> int:
 
 
 def _compare(args) -> int:
-    from medcl.report import compare_runs, comparison_markdown, comparison_warnings, plot_task_curves
+    from medcl.compare import compare_runs, comparison_markdown, comparison_warnings, plot_task_curves
 
     _, rows = compare_runs(args.run_dirs)
     for warning in comparison_warnings(args.run_dirs):

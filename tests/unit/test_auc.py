@@ -101,7 +101,8 @@ def test_undefined_auc_and_old_checkpoints_give_none_with_a_note(tmp_path):
 
 
 def test_report_and_compare_show_auc(tmp_path):
-    from medcl.report import compare_runs, format_metrics, write_report
+    from medcl.compare import compare_runs
+    from medcl.report import format_metrics, write_report
 
     runs = []
     for name, strategy in [("ft", "finetune"), ("l2", "l2")]:

@@ -47,7 +47,7 @@ class _Kept(logging.Handler):
         self.records.append(record)
 
 
-def test_tunes_interrupt_lines_are_replaced_and_others_pass():
+def test_tunes_interrupt_lines_are_replaced_and_others_pass(capsys):
     from medcl.sweep.driver import _TuneInterruptLines
 
     logger, kept = logging.getLogger(_TuneInterruptLines.LOGGER), _Kept()  # Ray's loggers do not propagate
@@ -60,7 +60,9 @@ def test_tunes_interrupt_lines_are_replaced_and_others_pass():
         logger.warning("some other Tune warning")
     logger.removeHandler(kept)
     shown = [r.getMessage() for r in kept.records]
-    assert shown == [_TuneInterruptLines.STOPPING, "some other Tune warning"]
+    assert shown == ["some other Tune warning"]
+    err = capsys.readouterr().err
+    assert err.startswith(_TuneInterruptLines.STOPPING + "\n") and "Stop signal" not in err and "Tuner.restore" not in err
     assert not logger.filters  # removed after the block
 
 

@@ -12,7 +12,8 @@ import yaml
 
 from medcl import rundir
 from medcl.metrics import per_task, summarize
-from medcl.report import compare_runs, format_matrix, format_metrics, plot_matrix, plot_task_curves, write_report
+from medcl.compare import compare_runs, plot_task_curves
+from medcl.report import format_matrix, format_metrics, plot_matrix, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TASKS = ["xray", "path", "fundus"]

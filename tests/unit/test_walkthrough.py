@@ -270,7 +270,7 @@ def test_report_of_a_primed_run_shows_what_was_retrieved(tmp_path):
 # ----------------------------------------------------------------- item 6: medcl compare
 
 def test_compare_warns_about_runs_of_different_benchmarks_or_steps_and_matches_the_finetune_baseline(tmp_path):
-    from medcl.report import compare_runs, comparison_markdown, comparison_warnings
+    from medcl.compare import compare_runs, comparison_markdown, comparison_warnings
 
     short_ft = _run_dir(tmp_path / "ft-short", {"wall_time_s_per_task": [1.0, 1.0]}, steps=10, strategy="finetune")
     long_ft = _run_dir(tmp_path / "ft-long", {"wall_time_s_per_task": [5.0, 5.0]}, steps=40, strategy="finetune")

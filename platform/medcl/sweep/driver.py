@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -200,8 +201,9 @@ def _tune(sweep, study, distributions, interrupted, remaining: int, plan, n_task
 
 class _TuneInterruptLines(logging.Filter):
     """Ray Tune's log records about a Ctrl-C (logger ``ray.tune.tune``), made medcl's: "Stop signal
-    received..." (it speaks of checkpointing Tune's experiment) becomes :data:`STOPPING`; "Trials did
-    not complete..." and "...interrupted... Resume experiment with: Tuner.restore(...)" are dropped:
+    received..." (it speaks of checkpointing Tune's experiment) is replaced by :data:`STOPPING`, printed
+    plainly on stderr; "Trials did not complete..." and "...interrupted... Resume experiment with:
+    Tuner.restore(...)" are dropped:
     medcl resumes from the study, not through ``Tuner.restore``, and prints the command itself.
     Tune has no public setting for these lines; every other record of that logger passes."""
 
@@ -212,7 +214,8 @@ class _TuneInterruptLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         text = str(record.msg)
         if text.startswith("Stop signal received"):
-            record.msg, record.args = self.STOPPING, ()
+            print(self.STOPPING, file=sys.stderr, flush=True)
+            return False
         return not text.startswith(self.DROPPED)
 
     @classmethod
