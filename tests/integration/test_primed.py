@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from local_sequence import run_local
+from medcl import publish
 from medcl.config import strategy_params, validate_experiment
 from medcl.engine.runner import build_tasks, prepare_strategy
 from medcl.rundir import RunDir
@@ -117,7 +118,8 @@ def test_online_retrieval_through_the_service_runs_it_for_the_training_only(ray_
     assert strategy.prepare(config, build_tasks(config), tmp_path) is None  # online: nothing planned
     with strategy.services(config, tmp_path):
         service = RetrievalService.connect("test-primed-online")  # what rank 0 of the workers does
-        assert service.layout["index_dir"] == str(index_dir.resolve()) and service.info()
+        # the service serves (and pins) the index's current version (medcl.publish)
+        assert service.layout["index_dir"] == str(publish.resolve(index_dir).resolve()) and service.info()
     with pytest.raises(ServiceError, match="no retrieval service"):
         RetrievalService.connect("test-primed-online")
     running = RetrievalService.start(index_dir, name="test-primed-online")  # somebody else's: used, not stopped
