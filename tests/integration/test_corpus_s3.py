@@ -63,7 +63,8 @@ def test_build_and_embed_into_s3_read_back_and_verified(ray_in_s3_env, tmp_path,
     np.testing.assert_allclose(shards.vectors(on_ray, "text_embedding"),
                                shards.vectors(in_process, "text_embedding"), atol=1e-5)
 
-    storage.write_bytes(f"{emb}/part-00001.parquet", b"changed")
-    with pytest.raises(CorruptArtifactError, match=f"{emb}/part-00001.parquet: sha256 does not match"):
+    current = str(resolve(emb))  # the published version the manifest lists (medcl.publish)
+    storage.write_bytes(f"{current}/part-00001.parquet", b"changed")
+    with pytest.raises(CorruptArtifactError, match=f"{current}/part-00001.parquet: sha256 does not match"):
         shards.read_manifest(emb)
     assert not Path("s3:").exists()
