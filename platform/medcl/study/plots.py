@@ -74,16 +74,24 @@ def _first_order_matrices(payload: dict, root: Path, label: str):
     return rows, tasks, np.mean(mats, axis=0)
 
 
-def _matrices(payload: dict, root: Path):
+def _method_panels(payload: dict, root: Path, height: float):
+    """A figure with one panel per method and, per panel, ``(k, ax, rows, tasks, values)`` of the
+    method's first-order mean matrix (methods without one get an empty, titled panel)."""
     labels = _labels(payload)
-    figure = Figure(figsize=(3.4 * len(labels), 3.2))
+    figure = Figure(figsize=(3.4 * len(labels), height))
+    panels = []
     for k, label in enumerate(labels):
-        found = _first_order_matrices(payload, root, label)
         ax = figure.add_subplot(1, len(labels), k + 1)
         ax.set_title(label)
-        if found is None:
-            continue
-        rows, tasks, values = found
+        found = _first_order_matrices(payload, root, label)
+        if found is not None:
+            panels.append((k, ax, *found))
+    return figure, panels
+
+
+def _matrices(payload: dict, root: Path):
+    figure, panels = _method_panels(payload, root, 3.2)
+    for k, ax, rows, tasks, values in panels:
         ax.imshow(values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
         ax.set_yticks(range(len(rows)), rows if k == 0 else [""] * len(rows))
@@ -95,15 +103,8 @@ def _matrices(payload: dict, root: Path):
 
 
 def _curves(payload: dict, root: Path):
-    labels = _labels(payload)
-    figure = Figure(figsize=(3.4 * len(labels), 3.0))
-    for k, label in enumerate(labels):
-        found = _first_order_matrices(payload, root, label)
-        ax = figure.add_subplot(1, len(labels), k + 1)
-        ax.set_title(label)
-        if found is None:
-            continue
-        rows, tasks, values = found
+    figure, panels = _method_panels(payload, root, 3.0)
+    for k, ax, rows, tasks, values in panels:
         for j, task in enumerate(tasks):
             ax.plot(range(len(rows)), values[:, j], marker="o", label=task)
         ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right")
