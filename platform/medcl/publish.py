@@ -22,7 +22,7 @@ Until then the previous output stays as it was. After the switch, versions other
 one and the version CURRENT named before the switch are removed (so an unfinished prefix a killed
 object-store build left behind never displaces the last good version), with stagings of failed builds and the files of an
 unversioned output (``legacy`` patterns), each checked to lie strictly below OUT
-(:func:`medcl.storage.rmtree_below`). A failed build removes its own staging and changes nothing else.
+(:func:`medcl.confine.rmtree_below`). A failed build removes its own staging and changes nothing else.
 
 Readers: :func:`resolve` gives ``OUT/<CURRENT>``, or OUT itself when there is no CURRENT (outputs
 written before versioning), so a reader opens exactly one version and never a mix.
@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from medcl import storage
+from medcl.confine import rmtree_below
 from medcl.errors import MedclError
 from medcl.storage import Location, StorageError
 
@@ -135,7 +136,7 @@ def publishing(out, *, verify: Callable[[storage.Place], None], command: str,
                 os.rename(stage, out / version)
             storage.write_text(out / POINTER, version + "\n")
         except BaseException:
-            storage.rmtree_below(stage, out, ignore_errors=True)
+            rmtree_below(stage, out, ignore_errors=True)
             raise
         _prune(out, {version, previous} - {None}, tuple(legacy))
     finally:
@@ -152,7 +153,7 @@ def _prune(out: storage.Place, kept: set[str], legacy: tuple[str, ...]) -> None:
         child = out / name
         if name.startswith(STAGING_PREFIX) or is_version_name(name) or any(fnmatch.fnmatch(name, p) for p in legacy):
             if storage.is_dir(child):
-                storage.rmtree_below(child, out)
+                rmtree_below(child, out)
             else:
                 storage.delete(child)
 

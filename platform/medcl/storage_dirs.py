@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from medcl.confine import rmtree_below
 from medcl import storage
 
 
@@ -61,7 +62,7 @@ def cached_dir(value, key_file: str, cache_dir: str | os.PathLike | None = None)
             if not (target / key_file).is_file():
                 raise
     finally:
-        storage.rmtree_below(partial, root, ignore_errors=True)
+        rmtree_below(partial, root, ignore_errors=True)
     return target
 
 

@@ -26,7 +26,8 @@ from medcl.engine.checkpoint import (CorruptCheckpointError, SequenceState, chec
 from medcl.hashing import sha256_file
 from medcl.paths import OutsideRoot
 from medcl.pretrain import checkpoint as pretrain_ckpt
-from medcl.storage import Location, inside_place
+from medcl.confine import inside_place
+from medcl.storage import Location
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from s3server import BUCKET, s3  # noqa: E402,F401  (s3: the session's moto server fixture)

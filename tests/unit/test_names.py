@@ -1,5 +1,5 @@
 """Names that become folders are checked once (medcl.names), and deletes stay strictly below a
-command's output folder (medcl.storage.rmtree_below), checked on the resolved path."""
+command's output folder (medcl.confine.rmtree_below), checked on the resolved path."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,8 @@ from medcl.config import ConfigError, validate_experiment
 from medcl.engine.runner import prepare_run_dir
 from medcl.names import FOLDER_NAME_PATTERN, check_folder_name
 from medcl.pretrain.config import PretrainConfig
-from medcl.storage import Location, StorageError, rmtree_below
+from medcl.confine import rmtree_below
+from medcl.storage import Location, StorageError
 from medcl.sweep.config import SweepConfig
 
 BAD_NAMES = [".", "..", "...", "a/b", "../x", "a\\b", "a\x00b", "-rf", ".hidden", "", "with space", "x" * 129]

@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
+from medcl.confine import rmtree_below
 from medcl import publish, storage
 from medcl.corpus.normalise import normalise_table
 from medcl.corpus.schema import CORPUS_COLUMNS, CorruptArtifactError
@@ -94,7 +95,7 @@ def build_corpus(spec: CorpusSpec, out, *, strict: bool = False, use_ray: bool =
             try:
                 shards, sources = build_on_ray(spec, stage, strict=strict, log=log)
             finally:
-                storage.rmtree_below(stage / ".tmp", stage)
+                rmtree_below(stage / ".tmp", stage)
         else:
             shards, sources = _build_locally(spec, stage, strict)
         for name, r in sources.items():

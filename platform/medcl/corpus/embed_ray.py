@@ -35,6 +35,7 @@ from typing import Callable
 
 import pyarrow as pa
 
+from medcl.confine import rmtree_below
 from medcl import storage
 from medcl.corpus import shards
 from medcl.corpus.embed_prep import INPUT_COLUMNS
@@ -124,7 +125,7 @@ def embed_on_ray(paths: list[str], out: storage.Place, *, embedder, embedder_kwa
         raise_if_corrupt(checks)
         return _publish(out, staging, parts), (parts[0]["dim"] if parts else 0)
     finally:
-        storage.rmtree_below(staging, out)
+        rmtree_below(staging, out)
 
 
 def _pipeline(paths: list[str], staging: storage.Place, *, embedder, embedder_kwargs: dict, prepare_kwargs: dict,

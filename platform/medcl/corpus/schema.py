@@ -14,7 +14,8 @@ import pyarrow as pa
 from medcl.errors import MedclError
 from medcl.hashing import sha256_file
 from medcl.paths import OutsideRoot
-from medcl.storage import inside_place, place
+from medcl.confine import inside_place
+from medcl.storage import place
 
 CORPUS_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -51,7 +52,7 @@ def read_manifest_body(directory, name: str, kind: str, made_by: str) -> tuple:
 def listed_file(directory, name, manifest):
     """The place of the file ``name`` that the manifest ``manifest`` (its name or place) lists in
     ``directory``: ``directory / name`` when it resolves strictly inside ``directory``
-    (:func:`medcl.storage.inside_place`: no ``..`` or absolute path leading out, no link leading out,
+    (:func:`medcl.confine.inside_place`: no ``..`` or absolute path leading out, no link leading out,
     no object-store key outside the prefix), else CorruptArtifactError naming the manifest and the entry."""
     try:
         return inside_place(directory, name)

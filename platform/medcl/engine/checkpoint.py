@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from medcl.confine import inside_place
 from medcl import storage
 from medcl.errors import MedclError
 from medcl.hashing import sha256_file
@@ -234,7 +235,7 @@ def _read_manifest(path) -> dict:
     folder = storage.place(path).parent
     for name in manifest:  # every listed file inside the checkpoint: a torn or hostile manifest reads nothing else
         try:
-            storage.inside_place(folder, name)
+            inside_place(folder, name)
         except OutsideRoot as exc:
             raise CorruptCheckpointError(f"{path}: entry {name!r} is not a file inside {folder} ({exc}); the "
                                          "manifest is corrupt or hostile") from None

@@ -42,7 +42,7 @@ import torch
 
 from medcl.engine.checkpoint import (SequenceState, checkpoint_problem, report_checkpoint, restore_checkpoint, set_aside,
                                      write_checkpoint)
-from medcl.storage import rmtree_below
+from medcl.confine import rmtree_below
 
 _NAME = re.compile(r"task-(\d+)-step-(\d+)")
 # train.checkpoint_every "auto" on a GPU: a spot loss costs at most this many steps. Each checkpoint

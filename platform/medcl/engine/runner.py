@@ -38,7 +38,8 @@ from medcl.models import ModelLoadError, check_model_source
 from medcl.paths import is_weights_file, resolve_paths
 from medcl.registry import UnknownNameError
 from medcl.rundir import RunDir, append_event
-from medcl.storage import is_remote, place, read_appended, read_bytes, rmtree_below, write_bytes
+from medcl.confine import rmtree_below
+from medcl.storage import is_remote, place, read_appended, read_bytes, write_bytes
 from medcl.strategies import Strategy, build_strategy
 
 # Fields that may change between a run and its resumption without changing its results.

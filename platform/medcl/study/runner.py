@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from medcl.confine import rmtree_below
 from medcl.engine.runner import RunError
 from medcl.study.config import StudyConfig
 from medcl.study.plan import describe, fingerprint, grid_sweep, tuning_sweep
@@ -142,7 +143,7 @@ def _prepare_folder(study: StudyConfig, fresh: bool) -> Path:
 
     root = study.study_dir
     if fresh and root.exists():
-        storage.rmtree_below(root, Path(study.output_dir).resolve())
+        rmtree_below(root, Path(study.output_dir).resolve())
     root.mkdir(parents=True, exist_ok=True)
     (root / "study.yaml").write_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
     return root

@@ -13,6 +13,7 @@ so no trial ever continues a directory holding other parameters.
 """
 from __future__ import annotations
 
+from medcl.confine import rmtree_below
 from medcl import storage as places
 from medcl.redact import mask_url_password
 from medcl.sweep.config import SweepConfig
@@ -132,11 +133,11 @@ def _delete(sweep: SweepConfig) -> None:
     from medcl.sweep.study_store import is_staged
 
     if not is_staged(sweep):
-        places.rmtree_below(sweep.sweep_dir, places.place(sweep.output_dir))
+        rmtree_below(sweep.sweep_dir, places.place(sweep.output_dir))
         return
     from medcl.sweep.lease import LEASE_FILE
 
     for name in places.listdir(sweep.sweep_dir):  # all but this driver's lease (it still holds the sweep)
         if name != LEASE_FILE:
             child = sweep.sweep_dir / name
-            places.delete(child) if places.is_file(child) else places.rmtree_below(child, sweep.sweep_dir)
+            places.delete(child) if places.is_file(child) else rmtree_below(child, sweep.sweep_dir)
