@@ -2,6 +2,8 @@
 
     .venv/bin/python experiments/benchmarks/render_tables.py           # rewrite every marked block
     .venv/bin/python experiments/benchmarks/render_tables.py --check   # exit 1 if a block is stale
+    .venv/bin/python experiments/benchmarks/render_tables.py --study runs/studies/findings-synthmed/study.json \
+        --as findings                                                   # a study's results into docs/results
 
 A block in a page is marked
 
@@ -19,8 +21,11 @@ has a ``kind`` and says how it was measured:
   ``".2f"``, ``","``; default ``str``).
 * ``matrix``: an accuracy matrix, ``tasks`` and ``rows`` (``label``, ``values``), and ``metrics``
   (Transfer, Avg, ... printed on one line under it).
-* ``findings``: the JSON ``method_findings.py`` writes (``sequences`` -> ``summary``, ``findings``),
-  rendered by that script's own ``table``.
+* ``study``: a ``medcl study`` result (``study``: its ``study.json`` without the per-run records),
+  rendered by the study's own tables (:func:`medcl.study.tables.display_tables`): accuracy, the
+  claims, the ablations and the costs, the same cells as the study's ``tables/*.md`` and its board.
+  ``--study STUDY_JSON --as NAME`` writes ``docs/results/NAME.json`` from a study folder, keeping the
+  ``measured``/``after`` text of an existing file.
 
 Every kind takes ``measured`` (a paragraph above the table: machine, load, date, command) and
 ``after`` (a paragraph below it). Free text is a string or a list of lines.
@@ -28,7 +33,6 @@ Every kind takes ``measured`` (a paragraph above the table: machine, load, date,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import sys
@@ -83,20 +87,31 @@ def render_matrix(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _method_findings():
-    spec = importlib.util.spec_from_file_location("method_findings", Path(__file__).with_name("method_findings.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+STUDY_TABLES = ("accuracy", "claims", "ablations", "costs")
+STUDY_KEYS = ("study", "baseline", "seeds", "orders", "methods", "changed", "tuning", "statistics", "costs", "wall_s",
+              "missing", "adopted_from")
 
 
-def render_findings(result: dict) -> str:
-    findings = _method_findings()
-    return "\n".join(findings.table(name, seq["summary"], seq["findings"]) + findings.ablation_table(seq.get("ablations", []))
-                     for name, seq in result["sequences"].items() if "summary" in seq)
+def render_study(result: dict) -> str:
+    from medcl.study.tables import display_tables, markdown
+
+    tables = {t.name: t for t in display_tables(result["study"])}
+    return "\n".join(markdown(tables[name]) for name in STUDY_TABLES if name in tables)
 
 
-KINDS = {"rows": render_rows, "matrix": render_matrix, "findings": render_findings}
+def import_study(study_json: Path, name: str, results: Path = RESULTS) -> Path:
+    """``results/<name>.json`` (kind ``study``) from a study's ``study.json``: the keys the tables need
+    (:data:`STUDY_KEYS`), the per-run records left out; ``measured``/``after`` kept from the file it replaces."""
+    payload = json.loads(Path(study_json).read_text())
+    target = results / f"{name}.json"
+    old = json.loads(target.read_text()) if target.is_file() else {}
+    result = {"kind": "study", **{k: old[k] for k in ("measured", "after") if k in old},
+              "study": {k: payload[k] for k in STUDY_KEYS if k in payload}}
+    target.write_text(json.dumps(result, indent=1) + "\n")
+    return target
+
+
+KINDS = {"rows": render_rows, "matrix": render_matrix, "study": render_study}
 
 
 def render(result: dict) -> str:
@@ -151,7 +166,13 @@ def check(docs: Path = DOCS, results: Path = RESULTS) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
+    parser.add_argument("--study", type=Path, metavar="STUDY_JSON", help="import a study's study.json first")
+    parser.add_argument("--as", dest="name", metavar="NAME", help="with --study: the docs/results/NAME.json to write")
     args = parser.parse_args(argv)
+    if args.study:
+        if not args.name:
+            parser.error("--study needs --as NAME (the table block <!-- table:NAME --> it fills)")
+        print(f"wrote {import_study(args.study, args.name).relative_to(REPO)}")
     if args.check:
         problems = check()
         print("\n".join(problems) or "every table matches docs/results")

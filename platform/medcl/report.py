@@ -2,8 +2,9 @@
 
 ``write_report(run_dir)`` reads ``matrix.csv``, ``metrics.json``, ``config.yaml`` and
 ``events.jsonl`` (see :mod:`medcl.rundir`) and writes ``report.html`` with every image embedded as a
-base64 PNG data URI, so the file can be mailed or archived on its own. Several runs side by side
-(``medcl compare``) are :mod:`medcl.compare`.
+base64 PNG data URI, so the file can be mailed or archived on its own. The page is the Jinja2
+template ``templates/report.html.j2`` (autoescaped; :mod:`medcl.templating`); this module only
+gathers its values. Several runs side by side (``medcl compare``) are :mod:`medcl.compare`.
 
 Plots use matplotlib's object API (``Figure`` + Agg canvas), never ``pyplot``: no global state, no
 display needed, safe inside Ray workers.
@@ -11,7 +12,6 @@ display needed, safe inside Ray workers.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 
 from medcl.metrics import AUC_METRIC_KEYS, METRIC_KEYS, per_task, summarize
 from medcl.rundir import ZERO_SHOT_ROW, RunDir, read_events, read_matrix_csv
+from medcl.templating import render
 
 METRIC_LEGEND = {
     "transfer": "accuracy on tasks not trained yet (kept zero-shot ability)",
@@ -241,19 +242,50 @@ def _loss_figure(events: list[dict]) -> Figure | None:
 
 
 # --------------------------------------------------------------------------- HTML report
-
-_CSS = (
-    "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:.5em 0}"
-    "img{max-width:100%;height:auto}"
-    "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-    "td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:1em;overflow:auto}"
-)
+# The page is templates/report.html.j2 (Jinja2, autoescaped, see medcl.templating); the functions
+# below only gather its context: plain text and numbers, never HTML.
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _report_context(run: _Run) -> dict:
+    """Everything ``report.html.j2`` shows, as plain values: ``facts`` ((name, text) pairs for the
+    header), ``note``, ``matrices`` (accuracy, then AUC when recorded: id, title, alt, image data
+    URI, text table), ``metric_rows`` (metric, value, meaning), ``per_task`` (header, rows,
+    majority), ``skipped``/``strategy``/``retrieval`` (a dict, or None when the run has none),
+    ``curves_image``, ``loss_image`` (None without step events) and ``config_text`` (None without
+    config.yaml)."""
+    metric_rows = [[k, _fmt(run.metrics.get(k)), METRIC_LEGEND[k]] for k in METRIC_KEYS]
+    if run.auc is not None:
+        metric_rows += [[k, _fmt(run.metrics.get(k)), "on the AUC matrix"] for k in AUC_METRIC_KEYS]
+    header, rows = _per_task_rows(run)
+    loss = _loss_figure(run.events)
+    return {
+        "run_name": run.name, "facts": _facts(run), "note": run.metrics.get("note"),
+        "matrices": _matrix_sections(run), "metric_rows": metric_rows,
+        "per_task": {"header": header, "rows": rows, "majority": bool(run.metrics.get("majority_class_rate"))},
+        "skipped": _skipped_section(run), "strategy": _strategy_section(run), "retrieval": _retrieval_section(run),
+        "curves_image": _data_uri(_task_curves_figure([run])),
+        "loss_image": None if loss is None else _data_uri(loss),
+        "config_text": run.config_text,
+    }
+
+
+def _facts(run: _Run) -> list[tuple[str, str]]:
+    """strategy, model, benchmark and the trainable-parameter count, those the run recorded."""
+    facts = [(k, run.describe(k)) for k in ("strategy", "model", "benchmark")]
+    facts.append(("trainable parameters", run.metrics.get("trainable_parameters")))
+    return [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in facts if v is not None]
+
+
+def _matrix_sections(run: _Run) -> list[dict]:
+    """The accuracy matrix (heat map + text table) and, when the run recorded AUC, the AUC matrix."""
+    sections = [{"id": "accuracy-matrix", "title": "Accuracy matrix (%)", "alt": "accuracy matrix",
+                 "image": _data_uri(_matrix_figure(run.row_labels, run.task_names, run.values)),
+                 "text": format_matrix(run.row_labels, run.task_names, run.values)}]
+    if run.auc is not None:
+        figure = _matrix_figure(run.row_labels, run.task_names, run.auc, label="macro one-vs-rest AUC (%)")
+        sections.append({"id": "auc-matrix", "title": "AUC matrix (%, macro one-vs-rest)", "alt": "AUC matrix",
+                         "image": _data_uri(figure), "text": format_matrix(run.row_labels, run.task_names, run.auc)})
+    return sections
 
 
 def _per_task_rows(run: _Run) -> tuple[list[str], list[list[str]]]:
@@ -279,88 +311,49 @@ def _per_task_rows(run: _Run) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _report_body(run: _Run) -> list[str]:
-    esc = html.escape
-    facts = [(k, run.describe(k)) for k in ("strategy", "model", "benchmark")]
-    facts.append(("trainable parameters", run.metrics.get("trainable_parameters")))
-    facts_text = "; ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in facts if v is not None)
-    metric_rows = [[k, _fmt(run.metrics.get(k)), METRIC_LEGEND[k]] for k in METRIC_KEYS]
-    if run.auc is not None:
-        metric_rows += [[k, _fmt(run.metrics.get(k)), "on the AUC matrix"] for k in AUC_METRIC_KEYS]
-    parts = [
-        f"<h1>medcl run: {esc(run.name)}</h1>",
-        f"<p>{esc(facts_text)}</p>" if facts_text else "",
-        f"<p><strong>Note:</strong> {esc(str(run.metrics['note']))}</p>" if run.metrics.get("note") else "",
-        "<h2>Accuracy matrix (%)</h2>",
-        f'<img alt="accuracy matrix" src="{_data_uri(_matrix_figure(run.row_labels, run.task_names, run.values))}">',
-        f"<pre>{esc(format_matrix(run.row_labels, run.task_names, run.values))}</pre>",
-        *(_auc_parts(run) if run.auc is not None else []),
-        "<h2>Metrics (%)</h2>",
-        _html_table(["metric", "value", "meaning"], metric_rows),
-    ]
-    header, rows = _per_task_rows(run)
-    if rows:
-        parts += ["<h2>Per task (%)</h2>", _html_table(header, rows)]
-        if run.metrics.get("majority_class_rate"):
-            parts.append("<p>majority class: the accuracy of always answering the test split's most frequent "
-                         "class; an accuracy at or below it has learnt nothing about the task.</p>")
-    parts += _skipped_parts(run) + _strategy_parts(run) + _retrieval_parts(run)
-    parts += ["<h2>Accuracy over training</h2>",
-              f'<img alt="per-task accuracy" src="{_data_uri(_task_curves_figure([run]))}">']
-    loss = _loss_figure(run.events)
-    if loss is not None:
-        parts += ["<h2>Training loss</h2>", f'<img alt="training loss" src="{_data_uri(loss)}">']
-    if run.config_text is not None:
-        parts += ["<h2>Resolved config</h2>", f"<pre>{esc(run.config_text)}</pre>"]
-    return [p for p in parts if p]
-
-
-def _skipped_parts(run: _Run) -> list[str]:
-    """metrics.json's ``skipped_inputs`` (:mod:`medcl.data.skips`): per task the files its loader
-    skipped, with the reason; nothing when no input was skipped."""
+def _skipped_section(run: _Run) -> dict | None:
+    """metrics.json's ``skipped_inputs`` (:mod:`medcl.data.skips`): ``counts`` ((task, count) pairs)
+    and ``rows`` (task, file, reason) of the files each loader skipped; None when none was."""
     skipped = run.metrics.get("skipped_inputs") or {}
     rows = [[task, f["file"], f["reason"]] for task, record in skipped.items() for f in record.get("files", ())]
     rows += [[task, f"... and {record['files_not_listed']} more (not listed)", ""]
              for task, record in skipped.items() if record.get("files_not_listed")]
     if not rows:
-        return []
-    counts = "; ".join(f"{task}: {record['count']}" for task, record in skipped.items())
-    return ["<h2>Skipped inputs</h2>", f"<p>files the data loaders skipped, not trained or evaluated on ({html.escape(counts)}); "
-            "strict: true on a task makes them an error</p>", _html_table(["task", "file", "reason"], rows)]
+        return None
+    return {"counts": [(task, record["count"]) for task, record in skipped.items()], "rows": rows}
 
 
-def _strategy_parts(run: _Run) -> list[str]:
+def _strategy_section(run: _Run) -> dict | None:
     """The strategy's effective parameters (every field, defaults resolved: metrics.json's
-    ``strategy_params``), else the ones config.yaml sets (an older run recorded no defaults)."""
+    ``strategy_params``), else the ones config.yaml sets (an older run recorded no defaults):
+    ``name``, ``note`` (which of the two) and ``rows`` (parameter, value); None when neither exists."""
     params, note = run.metrics.get("strategy_params"), "every parameter, defaults included"
     if params is None and run.config_text:
         section = (yaml.safe_load(run.config_text) or {}).get("strategy")
         params = {k: v for k, v in section.items() if k != "name"} if isinstance(section, dict) else None
         note = "as set in config.yaml (this run did not record its defaults)"
     if params is None:
-        return []
+        return None
     rows = [[key, json.dumps(value) if isinstance(value, (dict, list)) or value is None else str(value)]
             for key, value in params.items()] or [["(none)", ""]]
-    return [f"<h2>Strategy parameters: {html.escape(run.describe('strategy') or '')}</h2>",
-            f"<p>{html.escape(note)}</p>", _html_table(["parameter", "value"], rows)]
+    return {"name": run.describe("strategy") or "", "note": note, "rows": rows}
 
 
-def _retrieval_parts(run: _Run) -> list[str]:
+def _retrieval_section(run: _Run) -> dict | None:
     """PRIMED's retrieval, from the plan it wrote (``<plan dir>/plan.json``: per task the reference
     pairs, per level, and the seconds spent; the mean dense score of ``reference-<i>.parquet`` when
-    readable: near 0 for every pair means the embedding model is untrained)."""
+    readable: near 0 for every pair means the embedding model is untrained): ``mode``, ``plan_dir``
+    and ``rows``; None for a run without a plan."""
     plan_dir = _plan_dir(run)
     if plan_dir is None:
-        return []
+        return None
     plan = json.loads((plan_dir / "plan.json").read_text())
     rows = []
     for i, entry in enumerate(plan.get("tasks") or []):
         levels = ", ".join(f"{k} {v}" for k, v in (entry.get("levels") or {}).items())
         rows.append([str(entry.get("task", i)), str(entry.get("rows", "")), levels,
                      _fmt(_mean_score(plan_dir / f"reference-{i}.parquet"), 4), _fmt(entry.get("retrieval_s"), 1)])
-    return [f"<h2>Retrieval ({html.escape(str(plan.get('mode', '')))})</h2>",
-            f"<p>reference sets planned in {html.escape(str(plan_dir))}</p>",
-            _html_table(["task", "reference pairs", "per level", "mean dense score", "retrieval (s)"], rows)]
+    return {"mode": str(plan.get("mode", "")), "plan_dir": str(plan_dir), "rows": rows}
 
 
 def _plan_dir(run: _Run) -> Path | None:
@@ -382,31 +375,23 @@ def _mean_score(path: Path) -> float | None:
     return float(np.nanmean(scores)) if scores.size else None
 
 
-def _auc_parts(run: _Run) -> list[str]:
-    figure = _matrix_figure(run.row_labels, run.task_names, run.auc, label="macro one-vs-rest AUC (%)")
-    return ["<h2>AUC matrix (%, macro one-vs-rest)</h2>", f'<img alt="AUC matrix" src="{_data_uri(figure)}">',
-            f"<pre>{html.escape(format_matrix(run.row_labels, run.task_names, run.auc))}</pre>"]
-
-
 def write_report(run_dir: Path) -> Path:
     """Write ``<run_dir>/report.html`` and return its path.
 
-    Self-contained: images are base64 PNG data URIs, CSS is inline, all text is HTML-escaped.
-    Contents: run name, accuracy heat map and text matrix, the same for auc.csv (when present), metrics table, per-task table (when
-    metrics.json has ``per_task``), accuracy-over-stages plot, loss curves per stage (when
-    events.jsonl has step events), and config.yaml (when present). Without metrics.json the
-    metrics are computed from a complete matrix (else shown as "n/a").
+    Rendered from ``templates/report.html.j2`` (extends ``base.html.j2``; :mod:`medcl.templating`).
+    Self-contained: images are base64 PNG data URIs, CSS is inline, every value is HTML-escaped by
+    the template engine (run, task and strategy names, notes and config text are untrusted).
+    Contents: run name, accuracy heat map and text matrix, the same for auc.csv (when present),
+    metrics table, per-task table (when metrics.json has ``per_task``), skipped inputs, strategy
+    parameters and PRIMED's retrieval (when recorded), accuracy-over-stages plot, loss curves per
+    stage (when events.jsonl has step events), and config.yaml (when present). Without
+    metrics.json the metrics are computed from a complete matrix (else shown as "n/a").
 
     Raises:
         FileNotFoundError: ``run_dir`` has no matrix.csv (not a finished run, or nothing evaluated).
     """
     run = _load_run(Path(run_dir))
-    title = html.escape(f"medcl report: {run.name}")
-    document = "\n".join([
-        "<!DOCTYPE html>",
-        f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{_CSS}</style></head>',
-        "<body>", *_report_body(run), "</body></html>",
-    ])
+    document = render("report.html.j2", **_report_context(run))
     target = RunDir(run.path).report
-    target.write_text(document + "\n", encoding="utf-8")
+    target.write_text(document, encoding="utf-8")
     return target

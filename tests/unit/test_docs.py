@@ -156,3 +156,26 @@ def test_the_readme_experiment_is_the_quickstart_file():
         return [] if a == b else [f"{path.lstrip('.')}: README {a!r}, quickstart.yaml {b!r}"]
 
     assert not differences(shown, real)
+
+
+def test_a_study_is_imported_and_rendered_by_its_own_tables(tmp_path):
+    from medcl.study.statistics import analyse
+    from medcl.study.config import Claim
+
+    render = _render_tables()
+    runs = [{"method": m, "seed": s, "order": "default", "complete": True,
+             "metrics": {"transfer": v + s, "avg": v + s, "last": v + s, "bwt": 0.0}}
+            for m, v in (("finetune", 40.0), ("zscl", 45.0)) for s in range(3)]
+    claim = Claim(claim="zscl keeps more", left="zscl", right="finetune", metric="transfer")
+    payload = {"study": "t", "baseline": "finetune", "methods": [{"label": "finetune"}, {"label": "zscl"}],
+               "tuning": {}, "changed": {}, "runs": runs, "statistics": analyse(runs, ["finetune", "zscl"], "finetune",
+                                                                             0.95, [claim]),
+               "costs": {m: {"runs": 3, "cpu_hours": 0.0, "gpu_hours": 0.0} for m in ("finetune", "zscl")}}
+    (tmp_path / "study.json").write_text(json.dumps(payload))
+    (tmp_path / "found.json").write_text(json.dumps({"kind": "rows", "measured": "Measured by hand.", "rows": []}))
+    target = render.import_study(tmp_path / "study.json", "found", tmp_path)
+    result = json.loads(target.read_text())
+    assert result["kind"] == "study" and result["measured"] == "Measured by hand." and "runs" not in result["study"]
+    text = render.render(result)
+    assert text.startswith("Measured by hand.") and "| zscl keeps more | zscl - finetune | Transfer | +5.0" in text
+    assert "| holds |" in text and "**Costs" in text

@@ -1,5 +1,6 @@
 """The static results board ``<study>/index.html``, rendered from ``templates/study_board.html.j2``
-(Jinja2, autoescaped): the protocol, the tables of :mod:`medcl.study.tables`, the plots and every
+(Jinja2, autoescaped; it extends ``base.html.j2`` like a run's ``report.html``, one environment in
+:mod:`medcl.templating`): the protocol, the tables of :mod:`medcl.study.tables`, the plots and every
 run with a link to its ``report.html``. Every link and image is relative to the study folder, so
 the board works from a file URL, any static web server or a bucket holding the folder; it needs no
 script and no server.
@@ -9,23 +10,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
 from medcl.study.tables import display_tables, metric_name
+from medcl.templating import render
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 WIDE_PLOTS = ("plot_matrices", "plot_curves")  # full width with more than 3 methods
-HEADINGS = {"accuracy": "Accuracy", "paired": "Against the baseline", "orders": "Order sensitivity", "costs": "Costs"}
-TEXT_COLUMNS = {"accuracy": 2}
+HEADINGS = {"accuracy": "Accuracy", "paired": "Against the baseline", "orders": "Order sensitivity", "costs": "Costs",
+            "claims": "Findings", "ablations": "Ablations"}
+TEXT_COLUMNS = {"accuracy": 2, "claims": 3, "ablations": 2}
 PLOT_CAPTIONS = {"plot_intervals": "Mean and interval per metric and method",
                  "plot_matrices": "Accuracy matrices (first order, mean over seeds)",
                  "plot_curves": "Per-task accuracy after each stage (first order)",
                  "plot_orders": "Avg per task order", "plot_cost": "Cost against accuracy"}
-
-
-def environment() -> Environment:
-    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
-                       trim_blocks=True, lstrip_blocks=True)
 
 
 def write_board(payload: dict, root: Path) -> Path:
@@ -39,7 +34,8 @@ def write_board(payload: dict, root: Path) -> Path:
     plots = [{"src": v, "caption": PLOT_CAPTIONS.get(k, k),
               "wide": k == "plot_intervals" or (k in WIDE_PLOTS and len(payload["methods"]) > 3)}
              for k, v in outputs.items() if k.startswith("plot_")]
-    html = environment().get_template("study_board.html.j2").render(
+    html = render(
+        "study_board.html.j2",
         study=payload["study"], methods=payload["methods"], seeds=payload["seeds"], orders=payload["orders"],
         baseline=payload["baseline"], wall_s=payload["wall_s"], level=f"{100 * payload['statistics']['level']:g} %",
         tuning_note=_tuning_note(payload), files=sorted(files), tables=tables, plots=plots,

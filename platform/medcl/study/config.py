@@ -12,6 +12,10 @@ A study is the comparison table of a paper as one file::
         space:                                # optional: tuned on validation data (the sweep's syntax)
           strategy.replay_fraction: {uniform: [0.2, 0.8]}
     baseline: finetune                        # paired differences are against this label
+    claims:                                   # optional: findings checked as paired differences
+      - {claim: "rehearsal keeps more than finetune", left: rehearsal, right: finetune, metric: last}
+    ablations:                                # optional: a method with one choice switched, against it
+      - {label: rehearsal_small, of: rehearsal}
     seeds: [0, 1, 2]
     orders: [[xray, ultrasound], [ultrasound, xray]]   # optional; default: the benchmark's own order
     tuning: {trials: 8, objective: avg, searcher: {name: tpe, seed: 0}}
@@ -25,7 +29,7 @@ none is run with its fixed parameters. ``--set`` paths address the study file
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -67,6 +71,29 @@ class Method(_Model):
         return {"name": self.label, **self.strategy}
 
 
+class Claim(_Model):
+    """A finding the study checks: ``left`` beats ``right`` on ``metric`` (``direction`` higher: left >
+    right; lower: left < right), decided on the per-seed paired differences ``left - right``:
+    holds / fails / inconclusive (:func:`medcl.stats.paired_difference`)."""
+
+    claim: str = Field(min_length=1)
+    left: str
+    right: str
+    metric: str
+    direction: Literal["higher", "lower"] = "higher"
+
+
+class Ablation(_Model):
+    """Method ``label`` is method ``of`` with one choice switched: reported as the paired difference
+    ``label - of`` on :data:`ABLATION_METRICS`, no direction claimed."""
+
+    label: str
+    of: str
+
+
+ABLATION_METRICS = ("transfer", "avg", "last")
+
+
 class Tuning(_Model):
     """The equal tuning budget: ``trials`` per method with a space, scored by ``objective`` on
     validation data (``train.eval_split: val``; ``val_fraction`` of each task's train split when the
@@ -96,6 +123,8 @@ class StudyConfig(_Model):
     resources: Resources = Resources(trial_cpus=1.0, train_workers=0)
     max_concurrent_runs: int = Field(default=2, ge=1)
     level: float = Field(default=0.95, gt=0, lt=1)
+    claims: list[Claim] = []
+    ablations: list[Ablation] = []
     output_dir: PathStr = "studies"
 
     @field_validator("seeds")
@@ -121,6 +150,7 @@ class StudyConfig(_Model):
             raise ValueError(f"methods: label(s) {twice} appear more than once; labels name the table's rows")
         if self.baseline not in labels:
             raise ValueError(f"baseline: {self.baseline!r} is not a method label; labels: {', '.join(labels)}")
+        _check_labels(self, labels)
         if self.orders is not None:
             names = sorted(self.orders[0])
             if any(sorted(o) != names or len(set(o)) != len(o) for o in self.orders):
@@ -142,3 +172,20 @@ class StudyConfig(_Model):
 
     def method(self, label: str) -> Method:
         return next(m for m in self.methods if m.label == label)
+
+
+def _check_labels(study: StudyConfig, labels: list[str]) -> None:
+    """Every label a claim or an ablation names is a method; every claim's metric is a study metric."""
+    metrics = [*STUDY_METRICS, *(f"auc_{m}" for m in STUDY_METRICS)]
+    for i, claim in enumerate(study.claims):
+        for side in ("left", "right"):
+            if getattr(claim, side) not in labels:
+                raise ValueError(f"claims.{i}.{side}: {getattr(claim, side)!r} is not a method label; "
+                                 f"labels: {', '.join(labels)}")
+        if claim.metric not in metrics:
+            raise ValueError(f"claims.{i}.metric: {claim.metric!r} is not a study metric; allowed: {', '.join(metrics)}")
+    for i, ablation in enumerate(study.ablations):
+        for field in ("label", "of"):
+            if getattr(ablation, field) not in labels:
+                raise ValueError(f"ablations.{i}.{field}: {getattr(ablation, field)!r} is not a method label; "
+                                 f"labels: {', '.join(labels)}")

@@ -120,6 +120,6 @@ def _override_method(raw: dict, item: str, source: str) -> None:
 def _named_root(field: str, message: str) -> tuple[str, str]:
     """A whole-study check (``"baseline: ..."`` raised at the root) named by the field it is about."""
     head, sep, rest = message.partition(": ")
-    if field == "<root>" and sep and head in StudyConfig.model_fields:
+    if field == "<root>" and sep and head.split(".")[0] in StudyConfig.model_fields:
         return head, rest
     return field, message

@@ -93,6 +93,25 @@ def collect_study(study: StudyConfig) -> dict:
     return write_study(study, tuning, runs, wall_s=_previous_wall(study) or time.perf_counter() - started)
 
 
+def adopt_study(study: StudyConfig, folders: list[Path]) -> dict:
+    """Write the outputs from runs made outside the study (``--from-runs``, :mod:`medcl.study.adopt`):
+    nothing is run. ``wall_s`` is the sum of the adopted runs' own wall time (``bench_wall_s`` where
+    the script recorded it, else the stages' time); ``missing`` lists the grid points not found."""
+    from medcl.study.adopt import AdoptError, adopt_runs
+
+    try:
+        runs, missing = adopt_runs(study, folders)
+    except AdoptError as exc:
+        raise StudyError(str(exc)) from None
+    if not runs:
+        raise StudyError(f"--from-runs {' '.join(map(str, folders))}: no complete run there has the experiment of any of this study's "
+                         "points (same data, model, weights, strategy, train section, seed and order)")
+    _prepare_folder(study, fresh=False)
+    wall = sum(r["trial_wall_s"] or (r["cost"] or {}).get("wall_s") or 0.0 for r in runs)
+    return write_study(study, {}, runs, wall_s=wall,
+                       extra={"adopted_from": [str(Path(f).resolve()) for f in folders], "missing": missing})
+
+
 def _load(sweep):
     import optuna
 
@@ -106,8 +125,9 @@ def _previous_wall(study: StudyConfig) -> float | None:
         return None
 
 
-def write_study(study: StudyConfig, tuning: dict, runs: list[dict], *, wall_s: float) -> dict:
-    """Statistics, costs, ``study.json``, tables, plots and the board from finished phases."""
+def write_study(study: StudyConfig, tuning: dict, runs: list[dict], *, wall_s: float, extra: dict | None = None) -> dict:
+    """Statistics, costs, ``study.json``, tables, plots and the board from finished phases (``extra``:
+    more top-level keys of ``study.json``)."""
     from medcl.study.board import write_board
     from medcl.study.costs import aggregate_costs
     from medcl.study.plots import write_plots
@@ -116,18 +136,33 @@ def write_study(study: StudyConfig, tuning: dict, runs: list[dict], *, wall_s: f
 
     root = study.study_dir
     labels = [m.label for m in study.methods]
-    statistics = analyse(runs, labels, study.baseline, study.level)
+    statistics = analyse(runs, labels, study.baseline, study.level, study.claims, study.ablations)
     costs = {label: aggregate_costs([r["cost"] for r in runs if r["method"] == label and r["cost"]]) for label in labels}
     payload = {"study": study.name, "folder": str(root), "wall_s": wall_s, "plan": describe(study),
                "config": study.model_dump(mode="json"), "baseline": study.baseline, "seeds": study.seeds,
                "orders": describe(study)["orders"],
                "methods": [{"label": m.label, "strategy": m.strategy_section, "set": m.set, "tuned": m.tuned,
                             "chosen": tuning.get(m.label, {}).get("chosen", {})} for m in study.methods],
-               "tuning": tuning, "runs": [_relative(r, root) for r in runs], "statistics": statistics, "costs": costs}
+               "changed": {a.label: switched(study, a) for a in study.ablations},
+               "tuning": tuning, "runs": [_relative(r, root) for r in runs], "statistics": statistics, "costs": costs,
+               **(extra or {})}
     payload["outputs"] = {**write_tables(payload, root / "tables"), **write_plots(payload, root, root / "plots")}
     payload["outputs"]["board"] = str(write_board(payload, root).relative_to(root))
     (root / "study.json").write_text(json.dumps(payload, indent=1, default=str))
     return payload
+
+
+def switched(study: StudyConfig, ablation) -> dict:
+    """What an ablation changes against its method: ``{dotted field: value}`` of the strategy section
+    and the ``set`` fields that differ (``strategy.name`` left out when only the label differs)."""
+    mine, theirs = study.method(ablation.label), study.method(ablation.of)
+
+    def fields(method):
+        section = {f"strategy.{k}": v for k, v in method.strategy_section.items()}
+        return {**section, **method.set}
+
+    a, b = fields(mine), fields(theirs)
+    return {k: a.get(k) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def _relative(run: dict, root: Path) -> dict:

@@ -10,6 +10,10 @@ order ``o`` (complete runs only)::
     paired vs base   = paired_difference(per_seed[method], per_seed[baseline], direction)
                        direction +1 (higher is better), -1 for forgetting;
                        verdict holds -> "better", fails -> "worse", else "inconclusive"
+    claim            = paired_difference(per_seed[left], per_seed[right], direction of the claim):
+                       holds / fails / inconclusive ("left beats right on metric")
+    ablation         = paired_difference(per_seed[label], per_seed[of]) on Transfer, Avg, Last;
+                       no direction claimed (the verdict read as "the switch raises the metric")
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import math
 from collections import defaultdict
 
 from medcl.stats import paired_difference, t_interval
-from medcl.study.config import LOWER_IS_BETTER, STUDY_METRICS
+from medcl.study.config import ABLATION_METRICS, LOWER_IS_BETTER, STUDY_METRICS
 
 VERDICT_WORDS = {"holds": "better", "fails": "worse", "inconclusive": "inconclusive"}
 
@@ -62,8 +66,10 @@ def paired_against(method_stats: dict, baseline_stats: dict, metric: str, level:
     return out
 
 
-def analyse(runs: list[dict], labels: list[str], baseline: str, level: float) -> dict:
-    """``{"metrics": [...], "methods": {label: {metric: stats}}, "paired": {label: {metric: diff}}}``."""
+def analyse(runs: list[dict], labels: list[str], baseline: str, level: float, claims=(), ablations=()) -> dict:
+    """``{"metrics", "level", "baseline", "methods": {label: {metric: stats}}, "paired": {label: {metric: diff}},
+    "claims": [...], "ablations": [...]}`` (``claims``/``ablations``: :class:`~medcl.study.config.Claim` and
+    :class:`~medcl.study.config.Ablation` items; see the module doc)."""
     metrics = study_metrics(runs)
     methods = {label: {m: method_statistics([r for r in runs if r["method"] == label], m, level) for m in metrics}
                for label in labels}
@@ -73,4 +79,30 @@ def analyse(runs: list[dict], labels: list[str], baseline: str, level: float) ->
             continue
         paired[label] = {m: paired_against(methods[label][m], methods[baseline][m], m, level)
                          if methods[label][m] and methods[baseline][m] else None for m in metrics}
-    return {"metrics": metrics, "level": level, "baseline": baseline, "methods": methods, "paired": paired}
+    return {"metrics": metrics, "level": level, "baseline": baseline, "methods": methods, "paired": paired,
+            "claims": [check_claim(methods, c, level) for c in claims],
+            "ablations": [ablation_row(methods, a, level) for a in ablations]}
+
+
+def _paired(methods: dict, left: str, right: str, metric: str, direction: int, level: float) -> dict | None:
+    a, b = (methods[left].get(metric) or {}).get("per_seed"), (methods[right].get(metric) or {}).get("per_seed")
+    if not a or not b:
+        return None
+    try:
+        return paired_difference(a, b, direction=direction, level=level).as_dict()
+    except ValueError:  # no seed in common
+        return None
+
+
+def check_claim(methods: dict, claim, level: float) -> dict:
+    """The claim with its paired difference (``left - right`` per seed) and verdict; ``verdict`` None
+    when a side has no complete run for the metric."""
+    direction = 1 if claim.direction == "higher" else -1
+    diff = _paired(methods, claim.left, claim.right, claim.metric, direction, level)
+    return {**claim.model_dump(), **(diff or {"verdict": None})}
+
+
+def ablation_row(methods: dict, ablation, level: float) -> dict:
+    """``label - of`` per seed on each of :data:`ABLATION_METRICS` (None where a side has no runs)."""
+    return {"label": ablation.label, "of": ablation.of,
+            "metrics": {m: _paired(methods, ablation.label, ablation.of, m, 1, level) for m in ABLATION_METRICS}}

@@ -3,10 +3,14 @@
 * ``accuracy``: per method, each metric's mean and 95 % t-interval over seeds, and how it was tuned;
 * ``paired``: per method, ``method - baseline`` per seed: mean [interval] and better / worse / inconclusive;
 * ``orders``: per method, each metric's spread over task orders (max - min of the per-order means);
-* ``costs``: per method, runs, trainable parameters, wall-clock, CPU- and GPU-hours, peak memory, tuning cost.
+* ``costs``: per method, runs, trainable parameters, wall-clock, CPU- and GPU-hours, peak memory, tuning cost;
+* ``claims`` (when the study lists claims): each finding as a paired difference with interval, seeds and
+  verdict holds / fails / inconclusive;
+* ``ablations`` (when the study lists ablations): what each switches, and the paired difference
+  (ablation - its method) on Transfer, Avg and Last.
 
 ``study.csv`` holds the numbers behind the first three (one row per method and metric);
-``costs.csv`` those of the last.
+``costs.csv`` those of the costs; ``claims.csv`` and ``ablations.csv`` those of the last two.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medcl.stats import Interval, format_interval
+from medcl.study.config import ABLATION_METRICS
 
 METRIC_NAMES = {"transfer": "Transfer", "avg": "Avg", "last": "Last", "bwt": "BWT", "forgetting": "Forgetting",
                 "auc_transfer": "AUC Transfer", "auc_avg": "AUC Avg", "auc_last": "AUC Last", "auc_bwt": "AUC BWT"}
@@ -62,12 +67,35 @@ def display_tables(payload: dict) -> list[Table]:
                        f"{interval_text(diff['interval'], signed=True)} {diff['verdict_word']}" if diff else "–")
         paired.append(row)
     orders = [[label] + [_number((stats["methods"][label][m] or {}).get("order_spread")) for m in metrics] for label in labels]
-    return [Table("accuracy", f"Mean [{_level(payload)} t-interval] over seeds", ["Method", "Tuning", *names], accuracy),
+    tables = [Table("accuracy", f"Mean [{_level(payload)} t-interval] over seeds", ["Method", "Tuning", *names], accuracy),
             Table("paired", f"Difference to {payload['baseline']} per seed: mean [{_level(payload)} interval], verdict",
                   ["Method", *names], paired),
             Table("orders", "Order sensitivity: max - min over task orders of the mean over seeds", ["Method", *names],
                   orders),
             Table("costs", "Costs (evaluation runs; tuning separately)", _COST_HEADER, [_cost_row(payload, l) for l in labels])]
+    return tables + _finding_tables(payload)
+
+
+def _finding_tables(payload: dict) -> list[Table]:
+    """The ``claims`` and ``ablations`` tables, each only when the study lists some."""
+    stats, level, out = payload["statistics"], _level(payload), []
+    claims = [c for c in stats.get("claims", []) if c.get("verdict") is not None]
+    if claims:
+        rows = [[c["claim"], f"{c['left']} - {c['right']}", metric_name(c["metric"]),
+                 interval_text(c["interval"], signed=True), str(len(c["seeds"])), c["verdict"]] for c in claims]
+        out.append(Table("claims", f"Findings: paired difference per seed, mean [{level} interval]; holds or fails "
+                                   "only when the interval excludes 0", ["Finding", "Difference", "Metric",
+                                                                        "Mean [interval]", "Seeds", "Verdict"], rows))
+    rows = []
+    for a in stats.get("ablations", []):
+        if any(a["metrics"].values()):
+            changed = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in payload.get("changed", {}).get(a["label"], {}).items())
+            rows.append([f"{a['label']} vs {a['of']}", changed or "–"]
+                        + [interval_text((a["metrics"][m] or {}).get("interval"), signed=True) for m in ABLATION_METRICS])
+    if rows:
+        out.append(Table("ablations", f"Ablations: paired difference (ablation - its method), mean [{level} interval]",
+                         ["Ablation", "Changed", *(metric_name(m) for m in ABLATION_METRICS)], rows))
+    return out
 
 
 _COST_HEADER = ["Method", "Runs", "Trainable params", "Wall s / run", "CPU-h", "GPU-h", "Peak RSS MiB / worker",
@@ -95,7 +123,27 @@ def write_tables(payload: dict, folder: Path) -> dict:
     (folder / "study.csv").write_text(_csv(*metric_rows(payload)))
     (folder / "costs.csv").write_text(_csv(*cost_rows(payload)))
     out.update(csv_study="tables/study.csv", csv_costs="tables/costs.csv")
+    for name, rows in (("claims", claim_rows(payload)), ("ablations", ablation_rows(payload))):
+        if rows[1]:
+            (folder / f"{name}.csv").write_text(_csv(*rows))
+            out[f"csv_{name}"] = f"tables/{name}.csv"
     return out
+
+
+def claim_rows(payload: dict) -> tuple[list[str], list[list]]:
+    header = ["claim", "left", "right", "metric", "direction", "n_seeds", "diff_mean", "diff_low", "diff_high", "verdict"]
+    rows = [[c["claim"], c["left"], c["right"], c["metric"], c["direction"], c["interval"]["n"], c["interval"]["mean"],
+             c["interval"]["low"], c["interval"]["high"], c["verdict"]]
+            for c in payload["statistics"].get("claims", []) if c.get("verdict") is not None]
+    return header, rows
+
+
+def ablation_rows(payload: dict) -> tuple[list[str], list[list]]:
+    header = ["ablation", "of", "metric", "n_seeds", "diff_mean", "diff_low", "diff_high"]
+    rows = [[a["label"], a["of"], metric, d["interval"]["n"], d["interval"]["mean"], d["interval"]["low"],
+             d["interval"]["high"]]
+            for a in payload["statistics"].get("ablations", []) for metric, d in a["metrics"].items() if d]
+    return header, rows
 
 
 def markdown(table: Table) -> str:
