@@ -6,6 +6,9 @@ active (summed) and only adapter t is trainable; task k is evaluated with adapte
 
     L = L_task + alpha * L_CR + beta * L_ortho                      (alpha 0.1, beta 0.01)
 
+(alpha and beta: the authors' ``scripts/finetune_mslora_cr_ortho.sh``, line 77, ``--alpha 0.1 --beta
+0.01``; sim as their ``get_sim_score`` in ``llava/model/language_model/llava_mistral.py``.)
+
     sim(t, k) = mean over tensors p of exp(-|| P_t[p] - stopgrad(P_k[p]) ||_F)
     L_CR      = sum over k < t of (1 - sim(t, k))  if modality(k) == modality(t)   (pulled together)
                                    sim(t, k)       otherwise                        (pushed apart)
