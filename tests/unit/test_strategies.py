@@ -445,6 +445,13 @@ def test_parquet_reference_reads_image_bytes_and_captions(tmp_path):
     assert reference.images.shape == (2, 16, 16, 3) and reference.images.dtype == np.uint8
     assert reference.captions == ("one", "two") and reference.modalities == ("xray", "ct")
     assert reference.images[1].mean() == pytest.approx(128, abs=1)
+    published = tmp_path / "corpus"  # a published corpus (medcl.publish): the CURRENT version is read
+    (published / "v-old").mkdir(parents=True)
+    (published / "v-new").mkdir()
+    pq.write_table(table.slice(0, 1), published / "v-old" / "part-0.parquet")
+    pq.write_table(table.slice(2, 1), published / "v-new" / "part-0.parquet")
+    (published / "CURRENT").write_text("v-new\n")
+    assert ReferenceConfig(name="parquet", path=str(published), image_size=16).load().captions == ("three",)
 
 
 def test_synthmed_reference_is_deterministic_rgb():

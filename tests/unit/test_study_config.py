@@ -78,3 +78,15 @@ def test_findings_study_validates():
         study = load_study(root / name)
         assert study.seeds == [0, 1, 2, 3, 4] and study.baseline == "finetune"
         assert describe(study)["evaluation_runs"] == 5 * len(study.methods)
+
+
+def test_method_paths_are_absolute_like_the_base_experiments(tmp_path, monkeypatch):
+    """A trial may run in another working directory (or node): a method's own path fields resolve
+    against the working directory the study was loaded from, as the base experiment's do."""
+    monkeypatch.chdir(tmp_path)
+    methods = [{"label": "finetune", "set": {"model.pretrained": "weights/clip.safetensors", "train.lr": 0.1}},
+               {"label": "zscl", "strategy": {"reference": {"name": "parquet", "path": "corpora/pairs"}}}]
+    study = load_study(study_file(tmp_path, methods=methods, orders=None))
+    assert study.method("finetune").set == {"model.pretrained": str(tmp_path / "weights/clip.safetensors"),
+                                            "train.lr": 0.1}
+    assert study.method("zscl").strategy == {"reference": {"name": "parquet", "path": str(tmp_path / "corpora/pairs")}}

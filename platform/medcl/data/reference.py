@@ -113,12 +113,17 @@ class ParquetReference(ReferenceSource):
     ``caption`` column and optionally ``modality``: the corpus shard schema."""
 
     class Options(ReferenceOptions):
-        path: PathStr = Field(description="a .parquet file, or a folder whose *.parquet files are read in name order")
+        path: PathStr = Field(description="a .parquet file, a folder whose *.parquet files are read in name order, or "
+                                          "a published corpus folder (medcl corpus build: its CURRENT version is read)")
 
     def load(self, options: Options) -> ImageCaptions:
         import pyarrow.parquet as pq
 
+        from medcl.publish import resolve
+
         path = Path(options.path)
+        if path.is_dir():
+            path = Path(resolve(path))  # a published corpus: its current version (medcl.publish)
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         if not files or not all(f.is_file() for f in files):
             raise FileNotFoundError(f"reference.path: no Parquet file at {path}")

@@ -43,7 +43,38 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
         raise StudyConfigError(source, exc.problems) from None
     raw = resolve_paths(raw, StudyConfig)
     raw["experiment"] = resolve_paths(raw["experiment"], ExperimentConfig)
+    if isinstance(raw.get("methods"), list):
+        raw["methods"] = [_resolve_method_paths(m) for m in raw["methods"]]
     return validate_study(raw, source=source)
+
+
+def _resolve_method_paths(method):
+    """A method's path fields (``strategy.index_dir``, a reference's ``path``, a ``set`` value at a path
+    field such as ``model.pretrained``) made absolute against the working directory, as the base
+    experiment's are: a trial that runs elsewhere reads the same files."""
+    if not isinstance(method, dict):
+        return method
+    out = dict(method)
+    strategy = method.get("strategy")
+    if isinstance(strategy, dict):
+        section = {"name": method.get("label"), **strategy}
+        resolved = resolve_paths({"strategy": section}, ExperimentConfig)["strategy"]
+        out["strategy"] = {k: v for k, v in resolved.items() if k in strategy}
+    fixed = method.get("set")
+    if isinstance(fixed, dict):
+        out["set"] = {path: _resolve_dotted(path, value) for path, value in fixed.items()}
+    return out
+
+
+def _resolve_dotted(path: str, value):
+    from medcl.sweep.space import set_path
+
+    probe: dict = {}
+    set_path(probe, path, value)
+    node = resolve_paths(probe, ExperimentConfig)
+    for key in path.split("."):
+        node = node[key] if isinstance(node, dict) and key in node else None
+    return value if node is None else node
 
 
 def validate_study(raw: dict, source: str = "<study>") -> StudyConfig:
