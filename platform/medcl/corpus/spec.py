@@ -69,6 +69,8 @@ class RocoSource(_Source):
 class MedPixSource(_Source):
     type: Literal["medpix"]
     path: DataPathStr = Field(description="the MedPix-2-0 folder (Descriptions.json, images/)")
+    caption_metadata: bool = Field(False, description="prefix each caption with the record's Type, plane and "
+                                                      "Location Category: 'CT, axial, head: <caption>'")
 
 
 class JsonlSource(_Source):

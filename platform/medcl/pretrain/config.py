@@ -4,6 +4,7 @@
     seed: 0
     data: {source: synthmed, seed: 1000, per_class: 100, heldout_per_class: 10}
     # or:  {source: corpus, path: corpus/roco_medpix, heldout: 256}
+    # either may add augment: {crop_scale: [0.5, 1.0], crop_ratio: [0.75, 1.333], hflip: true}
     model: {name: medcl-tiny, pretrained: null, image_size: null}     # medcl.config.ModelSection
     train: {workers: 2, batch_size: 128, lr: 0.002, steps: 200, warmup_steps: 20, schedule: cosine}
     output_dir: runs                 # or an object store: s3://bucket/runs (medcl.storage)
@@ -33,6 +34,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class AugmentSection(_Section):
+    """Seeded random resized crop, horizontal flip and (optional) contrast and brightness jitter of
+    every training image, in the worker (:mod:`medcl.pretrain.augment`); held-out pairs are never
+    augmented."""
+
+    crop_scale: tuple[float, float] = Field((0.5, 1.0), description="area fraction of the crop box, (min, max)")
+    crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="aspect ratio of the crop box, (min, max)")
+    hflip: bool = True
+    contrast: tuple[float, float] | None = Field(None, description="contrast factor range, (min, max); null: kept")
+    brightness: tuple[float, float] | None = Field(None, description="brightness factor range, (min, max); null: kept")
+
+    @field_validator("crop_scale", "crop_ratio", "contrast", "brightness")
+    @classmethod
+    def _range(cls, value: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        if value is None:
+            return value
+        low, high = value
+        top = 1.0 if info.field_name == "crop_scale" else float("inf")
+        if not 0 < low <= high <= top:
+            raise ValueError(f"needs 0 < min <= max{' <= 1' if top == 1.0 else ''}, got {list(value)}")
+        return value
+
+
 class SynthmedData(_Section):
     """Captioned pairs of a synthmed build (``medcl.data.synthmed.captioned_pairs``): train split
     for training, test split held out. ``seed`` must differ from experiments' benchmark seeds so
@@ -44,6 +68,7 @@ class SynthmedData(_Section):
     per_class: int = Field(100, ge=1, description="training pairs per finding and domain")
     heldout_per_class: int = Field(10, ge=1, description="held-out pairs per finding and domain")
     image_size: int = Field(32, ge=16, le=256)
+    augment: AugmentSection | None = None
 
 
 class CorpusData(_Section):
@@ -59,6 +84,7 @@ class CorpusData(_Section):
     heldout: int = Field(256, ge=2)
     limit: int | None = Field(None, ge=1, description="read at most this many rows")
     image_size: int = Field(32, ge=8, le=1024)
+    augment: AugmentSection | None = None
 
 
 def _default_source(value):

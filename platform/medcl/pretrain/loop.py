@@ -2,7 +2,8 @@
 
     restore the newest step-<n> checkpoint (Ray's, or the run directory's) or start fresh
     step 0: held-out metrics of the starting model (rank 0)
-    for each step: this rank's B/w pairs (from memory, or its shard of the corpus stream)
+    for each step: this rank's B/w pairs (from memory, or its shard of the corpus stream),
+                   randomly cropped and flipped when data.augment is set (medcl.pretrain.augment)
                    -> both towers -> InfoNCE over the global batch
                    (features all-gathered, medcl.pretrain.loss) -> backward -> gradients averaged
                    over workers (medcl.engine.optim.sync_gradients) -> clipped AdamW step
@@ -31,6 +32,7 @@ from medcl.faults import maybe_fail
 from medcl.models import create_model
 from medcl.models.norm import sync_running_statistics
 from medcl.pretrain import checkpoint as ckpt
+from medcl.pretrain.augment import BatchAugment
 from medcl.pretrain.config import PretrainConfig
 from medcl.pretrain.data import PairSampler, PretrainData
 from medcl.pretrain.loss import clamp_logit_scale, contrastive_loss, global_clip_loss
@@ -106,7 +108,9 @@ def _train(cfg: PretrainConfig, model, tokenizer, preprocess, sampler: PairSampl
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
     model.train()
     started = time.perf_counter()
+    augment = BatchAugment(cfg.data.augment, seed=cfg.seed, rank=rank)
     for images, captions in sampler.batches(total, start_step=state.step):
+        images = augment(images, state.step + 1)
         with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
             loss = contrastive_loss(model, loss_fn, preprocess(images), tokenizer(captions).to(device))
         optimizer.zero_grad(set_to_none=True)
