@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,14 @@ def _stop_leftovers(pid: int, ray_tmp: str) -> None:
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+def driver_output(out: str) -> str:
+    """The command's own output, stripped: without the lines Ray forwards from trial and worker
+    processes (``(SequenceTrial pid=N) ...``), which reach the log whenever they arrive, possibly
+    after the command's last line."""
+    own = [line for line in out.splitlines() if not re.match(r"\(\w+ pid=\d+(, ip=[\d.]+)?\)", line)]
+    return "\n".join(own).rstrip()
+
+
 def test_ctrl_c_on_a_sweep_keeps_the_study_writes_no_best_and_exits_130(tmp_path):
     sweep_file = tmp_path / "intr.yaml"
     sweep_file.write_text(yaml.safe_dump({
@@ -64,7 +73,7 @@ def test_ctrl_c_on_a_sweep_keeps_the_study_writes_no_best_and_exits_130(tmp_path
     states = [t.state.name for t in optuna.load_study(study_name="intr", storage=f"sqlite:///{tmp_path / 'intr' / 'study.db'}").trials]
     assert states == ["COMPLETE", "RUNNING"]  # trial 1 kept RUNNING: --resume runs it again first
     assert (f"interrupted: 1 trial(s) finished, 1 running kept in {tmp_path / 'intr'}" in out
-            and out.rstrip().endswith(f"resume with: medcl sweep {sweep_file} --resume")), out[-2000:]
+            and driver_output(out).endswith(f"resume with: medcl sweep {sweep_file} --resume")), out[-2000:]
     assert "Tuner.restore" not in out and "Stop signal received" not in out
     assert not (tmp_path / "intr" / "best.yaml").exists() and not list((tmp_path / "intr").glob("*.png"))
     assert "Exception ignored" not in out
@@ -88,5 +97,5 @@ def test_ctrl_c_on_a_run_names_the_last_checkpoint_and_the_command_and_exits_130
     assert code == 130, out[-3000:]
     run_dir = tmp_path / "intr-run"
     assert (f"interrupted: run directory {run_dir} kept, finished tasks up to checkpoints/task-1" in out
-            and out.rstrip().endswith(f"resume with: medcl run {experiment} --no-dashboard")), out[-2000:]
+            and driver_output(out).endswith(f"resume with: medcl run {experiment} --no-dashboard")), out[-2000:]
     assert (run_dir / "checkpoints" / "task-1").is_dir()
