@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medcl import storage
+from medcl import appends, storage
 
 ZERO_SHOT_ROW = "zero_shot"
 
@@ -96,13 +96,13 @@ _unwritten_events: dict[str, str] = {}  # path -> event lines whose write failed
 
 
 def append_event(path: Path, event: dict) -> None:
-    """Append ``event`` as one JSON line (:func:`medcl.storage.append_text`: on an object store one
+    """Append ``event`` as one JSON line (:func:`medcl.appends.append_text`: on an object store one
     new part per call, retried with backoff). Never fatal: when the write still fails the line is
     kept in memory, a warning names the path and the error, and the next event's write carries it."""
     key = str(path)
     text = _unwritten_events.pop(key, "") + json.dumps(event, default=_json_default) + "\n"
     try:
-        storage.append_text(path, text)
+        appends.append_text(path, text)
     except OSError as exc:
         _unwritten_events[key] = text
         print(f"medcl: warning: could not write {text.count(chr(10))} event(s) to {path} ({exc}); "
@@ -111,7 +111,7 @@ def append_event(path: Path, event: dict) -> None:
 
 def read_events(path: Path) -> list[dict]:
     """The events of ``events.jsonl`` in writing order (the parts of an object-store file too)."""
-    return [json.loads(line) for line in storage.read_appended(path).splitlines() if line.strip()]
+    return [json.loads(line) for line in appends.read_appended(path).splitlines() if line.strip()]
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -18,9 +18,7 @@ Contracts:
   ``AWS_ENDPOINT_URL`` for an S3-compatible store, ``GOOGLE_APPLICATION_CREDENTIALS``...), never from
   medcl's files; a Location pickles as its URI and resolves its filesystem where it is used.
 * :func:`write_text` / :func:`write_bytes` are atomic for a reader (local: temporary file then
-  rename; object store: one PUT). :func:`append_text` appends locally; on an object store (no
-  append there) it writes one new object per call under ``<name>.d/``, retried on transient
-  errors, never rewriting what is there; :func:`read_appended` reads either back in order.
+  rename; object store: one PUT).  Append-only files (events) are :mod:`medcl.appends`.
 * Checkpoints are Ray Train's: :func:`ray_storage` gives ``RunConfig(storage_path=...,
   storage_filesystem=...)`` for a place.
 """
@@ -31,7 +29,6 @@ import fnmatch
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -246,63 +243,6 @@ def write_bytes(value, data: bytes) -> None:
 
 def write_text(value, text: str, encoding: str = "utf-8") -> None:
     write_bytes(value, text.encode(encoding))
-
-
-APPEND_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # waits between the tries of one object-store append
-PARTS_SUFFIX = ".d"  # the parts of an appended object-store file <name> are <name>.d/<writer>-<n>.part
-_part_writers: dict[str, list] = {}  # URI -> [this process's writer prefix, parts written so far]
-
-
-def append_text(value, text: str, encoding: str = "utf-8") -> None:
-    """Append ``text``: a plain append to a local file; on an object store (which has no append)
-    one new object per call, ``<name>.d/<writer>-<n>.part``, where ``<writer>`` is this process's
-    first-append time (ns, zero-padded) and a random id and ``n`` counts its parts, so names sort in
-    writing order and nothing already written is ever rewritten. A failed PUT (``OSError``: network,
-    throttling, 5xx) is tried again after each of :data:`APPEND_BACKOFF_S`; the last error is raised.
-    :func:`read_appended` reads the file back."""
-    where = place(value)
-    if isinstance(where, Path):
-        with open(where, "a", encoding=encoding) as handle:
-            handle.write(text)
-        return
-    writer = _part_writers.setdefault(where.uri, [f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}", 0])
-    target = parts_of(where) / f"{writer[0]}-{writer[1]:08d}.part"
-    data = text.encode(encoding)
-    for wait in (*APPEND_BACKOFF_S, None):
-        try:
-            write_bytes(target, data)
-            break
-        except FileNotFoundError:
-            raise
-        except OSError:
-            if wait is None:
-                raise
-            time.sleep(wait)
-    writer[1] += 1
-
-
-def parts_of(value) -> "Location":
-    """The folder holding the appended parts of the object-store file ``value``."""
-    where = place(value)
-    return where.parent / f"{where.name}{PARTS_SUFFIX}"
-
-
-def read_appended(value, encoding: str = "utf-8") -> str:
-    """The whole text of a file written with :func:`append_text`: the local file; on an object
-    store the plain object, if any (written by medcl before parts), then every part in name order.
-    ``""`` when nothing was written."""
-    where = place(value)
-    if isinstance(where, Path):
-        return where.read_text(encoding) if where.is_file() else ""
-    text = read_text(where, encoding) if is_file(where) else ""
-    parts = parts_of(where)
-    return text + "".join(read_text(parts / name, encoding) for name in listdir(parts) if name.endswith(".part"))
-
-
-def appended_exists(value) -> bool:
-    """Whether anything was written with :func:`append_text` at ``value``."""
-    where = place(value)
-    return where.is_file() if isinstance(where, Path) else is_file(where) or bool(listdir(parts_of(where)))
 
 
 def open_input(value):

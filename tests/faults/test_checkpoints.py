@@ -153,7 +153,7 @@ def test_a_torn_mid_task_checkpoint_is_set_aside(tmp_path):
 def test_a_torn_checkpoint_in_an_object_store_is_set_aside_marker_first(s3, tmp_path):
     """No rename on an object store: each object is moved, the manifests first; the checkpoint
     written before it is used."""
-    from medcl import storage
+    from medcl import appends, storage
     from medcl.storage import Location
 
     checkpoints = Location(f"s3://{BUCKET}/torn-{os.urandom(4).hex()}/checkpoints")
@@ -168,7 +168,7 @@ def test_a_torn_checkpoint_in_an_object_store_is_set_aside_marker_first(s3, tmp_
     [moved] = list(checkpoints.glob("task-2.torn-*"))
     assert storage.read_bytes(moved / "model.safetensors") == data[:100]
     assert sorted(storage.listdir(moved)) == sorted(p.name for p in (tmp_path / "task-2").iterdir())
-    assert "task-2.torn-" in storage.read_appended(checkpoints.parent / "events.jsonl")
+    assert "task-2.torn-" in appends.read_appended(checkpoints.parent / "events.jsonl")
 
 
 def test_ray_trains_record_naming_a_set_aside_checkpoint_is_itself_set_aside(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from s3server import BUCKET, s3  # noqa: E402,F401  (s3: the moto server fixture)
 
-from medcl import rundir, storage  # noqa: E402
+from medcl import appends, rundir, storage  # noqa: E402
 from medcl.rundir import RunDir, append_event, read_events  # noqa: E402
 from medcl.storage import Location  # noqa: E402
 
@@ -30,10 +30,10 @@ class FlakyPuts:
     def __init__(self, monkeypatch, failures: int):
         self.failures, self.calls, self.real = failures, 0, storage.write_bytes
         monkeypatch.setattr(storage, "write_bytes", self)
-        monkeypatch.setattr(storage, "APPEND_BACKOFF_S", (0.0, 0.0))  # two retries, no waiting in a test
+        monkeypatch.setattr(appends, "APPEND_BACKOFF_S", (0.0, 0.0))  # two retries, no waiting in a test
 
     def __call__(self, value, data):
-        if storage.PARTS_SUFFIX + "/" in str(value):
+        if appends.PARTS_SUFFIX + "/" in str(value):
             self.calls += 1
             if self.calls <= self.failures:
                 raise OSError("AWS Error NETWORK_CONNECTION during PutObject operation: curlCode: 56")
@@ -44,14 +44,14 @@ def test_each_write_is_a_new_part_read_back_in_order_after_an_old_plain_file(s3_
     storage.write_text(s3_run.events, '{"kind": "legacy"}\n')  # what medcl wrote before parts
     for step in range(12):
         append_event(s3_run.events, {"kind": "step", "step": step})
-    parts = storage.parts_of(s3_run.events)
+    parts = appends.parts_of(s3_run.events)
     names = storage.listdir(parts)
     assert len(names) == 12 and names == sorted(names)
     first = storage.read_text(parts / names[0])
     append_event(s3_run.events, {"kind": "row"})
     assert storage.read_text(parts / names[0]) == first  # nothing written is rewritten
     assert [e.get("step", e["kind"]) for e in read_events(s3_run.events)] == ["legacy", *range(12), "row"]
-    assert storage.appended_exists(s3_run.events)
+    assert appends.appended_exists(s3_run.events)
 
 
 def test_a_transient_error_is_retried(s3_run, monkeypatch):
@@ -73,6 +73,6 @@ def test_a_local_events_file_is_a_plain_append(tmp_path):
     run = RunDir(tmp_path)
     append_event(run.events, {"kind": "step", "step": 1})
     append_event(run.events, {"kind": "step", "step": 2})
-    assert run.events.read_text().count("\n") == 2 and not storage.parts_of(run.events).exists()
+    assert run.events.read_text().count("\n") == 2 and not appends.parts_of(run.events).exists()
     assert [e["step"] for e in read_events(run.events)] == [1, 2]
     assert read_events(tmp_path / "none.jsonl") == []

@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from s3server import BUCKET, s3  # noqa: E402,F401  (s3: the moto server fixture)
 
-from medcl import storage  # noqa: E402
+from medcl import appends, storage  # noqa: E402
 from medcl.config import validate_experiment  # noqa: E402
 from medcl.engine.checkpoint import (CorruptCheckpointError, SequenceState, latest_checkpoint, read_state,  # noqa: E402
                                      restore_checkpoint, verify_checkpoint, write_checkpoint)
@@ -52,9 +52,9 @@ def test_experiment_output_dir_uri_gives_a_location_run_dir():
 
 def test_files_directories_and_copies(root, tmp_path):
     storage.write_text(root / "a" / "x.txt", "one\ntwo\n")
-    storage.append_text(root / "a" / "new.jsonl", "{}\n")
-    storage.append_text(root / "a" / "new.jsonl", "[]\n")  # object store: a part per append (test_event_parts.py)
-    assert storage.read_appended(root / "a" / "new.jsonl") == "{}\n[]\n"
+    appends.append_text(root / "a" / "new.jsonl", "{}\n")
+    appends.append_text(root / "a" / "new.jsonl", "[]\n")  # object store: a part per append (test_event_parts.py)
+    assert appends.read_appended(root / "a" / "new.jsonl") == "{}\n[]\n"
     assert storage.is_file(root / "a" / "x.txt") and storage.is_dir(root / "a") and not storage.exists(root / "b")
     appended = "new.jsonl.d" if isinstance(root, Location) else "new.jsonl"
     assert storage.listdir(root / "a") == [appended, "x.txt"] and storage.listdir(root / "missing") == []

@@ -39,7 +39,8 @@ from medcl.paths import is_weights_file, resolve_paths
 from medcl.registry import UnknownNameError
 from medcl.rundir import RunDir, append_event
 from medcl.confine import rmtree_below
-from medcl.storage import is_remote, place, read_appended, read_bytes, write_bytes
+from medcl.appends import read_appended
+from medcl.storage import is_remote, place, read_bytes, write_bytes
 from medcl.strategies import Strategy, build_strategy
 
 # Fields that may change between a run and its resumption without changing its results.
